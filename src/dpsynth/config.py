@@ -1,0 +1,154 @@
+"""Configuration: one validated pydantic model per stage, loaded from YAML, overridden from the command line.
+
+>>> cfg = load_config(None, ["train.max_steps=10", "privacy.target_epsilon=4", "data.schema=amazon2014"])
+>>> cfg.train.max_steps, cfg.privacy.target_epsilon, cfg.data.schema_
+(10, 4.0, 'amazon2014')
+
+Overrides are ``dotted.key=value`` with the value parsed as YAML (``lora.target_modules=[q_proj,v_proj]`` gives a list,
+``privacy.delta=null`` gives None). Unknown keys and bad values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from dpsynth._base import Section
+from dpsynth.data.config import DataConfig
+from dpsynth.errors import ConfigError
+from dpsynth.evaluate.config import EvaluateConfig
+from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class ModelConfig(Section):
+    """The pretrained causal LM: a built-in name, a local folder, a GGUF file, or a hub id (needs internet)."""
+
+    name: str = DEFAULT_MODEL
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU, bfloat16 on CUDA"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+    cache_dir: Path | None = Field(None, description="where converted models are cached (default: user cache)")
+
+
+class LoraSettings(Section):
+    """LoRA adapter shape (peft). Alpha 16 and dropout 0.05 follow the reference setting."""
+
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class TrainConfig(Section):
+    """The training loop, shared by the DP arm and the non-DP baseline arm."""
+
+    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: ["dp", "no_dp"])
+    batch_size: int = Field(32, gt=0, description="expected logical batch (DP: sample rate = batch_size / n)")
+    physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
+    learning_rate: float = Field(2e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many (logical) steps")
+    clipping_mode: Literal["hooks", "ghost"] = Field(
+        "hooks", description="per-sample gradient mode; hooks was faster on a 2-core CPU (bench/bench_train.py)"
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints (for --resume)")
+    seed: int = Field(0, description="LoRA initialisation and the non-DP arm's shuffling")
+    noise_seed: int | None = Field(
+        None, description="seed of DP noise and Poisson sampling; none (default) draws fresh OS entropy per run"
+    )
+
+
+class GenerateConfig(Section):
+    """Sampling synthetic records from base model + adapter."""
+
+    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: ["dp", "no_dp"])
+    num_records: int = Field(100, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+
+
+class Config(Section):
+    """Everything a run needs. Saved resolved as ``DIR/config.yaml``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``dotted.key=value`` pairs in a nested dict (values parsed as YAML). Returns the same dict."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key!r}: value {value!r} is not valid YAML ({exc})") from exc
+    return raw
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (or the defaults), apply overrides, validate. Errors name the file and the key."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded
+    if overrides:
+        source += " + command-line overrides"
+    apply_overrides(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from exc
