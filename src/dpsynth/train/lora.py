@@ -1,0 +1,46 @@
+"""LoRA adapters through peft: only the low-rank matrices train, the base model stays frozen and public."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from dpsynth.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    from dpsynth.config import LoraSettings
+
+
+def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int) -> PeftModel:
+    """Wrap ``model`` with a fresh LoRA adapter (initialised from ``seed``; B starts at zero, as in the paper)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+    )
+    # peft only complains when no target matches at all; a partly misspelt list must fail too.
+    missing = [m for m in settings.target_modules if not any(n.endswith(m) for n, _ in model.named_modules())]
+    if missing:
+        raise ConfigError(f"train.lora.target_modules: {missing} not found in the model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters that train (the LoRA matrices), by name."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the trainable parameters, to check later that training changed them."""
+    return {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
