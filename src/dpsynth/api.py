@@ -1,0 +1,98 @@
+"""The Python API: one function per stage, each reading and writing one run directory.
+
+>>> from dpsynth.api import run_pipeline          # doctest: +SKIP
+>>> from dpsynth.config import load_config        # doctest: +SKIP
+>>> run_pipeline(load_config(None, ["train.max_steps=5"]), "runs/demo")  # doctest: +SKIP
+
+The CLI (:mod:`dpsynth.cli`) is a thin layer over these functions. Each stage saves the resolved configuration as
+``DIR/config.yaml`` before it starts, so a run directory always says how it was made.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import Config, load_config
+from dpsynth.errors import DPSynthError
+from dpsynth.rundir import Arm, RunDir, read_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def open_run(out: Path | str) -> RunDir:
+    return RunDir(Path(out))
+
+
+def save_config(cfg: Config, run: RunDir) -> None:
+    write_text(run.config, cfg.to_yaml())
+
+
+def load_run_config(out: Path | str, config: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """The config of a run: ``config`` if given, else the run's saved ``config.yaml``, else defaults; plus overrides."""
+    run = open_run(out)
+    if config is None and run.config.is_file():
+        config = run.config
+    return load_config(config, overrides or [])
+
+
+def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
+    """Read, clean, bound and split the private data into ``DIR/data``; returns prepare.json (counts only)."""
+    from dpsynth.data.prepare import prepare_data
+
+    run = open_run(out)
+    save_config(cfg, run)
+    return prepare_data(cfg.data, run)
+
+
+def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Train every arm in ``cfg.train.arms``; returns each arm's privacy.json."""
+    from dpsynth.train.stage import train_arm
+
+    run = open_run(out)
+    if not run.train.is_file():
+        raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
+    save_config(cfg, run)
+    results: dict[str, dict[str, Any]] = {}
+    for arm in cfg.train.arms:
+        if resume and _arm_finished(run, arm):
+            # Retraining a finished arm would be a second release from the same data: resume never does that.
+            log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
+            results[arm] = read_json(run.privacy_json(arm))
+            continue
+        results[arm] = train_arm(cfg, run, arm, resume=resume, progress=progress)
+    return results
+
+
+def _arm_finished(run: RunDir, arm: Arm) -> bool:
+    """privacy.json is written last, after the adapter was saved and verified: its presence means done."""
+    return run.privacy_json(arm).is_file() and (run.adapter(arm) / "adapter_config.json").is_file()
+
+
+def generate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Generate synthetic records for every arm in ``cfg.generate.arms``."""
+    from dpsynth.generate.stage import generate_arm
+
+    run = open_run(out)
+    save_config(cfg, run)
+    return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
+
+
+def run_pipeline(
+    cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True, stages: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """prepare -> train -> generate (-> evaluate once available); ``resume`` skips finished stages' work."""
+    run = open_run(out)
+    results: dict[str, Any] = {}
+    wanted = stages or ("prepare", "train", "generate")
+    if "prepare" in wanted:
+        if resume and run.prepare_json.is_file():
+            log.info("resume: %s exists, keeping the prepared data", run.prepare_json)
+        else:
+            results["prepare"] = prepare(cfg, out)
+    if "train" in wanted:
+        results["train"] = train(cfg, out, resume=resume, progress=progress)
+    if "generate" in wanted:
+        results["generate"] = generate(cfg, out, progress=progress)
+    return results

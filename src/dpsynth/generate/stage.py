@@ -1,0 +1,61 @@
+"""The ``generate`` stage: synthetic records from each arm's adapter, conditioned on released control codes.
+
+Control codes are drawn from the histogram that the train stage released (``DIR/<arm>/control_codes.json``: with the
+Gaussian mechanism for the DP arm), so generation never reads the private data: everything here is post-processing
+of DP outputs and costs no privacy budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config
+from dpsynth.data.format import encode_prompt, parse_response
+from dpsynth.data.prepare import load_prepare_info
+from dpsynth.errors import DPSynthError
+from dpsynth.generate.sampling import generate_texts
+from dpsynth.models.adapters import load_with_adapter
+from dpsynth.privacy.mechanisms import HistogramRelease
+from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
+
+
+def sample_codes(release: HistogramRelease, names: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` control-code combinations drawn from the released histogram's probabilities."""
+    cells = release.sample(n, np.random.default_rng(seed))
+    return [dict(zip(names, cell, strict=True)) for cell in cells]
+
+
+def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -> dict[str, Any]:
+    """Write ``cfg.generate.num_records`` synthetic records for ``arm``; returns a summary (counts only)."""
+    g = cfg.generate
+    if not run.control_codes(arm).is_file():
+        raise DPSynthError(f"{run.control_codes(arm)} is missing: run `dpsynth train` for the {arm} arm first")
+    codes_file = read_json(run.control_codes(arm))
+    release = HistogramRelease.from_json(codes_file["release"])
+    info = load_prepare_info(run)
+    include_title = bool(info.get("include_title", False))
+    codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed)
+    model, tokenizer = load_with_adapter(cfg.model, run.adapter(arm))
+    prompts = [encode_prompt(tokenizer, c, info["system_prompt"]) for c in codes]
+    texts = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        batch_size=g.batch_size,
+        seed=g.seed,
+        progress=progress,
+    )
+    rows = []
+    for i, (c, text) in enumerate(zip(codes, texts, strict=True)):
+        title, body = parse_response(text, include_title)
+        row: dict[str, Any] = {"index": i, "arm": arm, "text": body, "codes": c}
+        if include_title:
+            row["title"] = title
+        rows.append(row)
+    n = write_jsonl(run.generated(arm), rows)
+    return {"arm": arm, "records": n, "path": str(run.generated(arm))}

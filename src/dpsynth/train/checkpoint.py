@@ -1,0 +1,66 @@
+"""Checkpoints for ``--resume``: adapter, optimizer, random generators, step count and the privacy plan.
+
+A checkpoint is a directory replaced atomically, so a crash while writing one leaves the previous one intact. It
+holds the state needed to continue *the same* mechanism: the Poisson sampler's and the noise generator's states
+continue where they stopped (a resumed run draws fresh noise, never the noise of earlier steps again), and the step
+count is what the accountant charges. ``meta.json`` carries numbers only, never training text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dpsynth.rundir import atomic_path, dumps, read_json
+
+STATE = "state.pt"
+META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    """Everything a training run needs to continue exactly where it stopped."""
+
+    step: int
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    generators: dict[str, torch.Tensor]
+    torch_rng: torch.Tensor
+    meta: dict[str, Any]
+
+
+def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
+    """Write ``directory`` atomically (a temporary directory renamed into place)."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save(
+            {
+                "step": ckpt.step,
+                "trainable": ckpt.trainable,
+                "optimizer": ckpt.optimizer,
+                "generators": ckpt.generators,
+                "torch_rng": ckpt.torch_rng,
+            },
+            tmp / STATE,
+        )
+        (tmp / META).write_text(dumps({"step": ckpt.step, **ckpt.meta}) + "\n", encoding="utf-8")
+
+
+def load_checkpoint(directory: Path) -> Checkpoint | None:
+    """The checkpoint in ``directory``, or None when there is none."""
+    if not (directory / STATE).is_file() or not (directory / META).is_file():
+        return None
+    state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    meta = read_json(directory / META)
+    meta.pop("step", None)
+    return Checkpoint(
+        step=int(state["step"]),
+        trainable=state["trainable"],
+        optimizer=state["optimizer"],
+        generators=state["generators"],
+        torch_rng=state["torch_rng"],
+        meta=meta,
+    )

@@ -1,0 +1,287 @@
+"""One training loop for both arms: the DP arm (Opacus DP-SGD, Poisson sampling) and the non-DP baseline.
+
+The two arms share the model, the adapter, the examples, the loss and the number of steps; the DP arm adds
+per-sample clipping and noise, samples batches by Poisson sampling with the rate from the data set's size, and charges
+every step to the accountant of its :class:`~dpsynth.train.plan.PrivacyPlan`. The control-code histogram that
+generation samples from is released here too (with the Gaussian mechanism in the DP arm, exactly in the baseline),
+because this is the one stage that reads the training split.
+
+After training: the adapter is saved atomically and verified (weights moved; the reloaded adapter reproduces the
+trained model and generates), then ``privacy.json`` is written from the accountant that ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from opacus.utils.batch_memory_manager import BatchMemoryManager
+from tqdm.auto import tqdm
+
+from dpsynth.config import Config
+from dpsynth.errors import DPSynthError
+from dpsynth.models.loader import load_model, load_tokenizer, resolve_device
+from dpsynth.rundir import Arm, RunDir, atomic_path, write_jsonl
+from dpsynth.train.batching import (
+    Collator,
+    ExampleDataset,
+    check_poisson,
+    fixed_batches,
+    physical_chunks,
+    poisson_loader,
+    total_steps,
+)
+from dpsynth.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dpsynth.train.lora import add_lora, snapshot, trainable_parameters
+from dpsynth.train.objective import per_sequence_loss
+from dpsynth.train.plan import PrivacyPlan
+from dpsynth.train.private import PrivateTraining, make_private
+from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopState:
+    """What changes as training runs; saved in checkpoints."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """A generator seeded from ``seed``, or from fresh OS entropy when ``seed`` is None (the default for DP noise)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed if seed is not None else secrets.randbits(63))
+    return g
+
+
+def _forward_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    out = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=batch["position_ids"].to(device),
+    )
+    return per_sequence_loss(out.logits, batch["labels"].to(device))
+
+
+def _make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = list(trainable_parameters(model).values())
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+
+
+@dataclass
+class TrainingSetup:
+    """The objects of one arm's run, built before the first step (or restored from a checkpoint)."""
+
+    cfg: Config
+    run: RunDir
+    arm: Arm
+    examples: list[Any]
+    plan: PrivacyPlan | None
+    steps: int
+    meta: dict[str, Any]
+    progress: bool = True
+
+
+class ArmTrainer:
+    """Trains one arm. ``run()`` returns a summary; the caller writes ``privacy.json``."""
+
+    def __init__(self, setup: TrainingSetup, *, resume: bool) -> None:
+        self.s = setup
+        cfg = setup.cfg
+        self.device = resolve_device(cfg.model.device)
+        self.tokenizer = load_tokenizer(cfg.model)
+        base = load_model(cfg.model, device=self.device)
+        self.model = add_lora(base, cfg.train.lora, seed=cfg.train.seed)
+        self.model.to(self.device)
+        self.initial = snapshot(self.model)
+        self.optimizer = _make_optimizer(cfg, self.model)
+        self.dataset = ExampleDataset(setup.examples)
+        self.collate = Collator(pad_id=int(self.tokenizer.pad_token_id))
+        self.ckpt_dir = setup.run.checkpoints(setup.arm)
+        self.state = LoopState()
+        ckpt = load_checkpoint(self.ckpt_dir) if resume else None
+        seed = cfg.train.noise_seed
+        self.sampler_gen = _generator(torch.device("cpu"), seed)
+        self.noise_gen = _generator(self.device, None if seed is None else seed + 1)
+        if ckpt is not None:
+            self._restore(ckpt)
+        elif resume:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", self.ckpt_dir)
+        self.private: PrivateTraining | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        if ckpt.meta.get("plan") != (self.s.plan.to_json() if self.s.plan else None) or ckpt.meta.get("steps") != (
+            self.s.steps
+        ):
+            raise DPSynthError(
+                f"the checkpoint in {self.ckpt_dir} was made with a different plan (privacy or steps); "
+                "resume with the same configuration, or start a new run directory"
+            )
+        params = trainable_parameters(self.model)
+        with torch.no_grad():
+            for name, value in ckpt.trainable.items():
+                params[name].copy_(value.to(self.device))
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.sampler_gen.set_state(ckpt.generators["sampler"])
+        self.noise_gen.set_state(ckpt.generators["noise"])
+        torch.set_rng_state(ckpt.torch_rng)
+        self.state.step = ckpt.step
+        self.state.log_rows = list(ckpt.meta.get("log", []))
+        self.s.meta.update({k: v for k, v in ckpt.meta.items() if k in ("histogram",)})
+        log.info("resumed %s at step %d of %d", self.s.arm, ckpt.step, self.s.steps)
+
+    def _save(self) -> None:
+        save_checkpoint(
+            self.ckpt_dir,
+            Checkpoint(
+                step=self.state.step,
+                trainable={n: p.detach().cpu() for n, p in trainable_parameters(self.model).items()},
+                optimizer=self.optimizer.state_dict()
+                if self.private is None
+                else self.private.optimizer.original_optimizer.state_dict(),
+                generators={"sampler": self.sampler_gen.get_state(), "noise": self.noise_gen.get_state()},
+                torch_rng=torch.get_rng_state(),
+                meta={
+                    "arm": self.s.arm,
+                    "steps": self.s.steps,
+                    "plan": self.s.plan.to_json() if self.s.plan else None,
+                    "histogram": self.s.meta.get("histogram"),
+                    "log": self.state.log_rows,
+                },
+            ),
+        )
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        remaining = s.steps - self.state.step
+        self.model.train()
+        bar = tqdm(total=s.steps, initial=self.state.step, desc=f"train {s.arm}", disable=not s.progress, leave=True)
+        if self.state.step == 0:
+            self._save()  # step 0: the histogram release and the generators are fixed before any gradient
+        if remaining > 0:
+            if s.plan is not None:
+                self._dp_steps(remaining, bar)
+            else:
+                self._baseline_steps(remaining, bar)
+        bar.close()
+        if self.private is not None:
+            self.private.detach()
+        self.model.eval()
+        return {"steps": self.state.step, "log": self.state.log_rows}
+
+    def _after_step(self, losses: list[float], batch_size: int, bar: Any) -> None:
+        s = self.s
+        self.state.step += 1
+        mean_loss = sum(losses) / len(losses) if losses else float("nan")
+        row: dict[str, Any] = {"step": self.state.step, "batch_size": batch_size}
+        if losses:
+            row["loss"] = mean_loss
+        every = max(1, s.steps // 20)
+        postfix: dict[str, str] = {"loss": f"{mean_loss:.3f}"} if losses else {}
+        if s.plan is not None and (self.state.step % every == 0 or self.state.step == s.steps):
+            eps = s.plan.epsilon(self.state.step)
+            row["epsilon"] = eps
+            postfix["eps"] = f"{eps:.2f}"
+        self.state.log_rows.append(row)
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        if self.state.step % s.cfg.train.checkpoint_every == 0 and self.state.step < s.steps:
+            self._save()
+
+    def _dp_steps(self, remaining: int, bar: Any) -> None:
+        s, plan = self.s, self.s.plan
+        assert plan is not None
+        self.private = make_private(
+            self.model,
+            self.optimizer,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            expected_batch_size=max(1, round(plan.sample_rate * plan.n)),
+            mode=s.cfg.train.clipping_mode,
+            noise_generator=self.noise_gen,
+        )
+        loader = poisson_loader(
+            self.dataset, q=plan.sample_rate, steps=remaining, generator=self.sampler_gen, collate=self.collate
+        )
+        check_poisson(loader, q=plan.sample_rate, n=plan.n)
+        private = self.private
+        losses: list[float] = []
+        logical = 0
+        with BatchMemoryManager(
+            data_loader=loader, max_physical_batch_size=s.cfg.train.physical_batch_size, optimizer=private.optimizer
+        ) as physical_loader:
+            for batch in physical_loader:
+                before = private.noisy_steps
+                if batch["input_ids"].shape[0] == 0:
+                    private.prepare_empty_batch()
+                else:
+                    out = self.model(
+                        input_ids=batch["input_ids"].to(self.device),
+                        attention_mask=batch["attention_mask"].to(self.device),
+                        position_ids=batch["position_ids"].to(self.device),
+                    )
+                    loss = private.criterion(out.logits, batch["labels"].to(self.device))
+                    loss.backward()
+                    with torch.no_grad():
+                        per_seq = per_sequence_loss(out.logits.detach(), batch["labels"].to(self.device))
+                    losses.extend(per_seq.tolist())
+                    logical += batch["input_ids"].shape[0]
+                private.optimizer.step()
+                private.optimizer.zero_grad()
+                if private.noisy_steps > before:  # a logical batch ended with a noisy update
+                    self._after_step(losses, logical, bar)
+                    losses, logical = [], 0
+
+    def _baseline_steps(self, remaining: int, bar: Any) -> None:
+        s = self.s
+        batch_size = min(s.cfg.train.batch_size, len(self.dataset))
+        batches: Iterable[list[int]] = fixed_batches(
+            len(self.dataset), batch_size, seed=s.cfg.train.seed, start_step=self.state.step
+        )
+        for _, indices in zip(range(remaining), batches, strict=False):
+            self.optimizer.zero_grad()
+            losses: list[float] = []
+            for chunk in physical_chunks(indices, s.cfg.train.physical_batch_size):
+                per_seq = _forward_losses(self.model, self.collate([self.dataset[i] for i in chunk]), self.device)
+                (per_seq.sum() / len(indices)).backward()
+                losses.extend(per_seq.detach().tolist())
+            self.optimizer.step()
+            self._after_step(losses, len(indices), bar)
+
+    # -- after training ----------------------------------------------------------------------------------------------
+
+    def save_and_verify(self, probe_ids: list[int]) -> dict[str, Any]:
+        """Save the adapter atomically, then check that it learned, reloads, reproduces and generates."""
+        checks: dict[str, Any] = {"weights_changed": check_weights_changed(self.initial, self.model)}
+        adapter_dir = self.s.run.adapter(self.s.arm)
+        with atomic_path(adapter_dir) as tmp:
+            self.model.save_pretrained(tmp)
+        checks["roundtrip"] = check_adapter_roundtrip(
+            self.model,
+            adapter_dir,
+            lambda: load_model(self.s.cfg.model, device=self.device),
+            probe_ids,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        write_jsonl(self.s.run.train_log(self.s.arm), self.state.log_rows)
+        return checks
+
+
+def planned_steps(cfg: Config, n: int) -> int:
+    """The number of logical steps both arms take."""
+    return total_steps(
+        n=n, expected_batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps
+    )

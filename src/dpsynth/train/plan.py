@@ -1,0 +1,108 @@
+"""The privacy plan of a DP training run, fixed before any private example is touched.
+
+Everything the DP arm releases is planned here: DP-SGD (noise multiplier, sample rate, steps, clipping norm) and the
+Gaussian histogram of control codes that generation samples from. Both are composed in one accountant
+(:mod:`dpsynth.privacy.accounting`), so the target epsilon covers the whole release. The plan is stored in every
+checkpoint; a resume must find the same plan, so a changed config can never silently change what was accounted.
+
+What the plan reads from the private data is only its size ``n`` (the number of privacy units), used for the sample
+rate and the default delta, as is standard for DP-SGD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dpsynth.config import Config
+from dpsynth.errors import ConfigError
+from dpsynth.privacy.accounting import (
+    Mechanism,
+    calibrate_noise_multiplier,
+    default_delta,
+    dp_sgd_mechanism,
+    epsilon,
+    histogram_mechanism,
+    histogram_noise_for_epsilon,
+)
+from dpsynth.train.batching import sample_rate, total_steps
+
+DEFAULT_HISTOGRAM_SIGMA = 10.0
+"""Histogram noise when ``privacy.noise_multiplier`` is given without a target epsilon (alone: epsilon ~0.5 at 1e-5)."""
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """What the DP arm will do, and the guarantee that results if it runs to the end."""
+
+    n: int
+    expected_batch_size: int
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    max_grad_norm: float
+    histogram_sigma: float
+    histogram_cells: int
+    delta: float
+    accountant: str
+    target_epsilon: float | None
+
+    def mechanisms(self, steps_done: int | None = None) -> list[Mechanism]:
+        """The mechanisms of the release after ``steps_done`` DP-SGD steps (default: all planned steps)."""
+        steps = self.steps if steps_done is None else steps_done
+        out = [histogram_mechanism(self.histogram_sigma, self.histogram_cells)]
+        if steps > 0:
+            out.append(dp_sgd_mechanism(self.noise_multiplier, self.sample_rate, steps, self.max_grad_norm))
+        return out
+
+    def epsilon(self, steps_done: int | None = None) -> float:
+        """Epsilon of the histogram and ``steps_done`` DP-SGD steps composed, by the configured accountant."""
+        return epsilon(self.mechanisms(steps_done), self.delta, self.accountant)  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> PrivacyPlan:
+        return cls(**obj)
+
+
+def make_plan(cfg: Config, *, n: int, histogram_cells: int) -> PrivacyPlan:
+    """Calibrate the noise of the DP arm for ``n`` training units (privacy units)."""
+    p, t = cfg.privacy, cfg.train
+    q = sample_rate(t.batch_size, n)
+    steps = total_steps(n=n, expected_batch_size=t.batch_size, epochs=t.epochs, max_steps=t.max_steps)
+    delta = p.delta if p.delta is not None else default_delta(n)
+    if delta >= 1.0 / n:
+        raise ConfigError(f"privacy.delta={delta:g} must be below 1/n = {1.0 / n:g} for n={n} training units")
+    if p.histogram_noise_multiplier is not None:
+        hist_sigma = p.histogram_noise_multiplier
+    elif p.target_epsilon is not None:
+        hist_sigma = histogram_noise_for_epsilon(p.histogram_epsilon_fraction * p.target_epsilon, delta, p.accountant)
+    else:  # an explicit DP-SGD noise multiplier and no target: a fixed, documented histogram noise
+        hist_sigma = DEFAULT_HISTOGRAM_SIGMA
+    if p.target_epsilon is not None:
+        sigma = calibrate_noise_multiplier(
+            target_epsilon=p.target_epsilon,
+            delta=delta,
+            sample_rate=q,
+            steps=steps,
+            accountant=p.accountant,
+            fixed=[histogram_mechanism(hist_sigma, histogram_cells)],
+        )
+    else:
+        assert p.noise_multiplier is not None  # the config validator guarantees one of the two
+        sigma = p.noise_multiplier
+    return PrivacyPlan(
+        n=n,
+        expected_batch_size=t.batch_size,
+        sample_rate=q,
+        steps=steps,
+        noise_multiplier=sigma,
+        max_grad_norm=p.max_grad_norm,
+        histogram_sigma=hist_sigma,
+        histogram_cells=histogram_cells,
+        delta=delta,
+        accountant=p.accountant,
+        target_epsilon=p.target_epsilon,
+    )
