@@ -38,7 +38,7 @@ def exact_gaussian_epsilon(sigma: float, delta: float) -> float:
     return float(brentq(delta_of, 0.0, 200.0, xtol=1e-12))
 
 
-# ------------------------------------------------------------------------------------------------ anchors (Opacus tests)
+# ---- anchors (Opacus tests)
 def test_rdp_anchor_from_opacus_tests():
     # opacus/tests/accountants_test.py::test_rdp_accountant: sigma 1.5, q 0.04, int(90 / 0.04) = 2250 steps, delta 1e-5
     assert epsilon([sgd(1.5, 0.04, 2250)], 1e-5, "rdp") == pytest.approx(7.32911117143, abs=1e-10)
@@ -62,7 +62,7 @@ def test_calibration_matches_opacus_get_noise_multiplier_anchors():
     assert prv == pytest.approx(1.2915, abs=2e-3)
 
 
-# ----------------------------------------------------------------------------------------------------- sample rate 1
+# ---- sample rate 1
 @pytest.mark.parametrize("sigma", [0.7, 2.0, 10.0])
 def test_full_data_gaussian_prv_is_an_upper_bound_close_to_exact(sigma):
     delta = 1e-5
@@ -86,7 +86,7 @@ def test_histogram_noise_for_epsilon_spends_at_most_its_share():
             assert epsilon([histogram_mechanism(sigma * (1 - 2 * CALIBRATION_RTOL), 7)], 1e-5, accountant) > eps
 
 
-# ------------------------------------------------------------------------------------------------------- composition
+# ---- composition
 @pytest.mark.parametrize("accountant", ["prv", "rdp"])
 def test_composition_is_more_than_either_and_less_than_the_sum(accountant):
     hist = histogram_mechanism(5.0, 10)
@@ -130,7 +130,7 @@ def test_default_delta_is_below_one_over_n():
         default_delta(0)
 
 
-# ------------------------------------------------------------------------------------------------------- calibration
+# ---- calibration
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     target=st.floats(1.0, 10.0),
