@@ -33,7 +33,9 @@ class DataConfig(Section):
         description="public value sets of control codes; needed for codes whose domain the schema does not know",
     )
     max_records: int | None = Field(None, gt=0, description="take the first N usable records")
-    min_chars: int = Field(20, ge=1)
+    min_chars: int = Field(20, ge=1, description="drop texts shorter than this after cleaning")
+    max_chars: int | None = Field(None, gt=0, description="drop texts longer than this after cleaning (none: no limit)")
+    dedup: bool = Field(True, description="drop exact and normalized duplicate texts (the first occurrence is kept)")
     max_tokens: int = Field(128, gt=0, description="public bound on a response's length in tokens")
     include_title: bool = False
     privacy_unit: Literal["record", "user"] = "user"

@@ -1,0 +1,229 @@
+"""The ``prepare`` stage: private source file -> cleaned, bounded, split records in the run directory.
+
+``read -> map (schema) -> clean -> drop duplicates -> first N usable -> privacy units -> bound -> split -> canaries``
+
+Every output is written only after everything succeeded, each file atomically, and ``prepare.json`` last (it is what
+later stages check for), so an error leaves no half-prepared run. ``prepare.json`` holds parameters, counts and the
+source fingerprint, never record text; like everything computed from the data without noise, its counts are not DP
+and belong to the run's owner, not to a published report.
+
+Caveat, stated so nobody overlooks it: the DP guarantee of training is with respect to the prepared training set.
+Steps here that look across units (global deduplication, ``max_records``, the split) are treated, as is usual, as the
+definition of that set; per-user bounding depends only on each user's own records.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> run = RunDir(Path(tempfile.mkdtemp()))
+>>> info = prepare_data(DataConfig(demo_records=60, privacy_unit="record"), run)
+>>> info["source"]["path"], info["counts"]["train_units"] + info["counts"]["test_units"] == info["counts"]["kept"]
+('builtin:demo', True)
+>>> [s.name for s in load_code_specs(run)]
+['rating', 'category']
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from dpsynth.data.canaries import Canary, canary_count, make_canaries, write_canaries
+from dpsynth.data.clean import Cleaner, clean_record
+from dpsynth.data.config import DataConfig, FieldMap
+from dpsynth.data.demo import DEMO_CODE_DOMAINS, DEMO_FIELDS, demo_records
+from dpsynth.data.fingerprint import Fingerprint
+from dpsynth.data.readers import inspect_file, iter_rows
+from dpsynth.data.records import CodeSpec, Record, write_records
+from dpsynth.data.schemas import RawRecord, Schema, build_schema
+from dpsynth.data.units import OVER_USER_BOUND, build_units, split_units
+from dpsynth.errors import InputError
+from dpsynth.rundir import RunDir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+NO_USER = "no_user"
+BEYOND_MAX_RECORDS = "beyond_max_records"
+DEMO_SOURCE = "builtin:demo"
+T = TypeVar("T")
+
+
+class SourceRead:
+    """What one pass over the source gave: the usable records in file order, drop counts and the fingerprint."""
+
+    def __init__(self, label: str, fmt: str, schema: Schema) -> None:
+        self.label, self.format, self.schema = label, fmt, schema
+        self.kept: list[RawRecord] = []
+        self.dropped: Counter[str] = Counter()
+        self.rows = 0
+        self.read = 0
+        self.fingerprint = Fingerprint()
+
+
+def _open(cfg: DataConfig) -> tuple[str, str, DataConfig, Iterator[tuple[int, dict[str, Any]]]]:
+    """(source label, format, effective config, rows). No path: the built-in demo set in the generic schema."""
+    if cfg.path is None:
+        demo_cfg = cfg.model_copy(
+            update={
+                "schema_": "generic",
+                "fields": FieldMap(**DEMO_FIELDS),
+                "code_domains": DEMO_CODE_DOMAINS,
+                "meta_path": None,
+            }
+        )
+        return DEMO_SOURCE, "builtin", demo_cfg, enumerate(demo_records(cfg.demo_records, cfg.seed), start=1)
+    src = inspect_file(cfg.path, cfg.format)
+    return str(cfg.path), src.format, cfg, iter_rows(src)
+
+
+def read_source(cfg: DataConfig) -> SourceRead:
+    """Read the whole source once: map, clean, deduplicate and keep the first ``max_records`` usable records.
+
+    The whole file is read even when ``max_records`` is reached, so that the fingerprint (and the drop counts)
+    describe the source, not the part of it a run used.
+    """
+    label, fmt, eff, rows = _open(cfg)
+    first = next(rows, None)
+    if first is None:
+        raise InputError("contains no records", path=label)
+    first_line, first_row = first
+    schema = build_schema(eff, first_row, label)
+    if fmt in ("csv", "parquet"):
+        schema.check_columns(list(first_row), label, first_line)
+    out = SourceRead(label, fmt, schema)
+    cleaner = Cleaner(min_chars=cfg.min_chars, max_chars=cfg.max_chars, dedup=cfg.dedup)
+    need_user = cfg.privacy_unit == "user"
+    for line, row in itertools.chain([first], rows):
+        out.rows += 1
+        for rec in schema.map(row, line):
+            out.read += 1
+            clean_record(rec)
+            if rec.text is not None:
+                out.fingerprint.add(rec.text)
+            reason = rec.drop
+            if reason is None and cfg.max_records is not None and len(out.kept) >= cfg.max_records:
+                reason = BEYOND_MAX_RECORDS
+            if reason is None:
+                reason = cleaner.check(rec)
+            if reason is None and need_user and rec.user is None:
+                reason = NO_USER
+            if reason is not None:
+                out.dropped[reason] += 1
+                continue
+            cleaner.remember(rec)
+            out.kept.append(rec)
+    missing = schema.missing_fields()
+    if missing:
+        raise InputError(
+            f"no record has a value for this required field (first record at line {first_line})",
+            path=label,
+            line=first_line,
+            field=missing[0],
+        )
+    return out
+
+
+def _insert_seeded(items: Sequence[T], extra: Sequence[T], seed: int) -> list[T]:
+    """``items`` with each of ``extra`` inserted at a seeded random position."""
+    rng = random.Random(f"dpsynth-canary-positions-{seed}")
+    out = list(items)
+    for x in extra:
+        out.insert(rng.randint(0, len(out)), x)
+    return out
+
+
+def _summary(counts: Counter[str]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "nothing"
+
+
+def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
+    """Prepare ``run``'s data directory from ``cfg``; returns what it writes to ``prepare.json``."""
+    src = read_source(cfg)
+    if not src.kept:
+        raise InputError(
+            f"no usable records: read {src.read} (in {src.rows} rows), dropped: {_summary(src.dropped)}", path=src.label
+        )
+    units, over_bound = build_units(
+        src.kept, privacy_unit=cfg.privacy_unit, max_records_per_user=cfg.max_records_per_user, seed=cfg.seed
+    )
+    dropped = Counter(src.dropped)
+    if over_bound:
+        dropped[OVER_USER_BOUND] += over_bound
+    train, test = split_units(units, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    code_specs = src.schema.code_specs
+    canaries: list[Canary] = make_canaries(canary_count(cfg.canary_rate, len(train)), cfg.seed, code_specs)
+    train_out = _insert_seeded(train, [[c.record()] for c in canaries], cfg.seed)
+    kept = sum(len(u) for u in units)
+    info: dict[str, Any] = {
+        "source": {
+            "path": src.label,
+            "schema": src.schema.name,
+            "format": src.format,
+            "fingerprint": src.fingerprint.hexdigest(),
+            "meta_path": None if cfg.meta_path is None or cfg.path is None else str(cfg.meta_path),
+        },
+        "privacy_unit": cfg.privacy_unit,
+        "max_records_per_user": cfg.max_records_per_user if cfg.privacy_unit == "user" else 1,
+        "max_records": cfg.max_records,
+        "max_tokens": cfg.max_tokens,
+        "min_chars": cfg.min_chars,
+        "max_chars": cfg.max_chars,
+        "dedup": cfg.dedup,
+        "seed": cfg.seed,
+        "test_fraction": cfg.test_fraction,
+        "canary_rate": cfg.canary_rate,
+        "counts": {
+            "rows": src.rows,
+            "read": src.read,
+            "kept": kept,
+            "dropped": dict(sorted(dropped.items())),
+            "train_records": sum(len(u) for u in train),
+            "train_units": len(train),
+            "test_records": sum(len(u) for u in test),
+            "test_units": len(test),
+            "canaries": len(canaries),
+        },
+        "code_specs": [s.to_json() for s in code_specs],
+        "include_title": cfg.include_title,
+        "system_prompt": cfg.system_prompt,
+    }
+    _write(run, train_out, test, canaries, info)
+    log.info(
+        "prepared %d train units (+%d canaries), %d test units from %s; dropped: %s",
+        len(train),
+        len(canaries),
+        len(test),
+        src.label,
+        _summary(dropped),
+    )
+    return info
+
+
+def _write(
+    run: RunDir, train: list[list[Record]], test: list[list[Record]], canaries: list[Canary], info: dict[str, Any]
+) -> None:
+    """Write every output; ``prepare.json`` is removed first and written last, so it marks a complete preparation."""
+    run.data_dir.mkdir(parents=True, exist_ok=True)
+    run.prepare_json.unlink(missing_ok=True)
+    write_records(run.train, itertools.chain.from_iterable(train))
+    write_records(run.test, itertools.chain.from_iterable(test))
+    if canaries:
+        write_canaries(run.canaries, canaries)
+    else:
+        run.canaries.unlink(missing_ok=True)  # a stale file would make evaluation look for canaries never trained on
+    write_json(run.prepare_json, info)
+
+
+def load_prepare_info(run: RunDir) -> dict[str, Any]:
+    """``prepare.json`` of a run (an error telling to run ``prepare`` when there is none)."""
+    if not run.prepare_json.is_file():
+        raise InputError("not found; run `dpsynth prepare` first", path=run.prepare_json)
+    info: dict[str, Any] = read_json(run.prepare_json)
+    return info
+
+
+def load_code_specs(run: RunDir) -> list[CodeSpec]:
+    """The control codes and their public domains, as ``prepare`` declared them."""
+    return [CodeSpec.from_json(obj) for obj in load_prepare_info(run)["code_specs"]]
