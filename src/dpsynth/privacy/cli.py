@@ -1,0 +1,154 @@
+"""``dpsynth budget``: look at and set the privacy budgets in the ledger.
+
+The main CLI mounts :data:`budget_app` (``app.add_typer(budget_app, name="budget")``). Every number shown comes from
+the ledger's stored mechanisms through :mod:`dpsynth.privacy.accounting`; nothing here computes epsilon itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dpsynth.errors import DPSynthError
+from dpsynth.privacy.accounting import ACCOUNTANTS, AccountantName, Mechanism
+from dpsynth.privacy.ledger import Ledger, Release, default_ledger_path
+
+budget_app = typer.Typer(
+    name="budget",
+    help="Privacy budgets and the releases that spent them (the ledger).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+LedgerOpt = Annotated[
+    Path | None,
+    typer.Option("--ledger", help="Ledger file (default: $DPSYNTH_LEDGER, else the user data directory)."),
+]
+
+
+def _fail(err: Exception, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False)
+    return typer.Exit(getattr(err, "exit_code", code))
+
+
+def _describe(m: Mechanism) -> str:
+    """One line per mechanism: what ran and its parameters (numbers only, nothing private)."""
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(m.params.items()))
+    core = f"{m.name}: σ={m.noise_multiplier:.4g}, q={m.sample_rate:.4g}, steps={m.steps}"
+    return f"{core}, {extra}" if extra else core
+
+
+def _composed(
+    ledger: Ledger, source: str, rels: list[Release], accountant: AccountantName
+) -> tuple[float, float, float]:
+    """(delta, composed epsilon of committed releases, composed epsilon with pending reservations).
+
+    At the budget's delta; without a budget at the smallest delta among the releases (the conservative choice, as the
+    ledger makes it).
+    """
+    budget = ledger.get_budget(source)
+    delta = budget.delta if budget is not None else min((r.delta for r in rels), default=1e-5)
+    spent = ledger.spent(source, delta, accountant)
+    reserved = ledger.spent(source, delta, accountant, include_pending=True)
+    return delta, spent, reserved
+
+
+def _show_source(console: Console, ledger: Ledger, source: str, accountant: AccountantName | None) -> None:
+    rels = ledger.releases(source, include_pending=True)
+    acc: AccountantName = accountant or (rels[-1].accountant if rels else "prv")
+    table = Table(title=f"source {source}", show_lines=True)
+    for col in ("#", "status", "run / arm", "mechanisms", "ε (δ) of release", "accountant", "composed ε (δ)", "when"):
+        table.add_column(col, overflow="fold")  # fold, never cut: a truncated number would mislead
+    for r in rels:
+        status = "[yellow]PENDING[/yellow] (reserved, not released)" if r.pending else "committed"
+        composed = "" if r.composed_epsilon is None else f"{r.composed_epsilon:.4g} ({r.composed_delta:.2g})"
+        table.add_row(
+            str(r.id),
+            status,
+            f"{r.run_dir}\n{r.arm}",
+            "\n".join(_describe(m) for m in r.mechanisms),
+            f"{r.epsilon:.4g} ({r.delta:.2g})" + (" planned" if r.pending else ""),
+            r.accountant,
+            composed,
+            r.finished_at or r.created_at,
+        )
+    console.print(table)
+    delta, spent, reserved = _composed(ledger, source, rels, acc)
+    budget = ledger.get_budget(source)
+    lines = [f"composed over committed releases ({acc}): ε = {spent:.4g} at δ = {delta:.2g}"]
+    if any(r.pending for r in rels):
+        lines.append(f"with pending reservations: ε = {reserved:.4g}")
+    if budget is None:
+        lines.append("budget: none set (no limit) — `dpsynth budget set SOURCE --epsilon E --delta D`")
+    else:
+        left = budget.epsilon - reserved
+        style = "red" if left < 0 else "green"
+        lines.append(
+            f"budget: ε = {budget.epsilon:.4g} at δ = {budget.delta:.2g}; left: [{style}]{left:.4g}[/{style}] "
+            "(budget minus the composed spend; a new release must fit composed with it, not added to it)"
+        )
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+@budget_app.command("show")
+def show(
+    source: Annotated[str | None, typer.Argument(help="Source fingerprint; all sources when omitted.")] = None,
+    ledger: LedgerOpt = None,
+    accountant: Annotated[
+        str | None, typer.Option("--accountant", help="Accountant for composition (default: the latest release's).")
+    ] = None,
+) -> None:
+    """Releases, their mechanisms and epsilons, the composed spend, the budget and what is left."""
+    console = Console()
+    if accountant is not None and accountant not in ACCOUNTANTS:
+        raise _fail(DPSynthError(f"unknown accountant {accountant!r} (choose one of {', '.join(ACCOUNTANTS)})"))
+    path = ledger if ledger is not None else default_ledger_path()
+    if not path.exists():
+        console.print(f"no ledger at {path}: nothing has been released yet")
+        if source is not None:
+            raise _fail(DPSynthError(f"unknown source {source}"))
+        return
+    try:
+        led = Ledger(path)
+        sources = led.sources()
+        if source is not None:
+            if source not in sources:
+                raise DPSynthError(f"unknown source {source} (the ledger at {path} has {len(sources)} sources)")
+            sources = [source]
+        if not sources:
+            console.print(f"the ledger at {path} is empty")
+        for s in sources:
+            _show_source(console, led, s, accountant)  # type: ignore[arg-type]
+    except DPSynthError as err:
+        raise _fail(err) from err
+
+
+@budget_app.command("set")
+def set_budget(
+    source: Annotated[str, typer.Argument(help="Source fingerprint (as `dpsynth budget show` lists it).")],
+    epsilon: Annotated[float, typer.Option("--epsilon", "-e", help="Total epsilon all releases may spend.")],
+    delta: Annotated[float, typer.Option("--delta", "-d", help="The delta at which releases are composed.")],
+    ledger: LedgerOpt = None,
+) -> None:
+    """Set (or change) a source's budget. Releases already committed stay; a new one must fit in what is left."""
+    path = ledger if ledger is not None else default_ledger_path()
+    try:
+        led = Ledger(path)
+        led.set_budget(source, epsilon, delta)
+        rels = led.releases(source, include_pending=True)
+        acc: AccountantName = rels[-1].accountant if rels else "prv"
+        reserved = led.spent(source, delta, acc, include_pending=True)
+    except DPSynthError as err:
+        raise _fail(err) from err
+    Console().print(
+        f"budget of {source}: ε = {epsilon:g} at δ = {delta:g}; already spent or reserved: {reserved:.4g} ({acc})",
+        highlight=False,
+    )
+    if reserved > epsilon:
+        Console(stderr=True).print("[yellow]warning:[/yellow] the source is already over this budget", highlight=False)

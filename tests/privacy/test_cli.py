@@ -1,0 +1,72 @@
+"""``dpsynth budget show|set`` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from dpsynth.privacy.accounting import dp_sgd_mechanism, epsilon, histogram_mechanism
+from dpsynth.privacy.cli import budget_app
+from dpsynth.privacy.ledger import ENV_VAR, Ledger
+
+SOURCE = "sha256:" + "cd" * 32
+DELTA = 1e-5
+runner = CliRunner()
+
+
+@pytest.fixture()
+def ledger_path(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    return tmp_path / "ledger.sqlite"
+
+
+def mechs():
+    return [histogram_mechanism(8.0, 5), dp_sgd_mechanism(1.0, 0.02, 200, max_grad_norm=1.0)]
+
+
+def test_set_then_show_lists_releases_pending_and_what_is_left(ledger_path, tmp_path):
+    res = runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "10", "--delta", "1e-5", "--ledger", str(ledger_path)])
+    assert res.exit_code == 0, res.output
+    assert "ε = 10" in res.output
+
+    led = Ledger(ledger_path)
+    m = mechs()
+    eid = led.begin(
+        SOURCE, planned=m, delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path / "r1", arm="dp"
+    )
+    led.commit(eid, mechanisms=m, epsilon=epsilon(m, DELTA, "rdp"), delta=DELTA, files=[])
+    led.begin(SOURCE, planned=m, delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path / "r2", arm="dp")
+
+    res = runner.invoke(budget_app, ["show", SOURCE, "--ledger", str(ledger_path)], env={"COLUMNS": "220"})
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "committed" in out and "PENDING" in out
+    assert "dp_sgd" in out and "gaussian_histogram" in out
+    spent = epsilon(m, DELTA, "rdp")
+    reserved = epsilon(m * 2, DELTA, "rdp")
+    assert f"ε = {spent:.4g} at δ = 1e-05" in out
+    assert f"with pending reservations: ε = {reserved:.4g}" in out
+    assert f"left: {10 - reserved:.4g}" in out
+
+    res = runner.invoke(budget_app, ["show", "--ledger", str(ledger_path)], env={"COLUMNS": "220"})  # all sources
+    assert res.exit_code == 0 and SOURCE in res.output
+
+
+def test_errors_are_messages_with_a_nonzero_exit(ledger_path):
+    res = runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "-1", "--delta", "1e-5", "--ledger", str(ledger_path)])
+    assert res.exit_code != 0
+    assert "budget needs epsilon > 0" in res.output
+    assert "Traceback" not in res.output
+
+    runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "1", "--delta", "1e-5", "--ledger", str(ledger_path)])
+    res = runner.invoke(budget_app, ["show", "sha256:unknown", "--ledger", str(ledger_path)])
+    assert res.exit_code != 0 and "unknown source" in res.output
+
+    res = runner.invoke(budget_app, ["show", "--accountant", "gdp", "--ledger", str(ledger_path)])
+    assert res.exit_code != 0 and "unknown accountant" in res.output
+
+
+def test_show_without_a_ledger_says_so(ledger_path):
+    res = runner.invoke(budget_app, ["show", "--ledger", str(ledger_path)])
+    assert res.exit_code == 0 and "nothing has been released" in res.output
+    assert not ledger_path.exists()  # showing does not create a ledger
