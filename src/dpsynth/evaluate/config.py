@@ -13,3 +13,12 @@ class EvaluateConfig(Section):
     max_records: int = Field(500, gt=0, description="records per arm (and of real data) used by each metric")
     seed: int = 0
     llm_classifier: bool = Field(False, description="slow: fine-tune the base LLM as a rating classifier")
+    length_bins: int = Field(20, gt=1, description="shared histogram bins of the length-in-tokens KL")
+    unigram_top_k: int = Field(1000, gt=0, description="vocabulary (real side's most frequent words) of the unigram KL")
+    ngram_n: int = Field(8, gt=0, description="word n-gram length of the verbatim-overlap check")
+    exposure_candidates: int = Field(1000, gt=0, lt=1_000_000, description="random secrets each canary is ranked among")
+    utility_dp_epsilon: float | None = Field(
+        None, gt=0, description="epsilon of the DP logistic-regression baseline (default: the DP arm's epsilon)"
+    )
+    utility_dp_lambda: float = Field(1e-2, gt=0, description="L2 regularisation of the DP logistic-regression baseline")
+    top_features: int = Field(50, gt=0, description="top TF-IDF terms per model in the feature-importance comparison")
