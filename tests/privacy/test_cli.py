@@ -51,6 +51,14 @@ def test_set_then_show_lists_releases_pending_and_what_is_left(ledger_path, tmp_
     res = runner.invoke(budget_app, ["show", "--ledger", str(ledger_path)], env={"COLUMNS": "220"})  # all sources
     assert res.exit_code == 0 and SOURCE in res.output
 
+    pending_id = next(r.id for r in led.releases(SOURCE, include_pending=True) if r.pending)
+    res = runner.invoke(budget_app, ["abandon", str(eid), "--ledger", str(ledger_path)])
+    assert res.exit_code != 0 and "never removed" in res.output  # a committed release stays
+    res = runner.invoke(budget_app, ["abandon", str(pending_id), "--ledger", str(ledger_path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(budget_app, ["show", SOURCE, "--ledger", str(ledger_path)], env={"COLUMNS": "220"})
+    assert "PENDING" not in res.output and f"left: {10 - spent:.4g}" in res.output
+
 
 def test_errors_are_messages_with_a_nonzero_exit(ledger_path):
     res = runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "-1", "--delta", "1e-5", "--ledger", str(ledger_path)])

@@ -110,6 +110,11 @@ def test_resume_returns_the_same_pending_entry(led, tmp_path):
     first = led.begin(SOURCE, planned=one, **kwargs)
     again = led.begin(SOURCE, planned=one, **kwargs)
     assert again == first
+    led.set_budget(SOURCE, epsilon=0.01, delta=DELTA)  # lowered meanwhile: the granted reservation still resumes
+    assert led.begin(SOURCE, planned=one, **kwargs) == first
+    with pytest.raises(BudgetExceededError):  # but a changed plan is checked again
+        led.begin(SOURCE, planned=release_mechs(steps=400), **kwargs)
+    led.set_budget(SOURCE, epsilon=100.0, delta=DELTA)
     assert len(led.releases(include_pending=True)) == 1
     # another arm of the same run is a different release
     assert led.begin(SOURCE, planned=one, **{**kwargs, "arm": "dp2"}) != first

@@ -87,8 +87,8 @@ def epsilon_from_guesses(m: int, r: int, v: int, *, delta: float, significance: 
     lo = 0.0
     while gap(hi) < 0:
         lo, hi = hi, hi + 1.0
-        if hi > 200:  # p-value cannot reach the level: v and r admit any epsilon (only with tiny delta, huge r)
-            return math.inf
+        if hi > 200:  # cannot happen: as eps grows, P[Bin(r, expit(eps)) >= v] tends to 1 > significance
+            raise ArithmeticError(f"p-value for {v}/{r} correct guesses stays below {significance} up to eps 200")
     return float(brentq(gap, lo, hi, xtol=1e-12, rtol=4 * np.finfo(float).eps, maxiter=200))
 
 

@@ -152,3 +152,22 @@ def set_budget(
     )
     if reserved > epsilon:
         Console(stderr=True).print("[yellow]warning:[/yellow] the source is already over this budget", highlight=False)
+
+
+@budget_app.command("abandon")
+def abandon(
+    entry: Annotated[int, typer.Argument(help="Id of a PENDING entry (as `dpsynth budget show` lists it).")],
+    ledger: LedgerOpt = None,
+) -> None:
+    """Drop a pending reservation whose run will never finish (it stops counting against the budget).
+
+    Only for runs that released nothing: a crashed run resumed later reserves again. Committed releases stay forever.
+    """
+    path = ledger if ledger is not None else default_ledger_path()
+    try:
+        if not path.exists():
+            raise DPSynthError(f"no ledger at {path}")
+        Ledger(path).abandon(entry)
+    except DPSynthError as err:
+        raise _fail(err) from err
+    Console().print(f"abandoned pending entry #{entry}", highlight=False)

@@ -200,8 +200,16 @@ class Ledger:
             if row is not None and row["source"] != source:
                 raise ConfigError(
                     f"{run_dir} ({arm}) has a pending ledger entry #{row['id']} for another source; "
-                    "abandon it (dpsynth budget) or use a new run directory"
+                    f"abandon it (`dpsynth budget abandon {row['id']}`) or use a new run directory"
                 )
+            values = (privacy_unit, accountant, mech_json(planned), planned_eps, float(delta))
+            if row is not None and (row["privacy_unit"], row["accountant"], row["planned"], row["delta"]) == (
+                privacy_unit,
+                accountant,
+                values[2],
+                float(delta),
+            ):
+                return int(row["id"])  # a plain resume: the reservation was granted already
             budget = self._budget(con, source)
             if budget is None and self.default_budget is not None:
                 eps_b, delta_b = self.default_budget
@@ -212,7 +220,6 @@ class Ledger:
                 )
             if budget is not None:
                 self._check_budget(con, budget, planned, accountant, exclude=None if row is None else row["id"])
-            values = (privacy_unit, accountant, mech_json(planned), planned_eps, float(delta))
             if row is not None:
                 con.execute(
                     "UPDATE releases SET privacy_unit = ?, accountant = ?, planned = ?, planned_epsilon = ?, delta = ? "
