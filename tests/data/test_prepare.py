@@ -12,7 +12,7 @@ from dpsynth.data.prepare import load_code_specs, load_prepare_info, prepare_dat
 from dpsynth.data.records import read_records
 from dpsynth.errors import InputError
 from dpsynth.rundir import RunDir, read_jsonl
-from tests.data.files import review_2014, write_csv, write_jsonl
+from tests.data.files import review_2014, write_csv, write_jsonl, write_parquet
 
 PLANTED = "ZQXJ-PLANTED-7731"  # a string that must never leave train/test/canaries
 
@@ -207,3 +207,22 @@ def test_builtin_demo(tmp_path):
 def test_missing_prepare_json(tmp_path):
     with pytest.raises(InputError, match="run `dpsynth prepare` first"):
         load_code_specs(_run(tmp_path))
+
+
+def test_parquet_generic_schema(tmp_path):
+    rows = [
+        {"body": f"Generic review number {i}, long enough to keep.", "who": f"p{i % 7}", "stars": 1 + i % 3}
+        for i in range(30)
+    ]
+    path = write_parquet(tmp_path / "r.parquet", rows)
+    cfg = DataConfig(
+        path=path,
+        schema="generic",
+        fields={"text": "body", "user": "who", "codes": {"stars": "stars"}},
+        code_domains={"stars": [1, 2, 3]},
+        max_records_per_user=10,
+    )
+    info = prepare_data(cfg, _run(tmp_path))
+    assert info["source"]["format"] == "parquet"
+    assert info["code_specs"] == [{"name": "stars", "values": [1, 2, 3]}]
+    assert info["counts"]["kept"] == 30 and info["counts"]["train_units"] + info["counts"]["test_units"] == 7
