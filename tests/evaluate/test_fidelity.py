@@ -6,6 +6,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dpsynth.evaluate.embeddings import embed
 from dpsynth.evaluate.fidelity import (
@@ -182,3 +184,13 @@ def test_sentiment_model_tracks_rating():
     assert np.corrcoef(s, ratings[200:])[0, 1] > 0.8
     with pytest.raises(ValueError, match="two distinct ratings"):
         fit_sentiment(emb[:10], [5] * 10)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 20), min_size=2, max_size=10), st.data())
+def test_smoothed_kl_is_non_negative_and_zero_only_on_equal_counts(p, data):
+    q = data.draw(st.lists(st.integers(0, 20), min_size=len(p), max_size=len(p)))
+    kl = smoothed_kl(p, q)
+    assert kl >= -1e-12
+    if p == q:
+        assert kl == 0.0

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dpsynth.evaluate.mia import attack_metrics, loss_attack, reference_attack, roc_auc, tpr_at_fpr
 
@@ -49,3 +51,14 @@ def test_bad_inputs():
         roc_auc([], [1.0])
     with pytest.raises(ValueError):
         roc_auc([float("nan")], [1.0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=30),
+    st.lists(st.integers(-5, 5), min_size=1, max_size=30),
+)
+def test_auc_symmetry_and_tpr_monotone(members, nonmembers):
+    assert roc_auc(members, nonmembers) + roc_auc(nonmembers, members) == pytest.approx(1.0)
+    tprs = [tpr_at_fpr(members, nonmembers, f) for f in (0.0, 0.01, 0.1, 0.5, 1.0)]
+    assert tprs == sorted(tprs) and tprs[-1] == 1.0
