@@ -113,6 +113,10 @@ def test_invalid_utf8_names_line(tmp_path):
     path.write_bytes(b'{"text": "ok"}\n{"text": "\xff\xfe"}\n')
     with pytest.raises(InputError, match=r"r\.jsonl:2: not valid UTF-8"):
         list(read_rows(path))
+    path = tmp_path / "r.csv.gz"
+    path.write_bytes(gzip.compress(b'text,stars\n"two\nlines",1\nbad \xff byte,2\n'))
+    with pytest.raises(InputError, match=r"r\.csv\.gz:4: not valid UTF-8"):
+        list(read_rows(path))
 
 
 def test_not_parquet(tmp_path):
@@ -120,3 +124,16 @@ def test_not_parquet(tmp_path):
     path.write_bytes(b"this is not parquet at all")
     with pytest.raises(InputError, match="not a valid Parquet file"):
         list(read_rows(path))
+
+
+def test_json_array_file_gets_a_hint(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('[\n  {"text": "a"},\n  {"text": "b"}\n]\n')
+    with pytest.raises(InputError, match=r"r\.json:1: not valid JSON \(a JSON array\? .*one object per line\)"):
+        list(read_rows(path))
+
+
+def test_csv_windows_line_endings(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b'text,stars\r\n"a\r\nb",5\r\n\r\nc,4\r\n')
+    assert list(read_rows(path)) == [(2, {"text": "a\r\nb", "stars": "5"}), (5, {"text": "c", "stars": "4"})]

@@ -117,7 +117,12 @@ def read_jsonl(src: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError:
-                    raise InputError("not valid JSON", path=src.path, line=line_no) from None
+                    hint = (
+                        " (a JSON array? dpsynth reads JSON lines: one object per line)"
+                        if text.lstrip()[:1] == "["
+                        else ""
+                    )
+                    raise InputError("not valid JSON" + hint, path=src.path, line=line_no) from None
                 if not isinstance(obj, dict):
                     raise InputError(f"a JSON {type(obj).__name__}, not an object", path=src.path, line=line_no)
                 yield line_no, obj
@@ -125,7 +130,7 @@ def read_jsonl(src: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
         raise _gzip_guard(src, line_no + 1, exc) from exc
 
 
-def _csv_rows(src: SourceFile, fh: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(src: SourceFile, fh: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.reader(fh)
     try:
         header = next(reader)
@@ -161,16 +166,20 @@ def read_csv(src: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
     """
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     try:
-        with (
-            _open_binary(src) as raw,
-            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh,
-        ):
-            try:
-                yield from _csv_rows(src, fh)
-            except UnicodeDecodeError:
-                raise InputError("not valid UTF-8", path=src.path) from None
+        with _open_binary(src) as raw:
+            yield from _csv_rows(src, _decoded_lines(src, raw))
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _gzip_guard(src, None, exc) from exc
+
+
+def _decoded_lines(src: SourceFile, raw: IO[bytes]) -> Iterator[str]:
+    """Lines decoded one at a time, so that invalid UTF-8 is reported with its line (the csv module counts the
+    same lines: a quoted newline still ends a physical line here)."""
+    for line_no, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise InputError("not valid UTF-8", path=src.path, line=line_no) from None
 
 
 def read_parquet(src: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
