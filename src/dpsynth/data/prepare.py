@@ -19,6 +19,7 @@ definition of that set; per-user bounding depends only on each user's own record
 ('builtin:demo', True)
 >>> [s.name for s in load_code_specs(run)]
 ['rating', 'category']
+>>> import shutil; shutil.rmtree(run.root)
 """
 
 from __future__ import annotations

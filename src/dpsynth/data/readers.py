@@ -213,6 +213,7 @@ def read_rows(path: Path | str, fmt: str = "auto") -> Iterator[tuple[int, dict[s
     >>> _ = p.write_text('{"text": "ok"}\\n\\n{"text": "fine"}\\n')
     >>> list(read_rows(p))
     [(1, {'text': 'ok'}), (3, {'text': 'fine'})]
+    >>> import shutil; shutil.rmtree(p.parent)
     """
     return iter_rows(inspect_file(path, fmt))
 
