@@ -15,10 +15,13 @@ extended from binary to multinomial logistic loss through its Lipschitz constant
 * **Lipschitz constant.** The gradient of ``CE`` w.r.t. ``W`` is ``(p - e_y) x'^T``, of Frobenius norm
   ``||p - e_y|| ||x'|| <= sqrt((1 - p_y)^2 + sum_{k != y} p_k^2) <= sqrt(2)``; so ``L = sqrt(2)``.
 * **Sensitivity.** Neighbouring data sets differ by replacing one privacy unit that contributes at most ``m`` records
-  (``n`` is fixed and public). For the exact minimiser, ``||W*(D) - W*(D')|| <= 2 L m / (n lam)`` (Chaudhuri et al.,
-  Corollary 8). The solver stops only once ``||grad J|| <= tau`` for a fixed, public ``tau``; by strong convexity the
-  returned ``W`` is within ``tau / lam`` of the exact minimiser, so the L2 sensitivity of what is released is
-  ``Delta = (2 L m / n + 2 tau) / lam``. If the solver cannot reach ``tau`` nothing is released (an error).
+  (``n`` is fixed and public). The two objectives differ by ``g``, the change of ``m`` loss terms over ``n``, with
+  ``||grad g|| <= 2 L m / n``; for a ``lam``-strongly convex objective the minimiser then moves by at most
+  ``||grad g|| / lam`` (the sensitivity argument of Chaudhuri et al., Section 3), so for the exact minimisers
+  ``||W*(D) - W*(D')|| <= 2 L m / (n lam)``. The solver stops only once ``||grad J|| <= tau`` for a fixed, public
+  ``tau``; by strong convexity the returned ``W`` is within ``tau / lam`` of the exact minimiser, so the L2
+  sensitivity of what is released is ``Delta = (2 L m / n + 2 tau) / lam``. If the solver cannot reach ``tau``
+  nothing is released (an error).
 * **Noise.** ``b`` with density proportional to ``exp(-epsilon ||b|| / Delta)`` on ``R^(K D)``: its norm is
   ``Gamma(K D, Delta / epsilon)`` and its direction uniform. Releasing ``W + b`` is ``(epsilon, 0)``-DP (pure DP).
 
