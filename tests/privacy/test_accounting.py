@@ -135,7 +135,7 @@ def test_default_delta_is_below_one_over_n():
 @given(
     target=st.floats(1.0, 10.0),
     sample_rate=st.sampled_from([1e-4, 1e-3, 1e-2, 0.05, 0.1]),
-    steps=st.integers(10, 200),
+    steps=st.integers(10, 100),
     delta=st.sampled_from([1e-6, 1e-5, 1e-4]),
     accountant=st.sampled_from(["prv", "rdp"]),
     with_histogram=st.booleans(),

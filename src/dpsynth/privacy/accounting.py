@@ -219,14 +219,17 @@ def _calibrate(
     never interpolated.
     """
     passed: dict[float, float] = {}
+    seen: dict[float, float] = {}  # brentq re-evaluates the bracket ends; PRV evaluations are worth saving
 
     def excess(log_sigma: float) -> float:
-        sigma = math.exp(log_sigma)
-        eps = _safe_epsilon(make(sigma), delta, accountant)
-        if eps <= target_epsilon:
-            passed[sigma] = eps
-        # finite stand-in for infinity keeps brentq's arithmetic sane; only the sign matters at a bracket end
-        return min(eps, 1e12) - target_epsilon
+        if log_sigma not in seen:
+            sigma = math.exp(log_sigma)
+            eps = _safe_epsilon(make(sigma), delta, accountant)
+            if eps <= target_epsilon:
+                passed[sigma] = eps
+            # finite stand-in for infinity keeps brentq's arithmetic sane; only the sign matters at a bracket end
+            seen[log_sigma] = min(eps, 1e12) - target_epsilon
+        return seen[log_sigma]
 
     hi = math.log(start)
     if excess(hi) > 0:
