@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -236,3 +239,43 @@ def test_default_path_and_default_budget(tmp_path, monkeypatch):
     assert budget is None  # the refused transaction did not even keep the default budget it would have set
     with pytest.raises(ConfigError, match="at least one mechanism"):
         led.begin(SOURCE, planned=[], delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path, arm="dp")
+
+
+def test_a_killed_process_mid_commit_leaves_only_the_reservation(led, tmp_path):
+    """A real crash: the child process dies (os._exit, no cleanup) inside commit's open transaction."""
+    child = textwrap.dedent(
+        f"""
+        import os
+        import dpsynth.privacy.ledger as L
+        from dpsynth.privacy.accounting import dp_sgd_mechanism, epsilon, histogram_mechanism
+        m = [histogram_mechanism(8.0, 5), dp_sgd_mechanism(1.0, 0.02, 200, max_grad_norm=1.0)]
+        led = L.Ledger({str(led.path)!r})
+        eid = led.begin({SOURCE!r}, planned=m, delta={DELTA!r}, accountant="rdp", privacy_unit="user",
+                        run_dir={str(tmp_path)!r}, arm="dp")
+        eps = epsilon(m, {DELTA!r}, "rdp")
+        real = L.accounting.epsilon
+        calls = []
+        def die(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:  # inside the write transaction, before its COMMIT
+                os._exit(9)
+            return real(*a, **k)
+        L.accounting.epsilon = die
+        led.commit(eid, mechanisms=m, epsilon=eps, delta={DELTA!r}, files=[])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert led.releases() == []
+    (entry,) = led.releases(include_pending=True)
+    assert entry.pending
+    # the lock died with the process: the ledger is usable, and a resume commits the release
+    again = led.begin(
+        SOURCE, planned=list(entry.mechanisms), delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path,
+        arm="dp",
+    )  # fmt: skip
+    assert again == entry.id
+    rel = led.commit(
+        again, mechanisms=list(entry.mechanisms), epsilon=epsilon(entry.mechanisms, DELTA, "rdp"), delta=DELTA, files=[]
+    )
+    assert rel.status == "committed" and [r.id for r in led.releases()] == [entry.id]
