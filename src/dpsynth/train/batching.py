@@ -111,7 +111,9 @@ def poisson_loader(
 ) -> DataLoader[ExampleLike]:
     """A loader yielding ``steps`` Poisson-sampled batches (each unit included independently with probability q)."""
     sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=q, generator=generator, steps=steps)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    # The loader's own generator only seeds worker processes; giving it one keeps iterator creation from consuming the
+    # global RNG, so dropout masks after a resume are the ones an uninterrupted run would have drawn.
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(0))
 
 
 def check_poisson(loader: DataLoader[ExampleLike], *, q: float, n: int) -> None:

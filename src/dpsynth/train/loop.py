@@ -108,6 +108,7 @@ class ArmTrainer:
         self.collate = Collator(pad_id=int(self.tokenizer.pad_token_id))
         self.ckpt_dir = setup.run.checkpoints(setup.arm)
         self.state = LoopState()
+        torch.manual_seed(cfg.train.seed)  # dropout; a resume restores the state saved in the checkpoint instead
         ckpt = load_checkpoint(self.ckpt_dir) if resume else None
         seed = cfg.train.noise_seed
         self.sampler_gen = _generator(torch.device("cpu"), seed)

@@ -1,0 +1,199 @@
+"""The train and generate stages end to end on a tiny Llama: layout, privacy.json, resume, post-training checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dpsynth import api
+from dpsynth.config import load_config
+from dpsynth.errors import PrivacyCheckError
+from dpsynth.rundir import RunDir, read_json, read_jsonl
+from dpsynth.train import loop as loop_module
+
+
+def _cfg(model_dir: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"model.name={model_dir}",
+            "data.demo_records=80",
+            "data.max_tokens=24",
+            "train.batch_size=8",
+            "train.physical_batch_size=4",
+            "train.max_steps=4",
+            "train.checkpoint_every=1",
+            "generate.num_records=5",
+            "generate.max_new_tokens=6",
+            "generate.batch_size=4",
+            *extra,
+        ],
+    )
+
+
+def _adapter_weights(run: RunDir, arm: str) -> dict[str, torch.Tensor]:
+    return load_file(str(run.adapter(arm) / "adapter_model.safetensors"))
+
+
+def test_pipeline_writes_the_documented_layout(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    api.run_pipeline(_cfg(tiny_model_dir), out, progress=False)
+    run = RunDir(out)
+    for path in (run.config, run.train, run.test, run.prepare_json, run.privacy_json("dp"), run.privacy_json("no_dp")):
+        assert path.is_file(), path
+    for arm in ("dp", "no_dp"):
+        assert (run.adapter(arm) / "adapter_config.json").is_file()
+        rows = read_jsonl(run.generated(arm))
+        assert len(rows) == 5
+        assert all(isinstance(r["text"], str) and set(r["codes"]) >= {"rating"} for r in rows)
+        assert not run.checkpoints(arm).exists()  # removed once the adapter is saved and verified
+    assert run.generated("dp").name == "generated_sequences_with_dp.jsonl"
+    assert run.generated("no_dp").name == "generated_sequences_no_dp.jsonl"
+
+    privacy = read_json(run.privacy_json("dp"))
+    for key in (
+        "epsilon",
+        "delta",
+        "noise_multiplier",
+        "max_grad_norm",
+        "sample_rate",
+        "steps",
+        "accountant",
+        "privacy_unit",
+        "max_records_per_user",
+        "mechanisms",
+    ):
+        assert key in privacy, key
+    assert privacy["steps"] == 4
+    assert privacy["epsilon"] <= 8.0
+    assert privacy["epsilon"] == pytest.approx(8.0, rel=0.02)  # calibrated to the planned steps: tight, not loose
+    assert {m["name"] for m in privacy["mechanisms"]} == {"dp_sgd", "gaussian_histogram"}
+    n = read_json(run.prepare_json)["counts"]["train_units"]
+    assert privacy["sample_rate"] == pytest.approx(8 / n)
+    assert privacy["delta"] < 1 / n
+    assert privacy["checks"]["weights_changed"]["tensors"] > 0
+    assert privacy["checks"]["roundtrip"]["generated_tokens"] > 0
+    assert read_json(run.privacy_json("no_dp"))["dp"] is False
+    assert read_json(run.control_codes("dp"))["dp"] is True
+    log = read_jsonl(run.train_log("dp"))
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert log[-1]["epsilon"] == pytest.approx(privacy["epsilon"])
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(monkeypatch, step: int) -> None:
+    original = loop_module.ArmTrainer._after_step
+
+    def after_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.state.step == step:
+            raise _Crash
+
+    monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", after_step)
+
+
+def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypatch):
+    """A run interrupted after step 2 and resumed ends where an uninterrupted run ends: same steps, same epsilon,
+    and (with a fixed noise seed) the same weights, which shows the resumed steps drew the noise that follows the
+    checkpointed generator state rather than replaying the first steps' noise."""
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]", "train.noise_seed=7")
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    api.prepare(cfg, whole)
+    api.prepare(cfg, broken)
+    api.train(cfg, whole, progress=False)
+
+    with monkeypatch.context() as m:
+        _crash_after(m, 2)
+        with pytest.raises(_Crash):
+            api.train(cfg, broken, progress=False)
+    run = RunDir(broken)
+    meta = read_json(run.checkpoints("dp") / "meta.json")
+    assert meta["step"] == 2
+    assert not run.privacy_json("dp").exists()  # no release recorded for a run that did not finish
+
+    api.train(cfg, broken, resume=True, progress=False)
+    a, b = read_json(RunDir(whole).privacy_json("dp")), read_json(run.privacy_json("dp"))
+    assert (a["steps"], a["epsilon"]) == (b["steps"], b["epsilon"])
+    wa, wb = _adapter_weights(RunDir(whole), "dp"), _adapter_weights(run, "dp")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_resume_of_a_finished_arm_does_not_train_again(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]")
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    first = api.train(cfg, out, progress=False)["dp"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished arm was trained again")
+
+    monkeypatch.setattr("dpsynth.train.stage.train_arm", refuse)
+    again = api.train(cfg, out, resume=True, progress=False)["dp"]
+    assert again["epsilon"] == first["epsilon"]
+
+
+def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "train.max_steps=1")
+    weights = []
+    for name in ("a", "b"):
+        api.prepare(cfg, tmp_path / name)
+        api.train(cfg, tmp_path / name, progress=False)
+        weights.append(_adapter_weights(RunDir(tmp_path / name), "dp"))
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]")
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    with monkeypatch.context() as m:
+        _crash_after(m, 1)
+        with pytest.raises(_Crash):
+            api.train(cfg, out, progress=False)
+    other = _cfg(tiny_model_dir, "train.arms=[dp]", "privacy.target_epsilon=2")
+    with pytest.raises(Exception, match="different plan"):
+        api.train(other, out, resume=True, progress=False)
+
+
+def test_weight_check_fails_when_training_changed_nothing(tiny_llama):
+    from dpsynth.config import LoraSettings
+    from dpsynth.train.lora import add_lora, snapshot
+    from dpsynth.train.verify import check_weights_changed
+
+    model = add_lora(tiny_llama, LoraSettings(), seed=0)
+    with pytest.raises(PrivacyCheckError, match="did not change"):
+        check_weights_changed(snapshot(model), model)
+
+
+def test_roundtrip_check_fails_on_an_adapter_that_is_not_the_trained_one(tmp_path, tokenizer):
+    from dpsynth.config import LoraSettings
+    from dpsynth.train.lora import add_lora, trainable_parameters
+    from dpsynth.train.verify import check_adapter_roundtrip
+    from tests.conftest import make_tiny_llama
+
+    vocab = len(tokenizer)
+    trained = add_lora(make_tiny_llama(vocab), LoraSettings(), seed=0)
+    with torch.no_grad():
+        for p in trainable_parameters(trained).values():
+            p.add_(0.1)
+    stale = add_lora(make_tiny_llama(vocab), LoraSettings(), seed=1)  # e.g. what a key-renaming bug would leave
+    stale.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(PrivacyCheckError, match=r"does not reproduce|no effect"):
+        check_adapter_roundtrip(
+            trained, tmp_path / "adapter", lambda: make_tiny_llama(vocab), [1, 2, 3], eos_token_id=2
+        )
+    trained.save_pretrained(tmp_path / "good")
+    result = check_adapter_roundtrip(
+        trained, tmp_path / "good", lambda: make_tiny_llama(vocab), [1, 2, 3], eos_token_id=2
+    )
+    assert result["reload_max_logit_diff"] < 1e-4
+    assert json.loads((tmp_path / "good" / "adapter_config.json").read_text())["r"] == 8
