@@ -17,6 +17,12 @@ from dpsynth.config import ModelConfig
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_ledger(tmp_path_factory, monkeypatch):
+    """Every test gets its own privacy ledger: tests never touch (or depend on) the user's real one."""
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that need it skip (with the reason) when it is absent, as on a user's machine."""

@@ -48,7 +48,7 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
 
 def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Train every arm in ``cfg.train.arms``; returns each arm's privacy.json."""
-    from dpsynth.train.stage import train_arm
+    from dpsynth.train.stage import commit_release, train_arm
 
     run = open_run(out)
     if not run.train.is_file():
@@ -59,7 +59,7 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
         if resume and _arm_finished(run, arm):
             # Retraining a finished arm would be a second release from the same data: resume never does that.
             log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
-            results[arm] = read_json(run.privacy_json(arm))
+            results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))  # finishes a crashed commit
             continue
         results[arm] = train_arm(cfg, run, arm, resume=resume, progress=progress)
     return results

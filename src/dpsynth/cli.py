@@ -35,6 +35,15 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+def _mount_subcommands() -> None:
+    from dpsynth.privacy.cli import budget_app
+
+    app.add_typer(budget_app, name="budget", help="The privacy ledger: what each source has spent, and its budget.")
+
+
+_mount_subcommands()
+
 OutOpt = Annotated[Path, typer.Option("--out", "--run", "-o", help="Run directory (created if needed).")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config; default: DIR/config.yaml if present, else defaults.")
@@ -97,7 +106,7 @@ def _guard(fn: Any) -> Any:
     try:
         return fn()
     except DPSynthError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("interrupted; rerun with --resume to continue from the last checkpoint")

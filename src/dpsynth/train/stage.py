@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
 from dpsynth.data.format import encode_prompt, encode_unit
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import code_key, group_by_unit, read_records
+from dpsynth.errors import DPSynthError
+from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
+from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.mechanisms import exact_histogram, gaussian_histogram, noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
 from dpsynth.train.loop import ArmTrainer, TrainingSetup, planned_steps
@@ -70,15 +74,80 @@ def _privacy_record(plan: PrivacyPlan, steps_done: int, info: dict[str, Any], cf
     }
 
 
+def _planned_units(info: dict[str, Any]) -> int:
+    """Training units (people and canaries) as prepare counted them: known before any record is read."""
+    counts = info["counts"]
+    return int(counts["train_units"]) + int(counts.get("canaries", 0))
+
+
+def _ledger_begin(cfg: Config, run: RunDir, plan: PrivacyPlan, info: dict[str, Any]) -> dict[str, Any] | None:
+    """Reserve the release in the ledger (refused, with what is spent and left, if it would exceed the budget)."""
+    if not cfg.ledger.enabled:
+        return None
+    ledger = Ledger.from_config(cfg.ledger)
+    source = info["source"]["fingerprint"]
+    entry = ledger.begin(
+        source,
+        planned=plan.mechanisms(),
+        delta=plan.delta,
+        accountant=plan.accountant,  # type: ignore[arg-type]
+        privacy_unit=info["privacy_unit"],
+        run_dir=run.root,
+        arm="dp",
+    )
+    return {"path": str(ledger.path), "entry": entry, "source": source, "status": "pending"}
+
+
+def release_files(run: RunDir, arm: Arm) -> list[Path]:
+    """The files a release consists of (hashed into the ledger)."""
+    adapter = run.adapter(arm)
+    return [*sorted(p for p in adapter.iterdir() if p.is_file()), run.control_codes(arm)]
+
+
+def commit_release(cfg: Config, run: RunDir, privacy: dict[str, Any]) -> dict[str, Any]:
+    """Commit a DP arm's pending ledger entry from its privacy.json and record the result in privacy.json.
+
+    Idempotent, so that a crash between writing privacy.json and committing is finished by ``--resume`` without
+    training again or spending twice.
+    """
+    entry = privacy.get("ledger")
+    if not entry or entry.get("status") == "committed":
+        return privacy
+    ledger = Ledger(entry["path"])
+    release = ledger.commit(
+        int(entry["entry"]),
+        mechanisms=[Mechanism.from_json(m) for m in privacy["mechanisms"]],
+        epsilon=privacy["epsilon"],
+        delta=privacy["delta"],
+        files=release_files(run, "dp"),
+    )
+    entry.update(
+        status="committed",
+        composed_epsilon=release.composed_epsilon,
+        composed_delta=release.composed_delta,
+        releases_of_source=len(ledger.releases(release.source)),
+    )
+    budget = ledger.get_budget(release.source)
+    entry["budget"] = None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta}
+    write_json(run.privacy_json("dp"), privacy)
+    return privacy
+
+
 def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one arm end to end and write its adapter, ``control_codes.json`` and ``privacy.json``."""
     from dpsynth.models.loader import load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model)
-    examples, unit_cells, info, specs = _examples_and_cells(cfg, run, tokenizer)
+    info = load_prepare_info(run)
+    specs = load_code_specs(run)
     cells = list(itertools.product(*[s.values for s in specs]))
-    n = len(examples)
+    n = _planned_units(info)
     plan = make_plan(cfg, n=n, histogram_cells=len(cells)) if arm == "dp" else None
+    ledger_entry = _ledger_begin(cfg, run, plan, info) if plan is not None else None  # before any record is read
+
+    tokenizer = load_tokenizer(cfg.model)
+    examples, unit_cells, _, _ = _examples_and_cells(cfg, run, tokenizer)
+    if len(examples) != n:
+        raise DPSynthError(f"{run.train} holds {len(examples)} units but prepare.json counted {n}; prepare again")
     setup = TrainingSetup(
         cfg=cfg, run=run, arm=arm, examples=examples, plan=plan, steps=planned_steps(cfg, n), meta={}, progress=progress
     )
@@ -99,6 +168,7 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
     )
     if plan is not None:
         privacy = _privacy_record(plan, summary["steps"], info, cfg)
+        privacy["ledger"] = ledger_entry
     else:
         privacy = {
             "dp": False,
@@ -109,6 +179,8 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
             "steps": summary["steps"],
         }
     privacy["checks"] = checks
-    write_json(run.privacy_json(arm), privacy)
+    write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
+    if plan is not None:
+        privacy = commit_release(cfg, run, privacy)
     shutil.rmtree(run.checkpoints(arm), ignore_errors=True)  # the adapter is the output; checkpoints were for resume
     return privacy
