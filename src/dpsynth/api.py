@@ -79,6 +79,16 @@ def generate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
     return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
 
 
+def audit(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, Any]:
+    """One-run privacy audit of the run's training in ``DIR/audit`` (trains its own arms); returns audit.json."""
+    from dpsynth.privacy.audit_run import run_audit
+
+    run = open_run(out)
+    if not run.prepare_json.is_file():
+        raise DPSynthError(f"{run.prepare_json} is missing: run `dpsynth prepare --out {run.root}` first")
+    return run_audit(cfg, run, progress=progress)
+
+
 def run_pipeline(
     cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True, stages: tuple[str, ...] | None = None
 ) -> dict[str, Any]:

@@ -175,6 +175,40 @@ def run(
         console.print(f"{arm}: {summary['records']} records -> {summary['path']}")
 
 
+def _print_audit(result: dict[str, Any]) -> None:
+    table = Table(title=f"One-run audit: m={result['m']} canaries, {1 - result['significance']:.0%} confidence")
+    for col in ("arm", "eps_lb", "epsilon", "correct / guesses", "check"):
+        table.add_column(col)
+    checks = result["checks"]
+    for arm, r in result["arms"].items():
+        eps = "inf (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.3f}"
+        if arm == "dp":
+            check = "eps_lb <= epsilon" if checks["dp_eps_lb_le_epsilon"] else "[bold red]VIOLATED: eps_lb > epsilon[/]"
+        else:
+            check = "detects membership" if checks["no_dp_eps_lb_above_zero"] else "[yellow]no power (eps_lb 0)[/]"
+        table.add_row(arm, f"{r['eps_lb']:.3f}", eps, f"{r['correct']} / {r['guesses']}", check)
+    console.print(table)
+    console.print(f"delta {result['delta']:.2g}; details in audit/audit.json", highlight=False)
+
+
+@app.command()
+def audit(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """One-run privacy audit (Steinke et al. 2023): trains DP and no-DP arms with canaries in DIR/audit.
+
+    Exits with status 4 when the DP arm's empirical lower bound exceeds its epsilon (a DP bug, at the confidence
+    given by audit.significance). Example: `dpsynth audit --run DIR audit.num_canaries=500 audit.no_dp_epochs=4`.
+    """
+    from dpsynth import api
+    from dpsynth.errors import PrivacyCheckError
+
+    _setup_logging(quiet)
+    cfg = _guard(lambda: api.load_run_config(out, config, overrides))
+    result = _guard(lambda: api.audit(cfg, out, progress=not quiet))
+    _print_audit(result)
+    if result["checks"]["dp_eps_lb_le_epsilon"] is False:
+        raise typer.Exit(PrivacyCheckError.exit_code)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
