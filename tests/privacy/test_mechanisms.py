@@ -102,24 +102,26 @@ def test_exact_histogram_counts_records_without_noise():
 
 def test_threshold_keeps_noise_on_empty_cells_from_flooding_a_sparse_domain():
     """120 cells (5 ratings x 24 categories), 240 units in 5 cells, sigma 10: without the threshold the empty cells
-    would carry about two thirds of the mass; with it, a small share, and every real cell keeps its mass."""
+    would carry about two thirds of the mass; with it, a small share, and real cells (48 units each, 2 sigma above
+    the 2.4 sigma threshold) almost always keep theirs."""
     from itertools import product
 
     from dpsynth.privacy.mechanisms import HistogramRelease, gaussian_histogram
 
     cells = list(product(range(1, 6), range(24)))
     unit_cells = [[(r, 0)] for r in range(1, 6) for _ in range(48)]
-    empty_share, clipped_share = [], []
+    empty_share, clipped_share, kept = [], [], []
     for seed in range(20):
         rel = gaussian_histogram(unit_cells, cells, 10.0, np.random.default_rng(seed))
         probs = np.asarray(rel.probabilities)
         real = np.array([c[1] == 0 for c in rel.cells])
         empty_share.append(probs[~real].sum())
-        assert (probs[real] > 0).all()
+        kept.extend((probs[real] > 0).tolist())
         clipped = np.clip(np.asarray(rel.noisy_counts), 0, None)
         clipped_share.append(clipped[~real].sum() / clipped.sum())
     assert np.mean(clipped_share) > 0.5
     assert np.mean(empty_share) < 0.1
+    assert np.mean(kept) >= 0.95
     small = HistogramRelease(tuple((r,) for r in range(1, 6)), (3.0, 40.0, 40.0, 40.0, 40.0), 10.0)
     assert small.threshold < 10.0  # a 5-cell domain: Phi^-1(0.8) sigma ~ 0.84 sigma
     assert HistogramRelease(((1,), (2,)), (0.0, 5.0), 0.0).threshold == 0.0  # the exact histogram is untouched
