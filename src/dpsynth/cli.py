@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +59,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Opacus asks models about gradient checkpointing through a name transformers 5 deprecates; not the user's concern.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # Opacus's hooks on frozen-input modules (the LoRA layers of a frozen base) trigger this harmless torch notice.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         from transformers.utils import logging as hf_logging

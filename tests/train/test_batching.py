@@ -89,3 +89,21 @@ def test_fixed_batches_cover_each_epoch_and_resume_anywhere():
 def test_physical_chunks_split_a_logical_batch():
     assert physical_chunks(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert physical_chunks([], 3) == []
+
+
+def test_length_sorting_keeps_the_poisson_draws():
+    """Sorting within a batch changes the order only: the same generator gives the same sets of examples."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    from dpsynth.train.batching import LengthSortedPoissonSampler
+
+    lengths = [(7 * i) % 13 + 1 for i in range(300)]
+    plain = UniformWithReplacementSampler(
+        num_samples=300, sample_rate=0.1, generator=torch.Generator().manual_seed(5), steps=20
+    )
+    ordered = LengthSortedPoissonSampler(
+        lengths=lengths, num_samples=300, sample_rate=0.1, generator=torch.Generator().manual_seed(5), steps=20
+    )
+    for a, b in zip(plain, ordered, strict=True):
+        assert sorted(a) == sorted(b)
+        assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)

@@ -106,11 +106,40 @@ def total_steps(*, n: int, expected_batch_size: int, epochs: float, max_steps: i
     return steps if max_steps is None else min(steps, max_steps)
 
 
+class LengthSortedPoissonSampler(UniformWithReplacementSampler):
+    """Opacus's Poisson sampler, with each batch's indices ordered by sequence length.
+
+    The draws are the parent's, unchanged (same generator calls, same sets of examples): only the order within a
+    batch changes, so that when a logical batch is split into physical batches, sequences of similar length are padded
+    together. The clipped gradients are summed over the whole logical batch, so the order does not change the update
+    (up to floating-point summation order) nor the privacy analysis.
+    """
+
+    def __init__(self, *, lengths: Sequence[int], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.lengths = list(lengths)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in super().__iter__():
+            yield sorted(batch, key=self.lengths.__getitem__)
+
+
+def by_length(indices: Sequence[int], dataset: ExampleDataset) -> list[int]:
+    """``indices`` ordered by sequence length (for less padding when a batch is split)."""
+    return sorted(indices, key=lambda i: len(dataset[i].input_ids))
+
+
 def poisson_loader(
     dataset: ExampleDataset, *, q: float, steps: int, generator: torch.Generator, collate: Collator
 ) -> DataLoader[ExampleLike]:
     """A loader yielding ``steps`` Poisson-sampled batches (each unit included independently with probability q)."""
-    sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=q, generator=generator, steps=steps)
+    sampler = LengthSortedPoissonSampler(
+        lengths=[len(e.input_ids) for e in dataset.examples],
+        num_samples=len(dataset),
+        sample_rate=q,
+        generator=generator,
+        steps=steps,
+    )
     # The loader's own generator only seeds worker processes; giving it one keeps iterator creation from consuming the
     # global RNG, so dropout masks after a resume are the ones an uninterrupted run would have drawn.
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(0))

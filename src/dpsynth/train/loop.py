@@ -29,6 +29,7 @@ from dpsynth.rundir import Arm, RunDir, atomic_path, write_jsonl
 from dpsynth.train.batching import (
     Collator,
     ExampleDataset,
+    by_length,
     check_poisson,
     fixed_batches,
     physical_chunks,
@@ -255,7 +256,7 @@ class ArmTrainer:
         for _, indices in zip(range(remaining), batches, strict=False):
             self.optimizer.zero_grad()
             losses: list[float] = []
-            for chunk in physical_chunks(indices, s.cfg.train.physical_batch_size):
+            for chunk in physical_chunks(by_length(indices, self.dataset), s.cfg.train.physical_batch_size):
                 per_seq = _forward_losses(self.model, self.collate([self.dataset[i] for i in chunk]), self.device)
                 (per_seq.sum() / len(indices)).backward()
                 losses.extend(per_seq.detach().tolist())

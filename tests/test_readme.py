@@ -1,0 +1,40 @@
+"""The README's commands are the ones CI runs and the ones the CLI accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _code_lines(text: str) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = _code_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+    test_commands = [line for line in readme if line.endswith("python -m pytest")]
+    assert len(test_commands) == 1, test_commands
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_commands[0] in [line.strip() for line in ci]
+
+
+def test_readme_install_pins_torch_first():
+    for line in _code_lines((ROOT / "README.md").read_text(encoding="utf-8")):
+        if "pip install" in line:
+            assert line.startswith("pip install torch==2.13.0 &&"), line
+
+
+def test_every_documented_command_exists():
+    from typer.testing import CliRunner
+
+    from dpsynth.cli import app
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^dpsynth (\w+)", text, flags=re.M))
+    assert {"run", "prepare", "train", "generate", "budget"} <= documented
+    for command in documented:
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0, f"dpsynth {command} --help failed: {result.output}"
