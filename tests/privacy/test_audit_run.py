@@ -184,6 +184,38 @@ def test_finished_arms_are_reused_not_retrained(audited, tmp_path, monkeypatch):
     assert summary["arms"]["dp"]["eps_lb"] == audited[1]["arms"]["dp"]["eps_lb"]  # same model, same scores
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp_path, monkeypatch):
+    """Which arms train again, and how: a spy stands in for train_arm (records its call, then stops the audit)."""
+    run = _copy(audited[0], tmp_path)
+    audit = RunDir(run.audit_dir)
+    import dpsynth.train.stage as stage
+
+    calls: list[tuple[str, bool]] = []
+
+    def spy(cfg, audit_run_dir, arm, *, resume=False, progress=True):
+        calls.append((arm, resume))
+        raise _Stop
+
+    monkeypatch.setattr(stage, "train_arm", spy)
+    cfg = load_config(audit.root.parent / "config.yaml")
+    stamp = audit.arm("no_dp") / audit_run.STAMP
+    write_json(stamp, {**read_json(stamp), "status": "training"})  # as if killed mid-training
+    with pytest.raises(_Stop):
+        api.audit(cfg, run.root, progress=False)
+    assert calls == [("no_dp", True)]  # the DP arm is reused; the interrupted one resumes from its checkpoint
+
+    calls.clear()
+    changed = load_config(audit.root.parent / "config.yaml", ["audit.no_dp_epochs=2"])
+    with pytest.raises(_Stop):
+        api.audit(changed, run.root, progress=False)
+    assert calls == [("no_dp", False)]  # another configuration: trained from scratch, nothing resumed into it
+    assert not audit.adapter("no_dp").exists() and audit.adapter("dp").is_dir()
+
+
 # -- planted attacks: the bound reacts to what the scores say ---------------------------------------------------------
 
 
