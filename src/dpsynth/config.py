@@ -22,6 +22,7 @@ from dpsynth.data.config import DataConfig
 from dpsynth.errors import ConfigError
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
+from dpsynth.rundir import ARMS
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -51,7 +52,7 @@ class LoraSettings(Section):
 class TrainConfig(Section):
     """The training loop, shared by the DP arm and the non-DP baseline arm."""
 
-    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: ["dp", "no_dp"])
+    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: list(ARMS))
     batch_size: int = Field(32, gt=0, description="expected logical batch (DP: sample rate = batch_size / n)")
     physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
     learning_rate: float = Field(2e-3, gt=0)
@@ -73,7 +74,7 @@ class TrainConfig(Section):
 class GenerateConfig(Section):
     """Sampling synthetic records from base model + adapter."""
 
-    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: ["dp", "no_dp"])
+    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: list(ARMS))
     num_records: int = Field(100, gt=0)
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(128, gt=0)

@@ -93,8 +93,8 @@ def _builtin_gguf(name: str) -> Path | None:
 
 def _clear_gguf_quantizer(model: PreTrainedModel) -> None:
     """Detach the GGUF quantizer transformers leaves on a dequantized model (all weights are plain floats)."""
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 
@@ -176,7 +176,7 @@ def load_model(cfg: ModelConfig, *, device: torch.device | None = None) -> PreTr
         raise ConfigError(_not_found(cfg.name, exc)) from exc
     if getattr(model, "hf_quantizer", None) is not None and "gguf" in type(model.hf_quantizer).__name__.lower():
         _clear_gguf_quantizer(model)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model
 

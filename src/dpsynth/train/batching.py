@@ -116,7 +116,7 @@ class LengthSortedPoissonSampler(UniformWithReplacementSampler):
     """
 
     def __init__(self, *, lengths: Sequence[int], **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.lengths = list(lengths)
 
     def __iter__(self) -> Iterator[list[int]]:

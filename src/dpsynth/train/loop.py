@@ -270,7 +270,7 @@ class ArmTrainer:
         checks: dict[str, Any] = {"weights_changed": check_weights_changed(self.initial, self.model)}
         adapter_dir = self.s.run.adapter(self.s.arm)
         with atomic_path(adapter_dir) as tmp:
-            self.model.save_pretrained(tmp)
+            self.model.save_pretrained(str(tmp))
         checks["roundtrip"] = check_adapter_roundtrip(
             self.model,
             adapter_dir,

@@ -54,7 +54,7 @@ class PrivateTraining:
             if self.mode == "ghost":
                 p.grad = torch.zeros_like(p)
             else:
-                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)  # type: ignore[attr-defined]
 
     def detach(self) -> None:
         """Remove the per-sample gradient hooks (before saving or generating with the model)."""
