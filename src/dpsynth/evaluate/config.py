@@ -16,7 +16,22 @@ class EvaluateConfig(Section):
     length_bins: int = Field(20, gt=1, description="shared histogram bins of the length-in-tokens KL")
     unigram_top_k: int = Field(1000, gt=0, description="vocabulary (real side's most frequent words) of the unigram KL")
     ngram_n: int = Field(8, gt=0, description="word n-gram length of the verbatim-overlap check")
-    exposure_candidates: int = Field(1000, gt=0, lt=1_000_000, description="random secrets each canary is ranked among")
+    exposure_candidates: int = Field(
+        200,
+        gt=0,
+        lt=1_000_000,
+        description="random secrets each canary is ranked among (exposure is capped at log2 of this + 1)",
+    )
+    exposure_canaries: int = Field(
+        10, ge=0, description="canaries whose exposure is estimated, per arm (each costs ~6 tokens x candidates)"
+    )
+    mia_max_records: int = Field(
+        100, gt=1, description="training units (members) and test units (non-members) scored by the MIA, each"
+    )
+    score_batch_tokens: int = Field(
+        1024, gt=0, description="tokens (rows x longest row) per forward pass when scoring with the LM"
+    )
+    num_samples: int = Field(10, ge=0, description="synthetic texts per arm shown in metrics.json (never near-copies)")
     utility_dp_epsilon: float | None = Field(
         None, gt=0, description="epsilon of the DP logistic-regression baseline (default: the DP arm's epsilon)"
     )

@@ -1,0 +1,230 @@
+"""The fidelity section: each arm's synthetic records against the real test split, metric by metric.
+
+Thin orchestration of :mod:`dpsynth.evaluate.fidelity` (see there for each metric's definition). Reference values,
+recorded under the arm ``real``, say what "close" means at this sample size:
+
+* nearest-real similarity: held-out real test records against the same real pool;
+* MAUVE: two random halves of the real test sample;
+* correlation preservation: the real test split against a part of the real training sample that the sentiment model
+  was not fitted on (fitting and measuring on the same records would inflate the sentiment column's correlations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from dpsynth.evaluate.collect import EvalInputs, MetricList
+from dpsynth.evaluate.config import EvaluateConfig
+from dpsynth.evaluate.fidelity import (
+    code_fidelity,
+    correlation_difference,
+    fit_sentiment,
+    length_fidelity,
+    mauve_score,
+    nearest_real_similarity,
+    token_lengths,
+    unigram_fidelity,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Embeddings:
+    """Unit-norm sentence embeddings of every sample the metrics use, computed once."""
+
+    train: np.ndarray  # the capped real training sample (no canaries)
+    canaries: np.ndarray
+    test: np.ndarray
+    synthetic: dict[str, np.ndarray]
+
+
+def attempt(notes: list[str], what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``fn(*args, **kwargs)``, or None with a note when the metric is undefined on these samples (the library raises
+    ValueError for too few records, no words, a single class, ...). Any other exception is a bug and propagates."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        notes.append(f"{what}: not computed ({exc})")
+        return None
+
+
+def fidelity_section(
+    inputs: EvalInputs, emb: Embeddings, tokenizer: Any, e: EvaluateConfig, metrics: MetricList, notes: list[str]
+) -> dict[str, Any]:
+    """Every fidelity metric for every arm; returns the ``distributions`` entries it produces."""
+    real_texts = [r.text for r in inputs.test]
+    synth_texts = {arm: [str(row["text"]) for row in rows] for arm, rows in inputs.synthetic.items()}
+    dist: dict[str, Any] = {"length_tokens": {"real": token_lengths(real_texts, tokenizer)}}
+    for arm, texts in synth_texts.items():
+        dist["length_tokens"][arm] = token_lengths(texts, tokenizer)
+        length = attempt(notes, f"length ({arm})", length_fidelity, real_texts, texts, tokenizer, bins=e.length_bins)
+        uni = attempt(notes, f"unigram ({arm})", unigram_fidelity, real_texts, texts, top_k=e.unigram_top_k)
+        n, n_real = len(texts), len(real_texts)
+        metrics.add("fidelity.length.kl", "fidelity", arm, _get(length, "kl"), "length_kl", n=n, n_real=n_real)
+        metrics.add(
+            "fidelity.length.wasserstein",
+            "fidelity",
+            arm,
+            _get(length, "wasserstein"),
+            "length_wasserstein",
+            n=n,
+            n_real=n_real,
+        )
+        metrics.add("fidelity.unigram.kl", "fidelity", arm, _get(uni, "kl"), "unigram_kl", n=n, n_real=n_real)
+        metrics.add(
+            "fidelity.unigram.wasserstein",
+            "fidelity",
+            arm,
+            _get(uni, "wasserstein"),
+            "unigram_wasserstein",
+            n=n,
+            n_real=n_real,
+        )
+    _codes(inputs, metrics, notes, dist)
+    _similarity(inputs, emb, e, metrics, notes, dist)
+    _correlation(inputs, emb, e, tokenizer, metrics, notes, dist)
+    return dist
+
+
+def _codes(inputs: EvalInputs, metrics: MetricList, notes: list[str], dist: dict[str, Any]) -> None:
+    """KL and Wasserstein of each control code over its public domain; frequencies for the report's bar charts."""
+    dist["category"] = None
+    for spec in inputs.specs:
+        real = [r.codes[spec.name] for r in inputs.test if spec.name in r.codes]
+        entry: dict[str, Any] = {"domain": list(spec.values)}
+        for arm, rows in inputs.synthetic.items():
+            synth = [row["codes"][spec.name] for row in rows if spec.name in (row.get("codes") or {})]
+            out = attempt(notes, f"{spec.name} ({arm})", code_fidelity, real, synth, spec.values)
+            if out is not None:
+                entry["real"] = out["real_freq"]
+                entry[arm] = out["synthetic_freq"]
+            extra = {"tvd": _get(out, "tvd"), "ground_metric": _get(out, "ground_metric"), "n": len(synth)}
+            metrics.add(f"fidelity.{spec.name}.kl", "fidelity", arm, _get(out, "kl"), "code_kl", spec.name, **extra)
+            metrics.add(
+                f"fidelity.{spec.name}.wasserstein",
+                "fidelity",
+                arm,
+                _get(out, "wasserstein"),
+                "code_wasserstein",
+                spec.name,
+                **extra,
+            )
+        dist[spec.name] = entry
+
+
+def _similarity(
+    inputs: EvalInputs, emb: Embeddings, e: EvaluateConfig, metrics: MetricList, notes: list[str], dist: dict[str, Any]
+) -> None:
+    """Nearest-real similarity and MAUVE, with their real-vs-real references."""
+    nn: dict[str, Any] = {}
+    for arm, vectors in emb.synthetic.items():
+        out = attempt(
+            notes, f"nearest-real similarity ({arm})", nearest_real_similarity, emb.test, vectors, seed=e.seed
+        )
+        if out is not None:
+            if "reference" not in nn:  # the same real halves for every arm (same seed): record the reference once
+                nn["reference"] = out["reference"]
+                for stat in ("mean", "median"):
+                    metrics.add(
+                        f"fidelity.nn_similarity.{stat}",
+                        "fidelity",
+                        "real",
+                        out[f"reference_{stat}"],
+                        "nn_similarity",
+                        f"{stat}; arm real: the held-out real records (the reference)",
+                    )
+            nn[arm] = out["synthetic"]
+        for stat in ("mean", "median"):
+            metrics.add(
+                f"fidelity.nn_similarity.{stat}",
+                "fidelity",
+                arm,
+                _get(out, f"synthetic_{stat}"),
+                "nn_similarity",
+                stat,
+                reference=_get(out, f"reference_{stat}"),
+            )
+        mauve = attempt(notes, f"MAUVE ({arm})", mauve_score, emb.test, vectors, seed=e.seed)
+        metrics.add("fidelity.mauve", "fidelity", arm, mauve, "mauve", n=len(vectors), n_real=len(emb.test))
+    dist["nearest_real_similarity"] = nn or None
+    half = np.random.default_rng(e.seed).permutation(len(emb.test))
+    a, b = emb.test[half[: len(half) // 2]], emb.test[half[len(half) // 2 :]]
+    floor = attempt(notes, "MAUVE (real halves)", mauve_score, a, b, seed=e.seed)
+    metrics.add(
+        "fidelity.mauve", "fidelity", "real", floor, "mauve", "arm real: two random halves of the real test sample"
+    )
+
+
+def _get(d: dict[str, Any] | None, key: str) -> Any:
+    return None if d is None else d[key]
+
+
+def _correlation(
+    inputs: EvalInputs,
+    emb: Embeddings,
+    e: EvaluateConfig,
+    tokenizer: Any,
+    metrics: MetricList,
+    notes: list[str],
+    dist: dict[str, Any],
+) -> None:
+    """Preservation of the (rating, length, sentiment) Spearman correlations, against a real-vs-real reference.
+
+    The sentiment score is a logistic regression on real training embeddings (:func:`fit_sentiment`). The training
+    sample is split at random: ``n_ref = min(len(test), len(train) // 2)`` records form the reference side, the rest
+    fit the sentiment model, so no record is scored by a model fitted on it.
+    """
+    rating = next((s for s in inputs.specs if s.name == "rating"), None)
+    if rating is None or not all(isinstance(v, (int, float)) for v in rating.values):
+        notes.append("correlation preservation: not computed (no numeric rating code)")
+        return
+    train_ratings = np.array([r.codes.get("rating") for r in inputs.train], dtype=object)
+    order = np.random.default_rng(e.seed).permutation(len(inputs.train))
+    n_ref = min(len(inputs.test), len(inputs.train) // 2)
+    ref_idx, fit_idx = order[:n_ref], order[n_ref:]
+    score = attempt(
+        notes,
+        "sentiment model",
+        fit_sentiment,
+        emb.train[fit_idx],
+        [float(v) for v in train_ratings[fit_idx]],
+    )
+    if score is None:
+        for arm in [*inputs.synthetic, "real"]:
+            for stat in ("frobenius", "max_abs"):
+                metrics.add(f"fidelity.correlation.{stat}", "fidelity", arm, None, f"correlation_{stat}")
+        return
+
+    def columns(texts: list[str], ratings: list[Any], vectors: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "rating": np.asarray(ratings, dtype=float),
+            "length": token_lengths(texts, tokenizer).astype(float),
+            "sentiment": score(vectors),
+        }
+
+    real = columns([r.text for r in inputs.test], [r.codes["rating"] for r in inputs.test], emb.test)
+    sides = {
+        arm: columns([str(x["text"]) for x in rows], [x["codes"]["rating"] for x in rows], emb.synthetic[arm])
+        for arm, rows in inputs.synthetic.items()
+    }
+    sides["real"] = columns(
+        [inputs.train[i].text for i in ref_idx], [inputs.train[i].codes["rating"] for i in ref_idx], emb.train[ref_idx]
+    )
+    matrices: dict[str, Any] = {}
+    for arm, cols in sides.items():
+        out = attempt(notes, f"correlation ({arm})", correlation_difference, real, cols)
+        qualifier = "arm real: a held-out part of the real training split vs the test split (the reference)"
+        q = qualifier if arm == "real" else None
+        metrics.add(
+            "fidelity.correlation.frobenius", "fidelity", arm, _get(out, "frobenius"), "correlation_frobenius", q
+        )
+        metrics.add("fidelity.correlation.max_abs", "fidelity", arm, _get(out, "max_abs"), "correlation_max_abs", q)
+        if out is not None:
+            matrices["names"], matrices["test"] = out["names"], out["real"]
+            matrices["reference" if arm == "real" else arm] = out["synthetic"]
+    dist["correlation"] = matrices or None

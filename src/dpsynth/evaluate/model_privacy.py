@@ -1,0 +1,276 @@
+"""Privacy attacks on each arm's model: membership inference (loss and reference attacks) and canary exposure.
+
+**Membership inference.** Members are training units, non-members test units (never trained on), at most
+``evaluate.mia_max_records`` of each, drawn with a seed; canaries are left out of the members (they are fake and
+measured by exposure). A unit's loss is the one training minimised: the mean NLL over its labelled tokens (each
+response and, after a complete response, its end-of-turn token) in the exact token sequence training built
+(:func:`dpsynth.data.format.encode_unit`), each labelled run scored given everything before it. The loss attack
+scores ``-loss`` under the arm's model; the reference attack ``base loss - arm loss``, the base model (the same
+weights without the adapter) being the reference that never saw any record.
+
+**Exposure.** For up to ``evaluate.exposure_canaries`` canaries (seeded draw), the canary's text is scored as the
+response to its training prompt with the true secret and with ``evaluate.exposure_candidates`` random ones
+(:func:`dpsynth.evaluate.exposure.canary_exposures`; candidates are seeded, so both arms see the same ones). Score:
+total NLL of the response tokens (as in Carlini et al.).
+
+Cost (SmolLM2-135M on 2 busy CPU cores, ~150-300 tokens/s): the MIA scores each sampled unit three times (base and
+two arms), about 90 tokens each; exposure scores ``candidates + 1`` tails of ~7 tokens per canary and arm after a
+cached prefix (:mod:`dpsynth.evaluate.prefix_nll`), so its cost is ``canaries x candidates x ~7`` tokens per arm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config
+from dpsynth.data.format import IGNORE_INDEX, encode_prompt, encode_unit
+from dpsynth.data.records import Record, group_by_unit
+from dpsynth.evaluate.collect import EvalInputs, MetricList, sample
+from dpsynth.evaluate.exposure import canary_exposures
+from dpsynth.evaluate.mia import loss_attack, reference_attack
+from dpsynth.evaluate.prefix_nll import common_prefix_length, shared_prefix_nll
+from dpsynth.evaluate.scoring import response_nll
+from dpsynth.rundir import RunDir
+
+log = logging.getLogger(__name__)
+TARGET_FPR = 0.01
+
+
+def labelled_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each maximal run of labelled (not ``IGNORE_INDEX``) positions.
+
+    >>> labelled_runs([-100, -100, 5, 6, -100, 7])
+    [(2, 4), (5, 6)]
+    """
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, v in enumerate([*labels, IGNORE_INDEX]):
+        if v != IGNORE_INDEX and start is None:
+            start = i
+        elif v == IGNORE_INDEX and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+class UnitScorer:
+    """Per-unit training loss of a set of units, with the prefix all their sequences share computed once."""
+
+    def __init__(self, tokenizer: Any, units: Sequence[Sequence[Record]], info: dict[str, Any], batch_tokens: int):
+        self.tokenizer = tokenizer
+        self.prompts: list[list[int]] = []
+        self.responses: list[list[int]] = []
+        self.owner: list[int] = []  # the unit each labelled run belongs to
+        for u, records in enumerate(units):
+            ex = encode_unit(
+                tokenizer,
+                records,
+                system_prompt=info["system_prompt"],
+                max_tokens=int(info["max_tokens"]),
+                include_title=bool(info.get("include_title", False)),
+            )
+            for start, end in labelled_runs(ex.labels):
+                self.prompts.append(ex.input_ids[:start])
+                self.responses.append(ex.input_ids[start:end])
+                self.owner.append(u)
+        self.n_units = len(units)
+        self.batch_tokens = batch_tokens
+        self.common = common_prefix_length(self.prompts)
+
+    def losses(self, model: Any) -> np.ndarray:
+        """Mean NLL per labelled token of each unit under ``model``."""
+        c = self.common
+        if c > 0:
+            sums = shared_prefix_nll(
+                model,
+                self.tokenizer,
+                self.prompts[0][:c],
+                [p[c:] for p in self.prompts],
+                self.responses,
+                max_batch_tokens=self.batch_tokens,
+                reduction="sum",
+            )
+        else:  # pragma: no cover - every chat template starts with the same tokens
+            sums = response_nll(model, self.tokenizer, self.prompts, self.responses, reduction="sum")
+        total = np.zeros(self.n_units)
+        count = np.zeros(self.n_units)
+        np.add.at(total, self.owner, sums)
+        np.add.at(count, self.owner, [len(r) for r in self.responses])
+        return total / count
+
+
+def canary_scorer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int, batch_tokens: int) -> Callable:
+    """Total NLL of each text as the response to ``prompt`` (tokenized and cut as training did)."""
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        ids = [list(x)[:max_tokens] for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        c = min(common_prefix_length(ids), min(len(x) for x in ids) - 1)  # every tail keeps at least one token
+        common = response_nll(model, tokenizer, [prompt], [ids[0][:c]], reduction="sum")[0] if c > 0 else 0.0
+        tails = shared_prefix_nll(
+            model,
+            tokenizer,
+            prompt + ids[0][:c],
+            [[] for _ in ids],
+            [x[c:] for x in ids],
+            max_batch_tokens=batch_tokens,
+            reduction="sum",
+        )
+        return tails + common
+
+    return score
+
+
+@contextlib.contextmanager
+def _adapter(model: Any, arm: str | None) -> Iterator[Any]:
+    """``model`` with ``arm``'s adapter active, or with every adapter disabled (the base model) for ``None``."""
+    if arm is None:
+        with model.disable_adapter():
+            yield model
+    else:
+        model.set_adapter(arm)
+        yield model
+
+
+def load_arms(cfg: Config, run: RunDir, arms: Sequence[str]) -> tuple[Any, Any]:
+    """One base model carrying every arm's adapter under the arm's name (switched with ``set_adapter``)."""
+    from peft import PeftModel
+
+    from dpsynth.models.loader import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    model = PeftModel.from_pretrained(load_model(cfg.model), run.adapter(arms[0]), adapter_name=arms[0])  # type: ignore[arg-type]
+    for arm in arms[1:]:
+        model.load_adapter(run.adapter(arm), adapter_name=arm, is_trainable=False)  # type: ignore[arg-type]
+    model.eval()
+    return model, tokenizer
+
+
+def _mia_units(inputs: EvalInputs, cap: int, seed: int) -> tuple[list[list[Record]], list[list[Record]]]:
+    members = [u for unit, u in group_by_unit(inputs.train_all).items() if unit not in inputs.canary_units]
+    nonmembers = list(group_by_unit(inputs.test_all).values())
+    return sample(members, cap, seed, "mia-members"), sample(nonmembers, cap, seed, "mia-nonmembers")
+
+
+def model_privacy(
+    cfg: Config, run: RunDir, inputs: EvalInputs, metrics: MetricList, timing: dict[str, float]
+) -> dict[str, Any]:
+    """MIA and exposure for every arm with an adapter; returns the ``mia`` and ``exposure`` tables."""
+    import time
+
+    e = cfg.evaluate
+    arms = inputs.model_arms
+    start = time.perf_counter()
+    model, tokenizer = load_arms(cfg, run, arms)
+    timing["privacy.model_load"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    members, nonmembers = _mia_units(inputs, e.mia_max_records, e.seed)
+    mia: dict[str, Any] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
+    if members and nonmembers:
+        scorers = [UnitScorer(tokenizer, units, inputs.info, e.score_batch_tokens) for units in (members, nonmembers)]
+        with _adapter(model, None) as base:
+            ref = [s.losses(base) for s in scorers]
+        for arm in arms:
+            with _adapter(model, arm) as m:
+                target = [s.losses(m) for s in scorers]
+            attacks = {
+                "loss": loss_attack(target[0], target[1], fprs=(TARGET_FPR,)),
+                "reference": reference_attack(target[0], ref[0], target[1], ref[1], fprs=(TARGET_FPR,)),
+            }
+            for name, result in attacks.items():
+                tpr = result["tpr_at_fpr"][f"{TARGET_FPR:g}"]  # type: ignore[index]
+                mia["rows"].append([arm, name, result["auc"], tpr])
+                extra = {"n_members": len(members), "n_nonmembers": len(nonmembers)}
+                metrics.add(
+                    f"privacy.mia.{name}.auc", "privacy", arm, result["auc"], "mia_auc", f"{name} attack", **extra
+                )
+                metrics.add(
+                    f"privacy.mia.{name}.tpr_at_1pct_fpr",
+                    "privacy",
+                    arm,
+                    tpr,
+                    "mia_tpr_at_fpr",
+                    f"{name} attack, target FPR 1%; resolution 1/{len(nonmembers)}",
+                    **extra,
+                )
+        mia.update(
+            n_members=len(members),
+            n_nonmembers=len(nonmembers),
+            fpr_resolution=1.0 / len(nonmembers),
+            members="training units (canaries excluded)",
+            nonmembers="test units",
+            reference_model="the base model without adapter",
+        )
+    else:
+        mia["note"] = "not measured: no training or no test units"
+    timing["privacy.mia"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    exposure = _exposure(cfg, inputs, model, tokenizer, arms, metrics)
+    timing["privacy.exposure"] = time.perf_counter() - start
+    return {"mia": mia, "exposure": exposure}
+
+
+def _exposure(
+    cfg: Config, inputs: EvalInputs, model: Any, tokenizer: Any, arms: Sequence[str], metrics: MetricList
+) -> dict[str, Any] | None:
+    e = cfg.evaluate
+    info = inputs.info
+    max_tokens = int(info["max_tokens"])
+    # A secret beyond the training cut (data.max_tokens) was never trained on: its exposure would be ~1 bit by
+    # construction (every candidate ties), so such canaries are left out and counted.
+    secret_in_loss = [
+        c
+        for c in inputs.canaries
+        if len(tokenizer(c.prefix + c.secret, add_special_tokens=False)["input_ids"]) < max_tokens
+    ]
+    chosen = sample(secret_in_loss, e.exposure_canaries, e.seed, "exposure")
+    if not chosen:
+        if not inputs.canaries:
+            return None
+        reason = (
+            "evaluate.exposure_canaries=0"
+            if e.exposure_canaries == 0
+            else "every canary's secret lies beyond data.max_tokens, so none was trained on"
+        )
+        for arm in arms:
+            for stat in ("mean", "max"):
+                metrics.add(f"privacy.exposure.{stat}", "privacy", arm, None, "exposure", f"not measured: {reason}")
+        return {"columns": ["arm", "mean", "max", "n_capped"], "rows": [], "note": f"not measured: {reason}"}
+    prompts = {c.text: encode_prompt(tokenizer, c.codes, info["system_prompt"]) for c in chosen}
+    table: dict[str, Any] = {
+        "columns": ["arm", "mean", "max", "n_capped"],
+        "rows": [],
+        "n_canaries": len(chosen),
+        "n_canaries_planted": len(inputs.canaries),
+        "n_secret_cut_by_max_tokens": len(inputs.canaries) - len(secret_in_loss),
+        "num_candidates": e.exposure_candidates,
+        "per_canary": {},
+    }
+    # One scorer per canary (its own training prompt), on the shared model: whichever adapter is active scores.
+    scorers = {
+        text: canary_scorer(model, tokenizer, p, max_tokens, e.score_batch_tokens) for text, p in prompts.items()
+    }
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        return scorers[texts[0]](texts)  # canary_exposures passes the canary with its true secret first
+
+    for arm in arms:
+        with _adapter(model, arm):
+            result = canary_exposures(
+                [c.to_json() for c in chosen], score, num_candidates=e.exposure_candidates, seed=e.seed
+            )
+        table["rows"].append([arm, result["mean"], result["max"], result["n_capped"]])
+        table["per_canary"][arm] = [
+            {k: p[k] for k in ("unit", "rank", "exposure", "capped")} for p in result["per_canary"]
+        ]
+        table.update(cap=result["cap"], space_bits=result["space_bits"])
+        q = f"over {len(chosen)} canaries, {e.exposure_candidates} candidates each, cap {result['cap']:.2f} bits"
+        metrics.add("privacy.exposure.mean", "privacy", arm, result["mean"], "exposure", f"mean {q}")
+        metrics.add("privacy.exposure.max", "privacy", arm, result["max"], "exposure", f"max {q}")
+    return table
