@@ -89,13 +89,30 @@ def audit(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, A
     return run_audit(cfg, run, progress=progress)
 
 
+def evaluate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, Any]:
+    """Privacy, fidelity, utility and quality of every arm -> ``DIR/eval/metrics.json`` (and the report); returns
+    the metrics document."""
+    from dpsynth.evaluate.run import evaluate_run
+
+    run = open_run(out)
+    save_config(cfg, run)
+    metrics = evaluate_run(cfg, run, progress=progress)
+    try:
+        from dpsynth.report import build_report
+    except ImportError:
+        log.warning("the report builder is not available yet: wrote %s only", run.metrics_json)
+    else:
+        build_report(run)
+    return metrics
+
+
 def run_pipeline(
     cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True, stages: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
-    """prepare -> train -> generate (-> evaluate once available); ``resume`` skips finished stages' work."""
+    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work."""
     run = open_run(out)
     results: dict[str, Any] = {}
-    wanted = stages or ("prepare", "train", "generate")
+    wanted = stages or ("prepare", "train", "generate", "evaluate")
     if "prepare" in wanted:
         if resume and run.prepare_json.is_file():
             log.info("resume: %s exists, keeping the prepared data", run.prepare_json)
@@ -105,4 +122,6 @@ def run_pipeline(
         results["train"] = train(cfg, out, resume=resume, progress=progress)
     if "generate" in wanted:
         results["generate"] = generate(cfg, out, progress=progress)
+    if "evaluate" in wanted:
+        results["evaluate"] = evaluate(cfg, out, progress=progress)
     return results

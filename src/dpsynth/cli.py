@@ -178,6 +178,33 @@ def run(
     _print_privacy(results["train"])
     for arm, summary in results["generate"].items():
         console.print(f"{arm}: {summary['records']} records -> {summary['path']}")
+    if "evaluate" in results:
+        _print_evaluation(results["evaluate"], out)
+
+
+def _print_evaluation(doc: dict[str, Any], out: Path) -> None:
+    """A few headline metrics per arm (numbers only: never a record's text)."""
+    from dpsynth.evaluate.run import headline_rows
+
+    arms, rows = headline_rows(doc)
+    table = Table(title="Evaluation (headline metrics; every metric in eval/metrics.json)")
+    for col in ("metric", *arms):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"evaluated in {doc['timing_s'].get('total', 0):.0f} s -> {out / 'eval' / 'metrics.json'}")
+
+
+@app.command()
+def evaluate(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """Measure privacy (canaries, exposure, membership inference, copying), fidelity, utility and quality of every
+    arm against the held-out test split; writes DIR/eval/metrics.json and the report."""
+    from dpsynth import api
+
+    _setup_logging(quiet)
+    cfg = _guard(lambda: api.load_run_config(out, config, overrides))
+    _print_evaluation(_guard(lambda: api.evaluate(cfg, out, progress=not quiet)), out)
 
 
 def _print_audit(result: dict[str, Any]) -> None:
