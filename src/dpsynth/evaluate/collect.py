@@ -134,8 +134,18 @@ def load_inputs(cfg: Config, run: RunDir) -> EvalInputs:
 # Keeping real text out
 
 
-def contains_real_text(text: str, real_texts: Iterable[str]) -> bool:
-    """Whether ``text`` contains a real record's whole text (case-insensitive, runs of whitespace as one space).
+def normalize_text(text: str) -> str:
+    """Lower-cased, with every run of whitespace as one space: how texts are compared for containment.
+
+    >>> normalize_text("  Great   CASE ")
+    'great case'
+    """
+    return " ".join(text.lower().split())
+
+
+def contains_real_text(text: str, real_texts: Iterable[str], *, normalized: bool = False) -> bool:
+    """Whether ``text`` contains a real record's whole text (compared after :func:`normalize_text`; pass
+    ``normalized=True`` when ``real_texts`` already are, to check many texts against a large split cheaply).
 
     Shorter overlaps (a phrase of a real review inside a synthetic one) are the verbatim n-gram check's business;
     callers that show synthetic text use both.
@@ -145,10 +155,10 @@ def contains_real_text(text: str, real_texts: Iterable[str]) -> bool:
     >>> contains_real_text("fits", ["great phone case, fits well."]), contains_real_text("", ["x"])
     (False, False)
     """
-    t = " ".join(text.lower().split())
+    t = normalize_text(text)
     if not t:
         return False
-    return any(r and r in t for r in (" ".join(real.lower().split()) for real in real_texts))
+    return any(r and r in t for r in (real_texts if normalized else map(normalize_text, real_texts)))
 
 
 def strings_in(obj: Any) -> Iterable[str]:
@@ -169,12 +179,9 @@ def assert_no_real_text(obj: Any, real_texts: Sequence[str], *, min_chars: int =
 
     A last line of defence: a hit is a bug in this stage, and the error says where it is without quoting anything.
     """
-    long_real = [" ".join(r.lower().split()) for r in real_texts if len(r) >= min_chars]
+    long_real = [normalize_text(r) for r in real_texts if len(r) >= min_chars]
     for s in strings_in(obj):
-        if len(s) < min_chars:
-            continue
-        t = " ".join(s.lower().split())
-        if any(r in t for r in long_real):
+        if len(s) >= min_chars and contains_real_text(s, long_real, normalized=True):
             raise RuntimeError("metrics.json would contain the text of a real record; nothing was written (a bug)")
 
 

@@ -17,16 +17,16 @@ class EvaluateConfig(Section):
     unigram_top_k: int = Field(1000, gt=0, description="vocabulary (real side's most frequent words) of the unigram KL")
     ngram_n: int = Field(8, gt=0, description="word n-gram length of the verbatim-overlap check")
     exposure_candidates: int = Field(
-        200,
+        100,
         gt=0,
         lt=1_000_000,
         description="random secrets each canary is ranked among (exposure is capped at log2 of this + 1)",
     )
     exposure_canaries: int = Field(
-        10, ge=0, description="canaries whose exposure is estimated, per arm (each costs ~6 tokens x candidates)"
+        5, ge=0, description="canaries whose exposure is estimated, per arm (each costs ~6 tokens x candidates)"
     )
     mia_max_records: int = Field(
-        100, gt=1, description="training units (members) and test units (non-members) scored by the MIA, each"
+        50, gt=1, description="training units (members) and test units (non-members) scored by the MIA, each"
     )
     score_batch_tokens: int = Field(
         1024, gt=0, description="tokens (rows x longest row) per forward pass when scoring with the LM"

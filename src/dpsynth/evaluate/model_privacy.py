@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -160,16 +161,16 @@ def model_privacy(
     cfg: Config, run: RunDir, inputs: EvalInputs, metrics: MetricList, timing: dict[str, float]
 ) -> dict[str, Any]:
     """MIA and exposure for every arm with an adapter; returns the ``mia`` and ``exposure`` tables."""
-    import time
-
     e = cfg.evaluate
     arms = inputs.model_arms
     start = time.perf_counter()
+    log.info("evaluate: loading the base model with the %s adapter(s) ...", ", ".join(arms))
     model, tokenizer = load_arms(cfg, run, arms)
     timing["privacy.model_load"] = time.perf_counter() - start
 
     start = time.perf_counter()
     members, nonmembers = _mia_units(inputs, e.mia_max_records, e.seed)
+    log.info("evaluate: membership inference on %d members and %d non-members ...", len(members), len(nonmembers))
     mia: dict[str, Any] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
     if members and nonmembers:
         scorers = [UnitScorer(tokenizer, units, inputs.info, e.score_batch_tokens) for units in (members, nonmembers)]
@@ -211,6 +212,9 @@ def model_privacy(
     timing["privacy.mia"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    log.info(
+        "evaluate: exposure of up to %d canaries, %d candidates each ...", e.exposure_canaries, e.exposure_candidates
+    )
     exposure = _exposure(cfg, inputs, model, tokenizer, arms, metrics)
     timing["privacy.exposure"] = time.perf_counter() - start
     return {"mia": mia, "exposure": exposure}
@@ -227,7 +231,7 @@ def _exposure(
     secret_in_loss = [
         c
         for c in inputs.canaries
-        if len(tokenizer(c.prefix + c.secret, add_special_tokens=False)["input_ids"]) < max_tokens
+        if len(tokenizer(c.prefix + c.secret, add_special_tokens=False)["input_ids"]) <= max_tokens
     ]
     chosen = sample(secret_in_loss, e.exposure_canaries, e.seed, "exposure")
     if not chosen:

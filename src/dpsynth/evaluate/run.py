@@ -40,6 +40,7 @@ from dpsynth.evaluate.collect import (
     contains_real_text,
     jsonable,
     load_inputs,
+    normalize_text,
 )
 from dpsynth.evaluate.fidelity_eval import Embeddings, fidelity_section
 from dpsynth.evaluate.privacy_eval import canary_table, dcr, verbatim
@@ -163,18 +164,19 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
 
 def _safe_filter(inputs: EvalInputs, n: int) -> Callable[[str], bool]:
     """Whether a synthetic text may be shown: non-empty, containing no real record and sharing no word ``n``-gram
-    with one (a memorised record, or a long piece of one, is never reprinted)."""
+    with one (a memorised record, or a long piece of one, is never reprinted). The index is built on first use."""
     real = inputs.real_texts()
-    index: set[str] = set()
-    built = False
+    cache: dict[str, Any] = {}
 
     def safe(text: str) -> bool:
-        nonlocal index, built
         if not text.strip():
             return False
-        if not built:
-            index, built = ngram_index(real, n), True
-        return index.isdisjoint(word_ngrams(text, n)) and not contains_real_text(text, real)
+        if not cache:
+            cache["index"] = ngram_index(real, n)
+            cache["normalized"] = [normalize_text(r) for r in real]
+        if not cache["index"].isdisjoint(word_ngrams(text, n)):
+            return False
+        return not contains_real_text(text, cache["normalized"], normalized=True)
 
     return safe
 
