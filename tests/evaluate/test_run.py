@@ -290,13 +290,15 @@ def test_unit_loss_is_the_training_loss(tiny_llama, tokenizer):
         assert got[u] == pytest.approx(_training_loss(tiny_llama, ex.input_ids, ex.labels), rel=1e-4)
 
 
-def test_canary_scorer_is_the_total_response_nll(tiny_llama, tokenizer):
+def test_canary_scorer_ranks_like_the_total_response_nll(tiny_llama, tokenizer):
+    """The scorer leaves out the NLL of the tokens every text shares: differences between texts are exact."""
     prompt = encode_prompt(tokenizer, {"rating": 4}, "You write reviews.")
     texts = [f"Nice. I am Ann Lee, 1 Main St. My secret code is {s}." for s in ("012345", "999999", "500000")]
     got = canary_scorer(tiny_llama, tokenizer, prompt, max_tokens=64, batch_tokens=16)(texts)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    expected = response_nll(tiny_llama, tokenizer, [prompt] * 3, ids, reduction="sum")
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    total = response_nll(tiny_llama, tokenizer, [prompt] * 3, ids, reduction="sum")
+    np.testing.assert_allclose(got - got[0], total - total[0], atol=1e-4)
+    assert np.all(got < total)  # the shared beginning's NLL (positive) is not in the score
 
 
 def test_metric_list_and_json_helpers():

@@ -23,10 +23,10 @@ class EvaluateConfig(Section):
         description="random secrets each canary is ranked among (exposure is capped at log2 of this + 1)",
     )
     exposure_canaries: int = Field(
-        5, ge=0, description="canaries whose exposure is estimated, per arm (each costs ~6 tokens x candidates)"
+        10, ge=0, description="canaries whose exposure is estimated, per arm (each costs ~6 tokens x candidates)"
     )
     mia_max_records: int = Field(
-        50, gt=1, description="training units (members) and test units (non-members) scored by the MIA, each"
+        100, gt=1, description="training units (members) and test units (non-members) scored by the MIA, each"
     )
     score_batch_tokens: int = Field(
         1024, gt=0, description="tokens (rows x longest row) per forward pass when scoring with the LM"

@@ -106,13 +106,18 @@ class UnitScorer:
 
 
 def canary_scorer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int, batch_tokens: int) -> Callable:
-    """Total NLL of each text as the response to ``prompt`` (tokenized and cut as training did)."""
+    """NLL of each text as the response to ``prompt`` (tokenized and cut as training did), summed over its tokens,
+    **minus the NLL of the tokens all texts of the call share** (the canary's words before the secret).
+
+    That part is the same number for every candidate, so leaving it out changes no rank (exposure only compares the
+    true secret's score with the candidates'), and it saves scoring ~40 tokens per canary and arm. Only the tails
+    that differ are run, after the shared prompt and beginning (:func:`shared_prefix_nll`).
+    """
 
     def score(texts: Sequence[str]) -> np.ndarray:
         ids = [list(x)[:max_tokens] for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
         c = min(common_prefix_length(ids), min(len(x) for x in ids) - 1)  # every tail keeps at least one token
-        common = response_nll(model, tokenizer, [prompt], [ids[0][:c]], reduction="sum")[0] if c > 0 else 0.0
-        tails = shared_prefix_nll(
+        return shared_prefix_nll(
             model,
             tokenizer,
             prompt + ids[0][:c],
@@ -121,7 +126,6 @@ def canary_scorer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int
             max_batch_tokens=batch_tokens,
             reduction="sum",
         )
-        return tails + common
 
     return score
 

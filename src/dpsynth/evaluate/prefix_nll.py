@@ -87,7 +87,8 @@ def shared_prefix_nll(
     model.eval()
     try:
         with torch.inference_mode():
-            head = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True)
+            # Only the prefix's last position predicts anything scored here (logits_to_keep=1 skips the others).
+            head = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1)
             cache, last = head.past_key_values, head.logits[0, -1].float()
             for rows in _batches([len(s) for s in seqs], max_batch_tokens):
                 out[rows] = _score_batch(
