@@ -16,6 +16,7 @@ row); items are sorted by length and batched under a token budget; the model is 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,7 +90,7 @@ def shared_prefix_nll(
         with torch.inference_mode():
             # Only the prefix's last position predicts anything scored here (logits_to_keep=1 skips the others).
             head = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1)
-            cache, last = head.past_key_values, head.logits[0, -1].float()
+            cache, last = _output_cache(head), head.logits[0, -1].float()
             for rows in _batches([len(s) for s in seqs], max_batch_tokens):
                 out[rows] = _score_batch(
                     model, cache, last, [seqs[i] for i in rows], [len(prompts[i]) for i in rows], pad, device
@@ -132,10 +133,25 @@ def _score_batch(
         logits = model(
             input_ids=ids[:, :-1],  # the last column is only ever predicted, never a predictor
             attention_mask=torch.cat([prefix_mask, mask[:, :-1]], dim=1),
-            past_key_values=past,
             use_cache=True,
+            **{_cache_argument(model): past},
         ).logits
         sel = target[:, 1:]  # logits at column j predict token j + 1
         nll = F.cross_entropy(logits[sel].float(), ids[:, 1:][sel], reduction="none")
         totals.index_add_(0, sel.nonzero()[:, 0], nll.double())
     return totals.cpu().numpy()
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before.
+
+    Why not just one: the older name still works in 5.24 but warns at every call (and goes in 5.40), the newer one
+    does not exist before 5.24, and pyproject admits the whole 5.x line.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either name (see :func:`_cache_argument`)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
