@@ -78,3 +78,20 @@ def test_show_without_a_ledger_says_so(ledger_path):
     res = runner.invoke(budget_app, ["show", "--ledger", str(ledger_path)])
     assert res.exit_code == 0 and "nothing has been released" in res.output
     assert not ledger_path.exists()  # showing does not create a ledger
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_show_table_is_never_cropped(ledger_path, tmp_path, columns):
+    """Rich crops a table wider than the terminal: every row must keep its right border and every number whole."""
+    led = Ledger(ledger_path)
+    m = mechs()
+    eid = led.begin(
+        SOURCE, planned=m, delta=DELTA, accountant="prv", privacy_unit="user", run_dir=tmp_path / "r1", arm="dp"
+    )
+    led.commit(eid, mechanisms=m, epsilon=epsilon(m, DELTA, "prv"), delta=DELTA, files=[])
+    res = runner.invoke(budget_app, ["show", SOURCE, "--ledger", str(ledger_path)], env={"COLUMNS": str(columns)})
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if line.startswith(("│", "┃", "┏", "┡", "└"))]
+    assert rows and all(len(line) <= columns for line in rows)
+    assert all(line.endswith(("│", "┃", "┓", "┩", "┘")) for line in rows), "\n".join(rows)
+    assert "max_grad_norm=1.0" in res.output and "gaussian_histogram" in res.output

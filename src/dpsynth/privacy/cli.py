@@ -37,10 +37,17 @@ def _fail(err: Exception, code: int = 2) -> typer.Exit:
 
 
 def _describe(m: Mechanism) -> str:
-    """One line per mechanism: what ran and its parameters (numbers only, nothing private)."""
-    extra = ", ".join(f"{k}={v}" for k, v in sorted(m.params.items()))
-    core = f"{m.name}: σ={m.noise_multiplier:.4g}, q={m.sample_rate:.4g}, steps={m.steps}"
-    return f"{core}, {extra}" if extra else core
+    """What ran and its parameters (numbers only, nothing private): the name, then short ``key=value`` lines.
+
+    Short lines because an 80-column terminal folds a long cell mid-word and mid-number.
+    """
+    extra = [f"{k}={v}" for k, v in sorted(m.params.items())]
+    return "\n".join([m.name, f"σ={m.noise_multiplier:.4g}", f"q={m.sample_rate:.4g}", f"steps={m.steps}", *extra])
+
+
+def _when(stamp: str) -> str:
+    """``2026-11-30T14:29:32+00:00`` as ``2026-11-30`` and ``14:29:32`` on two lines (the ledger stores UTC)."""
+    return stamp.replace("T", "\n").split("+")[0]
 
 
 def _composed(
@@ -62,20 +69,30 @@ def _show_source(console: Console, ledger: Ledger, source: str, accountant: Acco
     rels = ledger.releases(source, include_pending=True)
     acc: AccountantName = accountant or (rels[-1].accountant if rels else "prv")
     table = Table(title=f"source {source}", show_lines=True)
-    for col in ("#", "status", "run / arm", "mechanisms", "ε (δ) of release", "accountant", "composed ε (δ)", "when"):
-        table.add_column(col, overflow="fold")  # fold, never cut: a truncated number would mislead
+    table.add_column("#", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    # Fold, never cut (a truncated number would mislead). On a narrow terminal rich does not shrink these columns
+    # enough by itself and crops the table's right edge, so they get explicit widths there (a mechanism's lines whole).
+    narrow = console.width < 100
+    for col, width in (
+        ("run / arm / when (UTC)", 12),
+        ("mechanisms", 18),
+        ("ε (δ), accountant", 10),
+        ("composed ε (δ)", 9),
+    ):
+        table.add_column(
+            col, overflow="fold", max_width=width if narrow else None, min_width=18 if width == 18 else None
+        )
     for r in rels:
-        status = "[yellow]PENDING[/yellow] (reserved, not released)" if r.pending else "committed"
+        status = "[yellow]PENDING[/yellow]\n(reserved,\nnot released)" if r.pending else "committed"
         composed = "" if r.composed_epsilon is None else f"{r.composed_epsilon:.4g} ({r.composed_delta:.2g})"
         table.add_row(
             str(r.id),
             status,
-            f"{r.run_dir}\n{r.arm}",
+            f"{r.run_dir}\n{r.arm}\n{_when(r.finished_at or r.created_at)}",
             "\n".join(_describe(m) for m in r.mechanisms),
-            f"{r.epsilon:.4g} ({r.delta:.2g})" + (" planned" if r.pending else ""),
-            r.accountant,
+            f"{r.epsilon:.4g} ({r.delta:.2g})" + (" planned" if r.pending else "") + f"\n{r.accountant}",
             composed,
-            r.finished_at or r.created_at,
         )
     console.print(table)
     delta, spent, reserved = _composed(ledger, source, rels, acc)
