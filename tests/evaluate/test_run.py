@@ -28,7 +28,6 @@ from dpsynth.data.canaries import read_canaries
 from dpsynth.data.demo import DEMO_CODE_DOMAINS, demo_records
 from dpsynth.data.format import IGNORE_INDEX, encode_prompt, encode_unit
 from dpsynth.data.records import Record, read_records
-from dpsynth.errors import ConfigError
 from dpsynth.evaluate import collect, model_privacy, prefix_nll
 from dpsynth.evaluate import run as run_module
 from dpsynth.evaluate.collect import MetricList, assert_no_real_text, jsonable, sample
@@ -256,10 +255,21 @@ def test_edited_release_moves_the_counts_but_never_prints_real_text(evaluated, t
     assert after["tables"]["mia"]["rows"] == [] and any("not measured" in n for n in after["run"]["notes"])
 
 
-def test_llm_classifier_is_refused_until_implemented(tmp_path, tiny_model_dir):
-    cfg = load_config(None, [f"model.name={tiny_model_dir}", "evaluate.llm_classifier=true"])
-    with pytest.raises(ConfigError, match="not implemented"):
-        evaluate_run(cfg, RunDir(tmp_path / "nothing-needed"), progress=False)
+def test_llm_classifier_adds_a_family_for_every_source(evaluated, tmp_path, tiny_model_dir):
+    run, doc = evaluated
+    assert not [m for m in doc["metrics"] if m["name"].startswith("utility.llm.")]  # off by default
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    src = tmp_path / "reviews.jsonl"
+    shutil.copy(run.root.parent / "reviews.jsonl", src)
+    cfg = _cfg(tiny_model_dir, src, "evaluate.llm_classifier=true", "evaluate.llm_classifier_epochs=1")
+    after = evaluate_run(cfg, copy, progress=False)
+    llm = {m["arm"]: m for m in after["metrics"] if m["name"] == "utility.llm.rating.accuracy"}
+    assert set(llm) == {"real", "dp", "no_dp"}
+    assert all(0.0 <= m["value"] <= 1.0 and m["n_train"] > 0 for m in llm.values())
+    rows = [r for r in after["tables"]["utility"]["rows"] if r[1] == "llm"]
+    assert {r[0] for r in rows} == {"real", "dp", "no_dp"} and all(r[2] == "rating" for r in rows)
+    assert MARKER.lower() not in copy.metrics_json.read_text(encoding="utf-8").lower()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,15 @@ class EvaluateConfig(Section):
 
     max_records: int = Field(500, gt=0, description="records per arm (and of real data) used by each metric")
     seed: int = 0
-    llm_classifier: bool = Field(False, description="slow: fine-tune the base LLM as a rating classifier")
+    llm_classifier: bool = Field(
+        False, description="slow: also fine-tune the base LLM (LoRA, no DP) as a classifier per training source"
+    )
+    llm_classifier_tasks: list[str] = Field(
+        default_factory=lambda: ["rating"], description="control codes the LLM classifier predicts (when present)"
+    )
+    llm_classifier_epochs: int = Field(2, gt=0, description="epochs of each LLM classifier's fine-tuning")
+    llm_classifier_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the LLM classifier")
+    llm_classifier_batch_size: int = Field(8, gt=0, description="rows per step of the LLM classifier")
     length_bins: int = Field(20, gt=1, description="shared histogram bins of the length-in-tokens KL")
     unigram_top_k: int = Field(1000, gt=0, description="vocabulary (real side's most frequent words) of the unigram KL")
     ngram_n: int = Field(8, gt=0, description="word n-gram length of the verbatim-overlap check")

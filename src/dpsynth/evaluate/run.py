@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.errors import ConfigError
 from dpsynth.evaluate.collect import (
     EvalInputs,
     MetricList,
@@ -45,7 +44,7 @@ from dpsynth.evaluate.collect import (
 from dpsynth.evaluate.fidelity_eval import Embeddings, fidelity_section
 from dpsynth.evaluate.privacy_eval import canary_table, dcr, verbatim
 from dpsynth.evaluate.text_privacy import ngram_index, word_ngrams
-from dpsynth.evaluate.utility_eval import quality_section, utility_section
+from dpsynth.evaluate.utility_eval import llm_settings, quality_section, utility_section
 from dpsynth.rundir import ARMS, RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -100,11 +99,6 @@ class _Timer:
 
 def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate every arm of ``run`` and write ``run.metrics_json``; returns the document written."""
-    if cfg.evaluate.llm_classifier:
-        raise ConfigError(
-            "evaluate.llm_classifier=true: the fine-tuned LLM rating classifier is not implemented yet; "
-            "set it to false (the TF-IDF and embedding classifiers of the utility section always run)"
-        )
     from dpsynth.evaluate.embeddings import embed
     from dpsynth.models.loader import load_tokenizer
 
@@ -139,7 +133,8 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
     with timer.section("fidelity"):
         dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes))
     with timer.section("utility"):
-        tables["utility"] = utility_section(inputs, emb, e, metrics)
+        llm = llm_settings(cfg, inputs) if e.llm_classifier else None
+        tables["utility"] = utility_section(inputs, emb, e, metrics, llm=llm)
     safe = _safe_filter(inputs, e.ngram_n)
     with timer.section("quality"):
         tables["quality"] = quality_section(inputs, e, metrics, safe)

@@ -5,7 +5,9 @@ Thin orchestration of :mod:`dpsynth.evaluate.utility` and :mod:`dpsynth.evaluate
 Utility. One task per control code (rating; category when the real test split has more than one); training sets:
 the real training sample (``real``), each arm's synthetic records labelled with the codes they were generated from,
 and the DP logistic-regression baseline on the real training sample at the DP arm's epsilon (``dp_logreg``; the
-library calls it ``real_dp``). Every classifier is tested on the same real test sample; both feature families.
+library calls it ``real_dp``). Every classifier is tested on the same real test sample; both feature families. With
+``evaluate.llm_classifier``, a third family ``llm``: the base LLM fine-tuned per source (no ``dp_logreg`` row there:
+it has no DP counterpart; see :mod:`dpsynth.evaluate.llm_classifier`).
 
 Quality. Counts of each category on every arm and on the real test sample (a base rate: real reviews also end
 abruptly). For real text only counts leave this module: the library's example indices are dropped for it; for the
@@ -15,13 +17,18 @@ synthetic arms a few example texts per category are kept, chosen by the caller's
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from dpsynth.evaluate.collect import EvalInputs, MetricList
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.evaluate.fidelity_eval import Embeddings
 from dpsynth.evaluate.quality import CATEGORIES, quality_counts
 from dpsynth.evaluate.utility import DP_NAME, LabeledSet, train_on_x_test_on_real
+
+if TYPE_CHECKING:
+    from dpsynth.config import Config, LoraSettings, ModelConfig
+    from dpsynth.evaluate.llm_classifier import LLMClassifierSettings
 
 DP_LOGREG = "dp_logreg"
 UTILITY_COLUMNS = ["source", "family", "task", "accuracy", "macro_f1"]
@@ -36,8 +43,35 @@ def dp_logreg_epsilon(inputs: EvalInputs, e: EvaluateConfig) -> float | None:
     return float(eps) if eps is not None else None
 
 
-def utility_section(inputs: EvalInputs, emb: Embeddings, e: EvaluateConfig, metrics: MetricList) -> dict[str, Any]:
-    """The TSTR table for every task; returns ``tables.utility``."""
+@dataclass(frozen=True)
+class LLMUtility:
+    """What the optional LLM classifier needs: the run's base model and LoRA settings, and how to fine-tune."""
+
+    model: ModelConfig
+    lora: LoraSettings
+    settings: LLMClassifierSettings
+    tasks: tuple[str, ...]
+
+
+def llm_settings(cfg: Config, inputs: EvalInputs) -> LLMUtility:
+    """The LLM classifier's settings from the run's configuration (texts cut at the run's ``data.max_tokens``)."""
+    from dpsynth.evaluate.llm_classifier import LLMClassifierSettings
+
+    e = cfg.evaluate
+    settings = LLMClassifierSettings(
+        epochs=e.llm_classifier_epochs,
+        learning_rate=e.llm_classifier_learning_rate,
+        batch_size=e.llm_classifier_batch_size,
+        max_tokens=int(inputs.info["max_tokens"]),
+        seed=e.seed,
+    )
+    return LLMUtility(cfg.model, cfg.train.lora, settings, tuple(e.llm_classifier_tasks))
+
+
+def utility_section(
+    inputs: EvalInputs, emb: Embeddings, e: EvaluateConfig, metrics: MetricList, *, llm: LLMUtility | None = None
+) -> dict[str, Any]:
+    """The TSTR table for every task; returns ``tables.utility``. ``llm``: also the fine-tuned LLM classifier."""
     epsilon = dp_logreg_epsilon(inputs, e)
     unit_contribution = int(inputs.info.get("max_records_per_user", 1))
     table: dict[str, Any] = {
@@ -105,6 +139,21 @@ def utility_section(inputs: EvalInputs, emb: Embeddings, e: EvaluateConfig, metr
                 )
                 if source == DP_NAME:
                     table["dp_logreg"].setdefault("privacy", {})[f"{family}.{task}"] = r.get("privacy")
+        if llm is not None and task in llm.tasks:
+            from dpsynth.evaluate.llm_classifier import llm_train_on_x_test_on_real
+
+            by_source = llm_train_on_x_test_on_real(sets, test, list(spec.values), llm.model, llm.lora, llm.settings)
+            result["results"]["llm"] = by_source
+            for source, r in by_source.items():
+                table["rows"].append([source, "llm", task, r.get("accuracy"), r.get("macro_f1")])
+                extra = {"n_train": r.get("n_train"), "status": r.get("status"), "n_test": len(test_idx)}
+                q = f"the base LLM fine-tuned (LoRA, no DP) as a classifier, label {task}"
+                metrics.add(
+                    f"utility.llm.{task}.accuracy", "utility", source, r.get("accuracy"), "tstr_accuracy", q, **extra
+                )
+                metrics.add(
+                    f"utility.llm.{task}.macro_f1", "utility", source, r.get("macro_f1"), "tstr_macro_f1", q, **extra
+                )
         for source, fi in result["feature_importance"].items():
             table["feature_importance"][f"{source}.{task}"] = fi
             metrics.add(
