@@ -47,28 +47,20 @@ class LLMClassifierSettings:
 
 def load_classifier(model_cfg: ModelConfig, lora: LoraSettings, num_labels: int, seed: int) -> tuple[Any, Any]:
     """The base model with a fresh ``num_labels``-way head and a fresh LoRA adapter, and its tokenizer."""
-    from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     from dpsynth.models.loader import load_tokenizer, model_source, resolve_device
+    from dpsynth.train.lora import add_lora
 
     tok = load_tokenizer(model_cfg)
     source, kwargs = model_source(model_cfg)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the head's initialisation and LoRA's A matrices
+        torch.manual_seed(seed)  # the head's initialisation
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=num_labels, dtype=torch.float32, **kwargs
         )
-        model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token of each row
-        config = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-        )
-        model = get_peft_model(model, config)
+    model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token of each row
+    model = add_lora(model, lora, seed=seed, task_type="SEQ_CLS")
     model.to(resolve_device(model_cfg.device))
     return model, tok
 

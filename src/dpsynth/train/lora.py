@@ -15,12 +15,16 @@ if TYPE_CHECKING:
     from dpsynth.config import LoraSettings
 
 
-def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int) -> PeftModel:
-    """Wrap ``model`` with a fresh LoRA adapter (initialised from ``seed``; B starts at zero, as in the paper)."""
+def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_type: str = "CAUSAL_LM") -> PeftModel:
+    """Wrap ``model`` with a fresh LoRA adapter (initialised from ``seed``; B starts at zero, as in the paper).
+
+    ``task_type`` is peft's: ``CAUSAL_LM`` for the generators, ``SEQ_CLS`` for the evaluation's LLM classifier (peft
+    then also trains the classification head in full).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType(task_type),
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
