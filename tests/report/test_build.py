@@ -51,6 +51,7 @@ def test_every_metric_is_in_the_appendix_with_its_formatted_value(complete_html:
 def test_numbers_are_formatted_not_raw(complete_html: str) -> None:
     summary = parse(complete_html).text("summary")
     assert "(3.988, 1e-05)-differentially private" in summary
+    assert "so it is not differentially private" in summary  # the report itself reads the real data
     assert "3.98765" not in complete_html  # the raw float never leaks through
     assert "0.8765" not in summary and "0.876" in summary  # noise multiplier to 3 decimals
     ledger = [t for t in parse(complete_html).tables_in("summary") if "ledger" in t.caption]

@@ -59,8 +59,10 @@ def _release_part(inp: Inputs) -> Part:
     part.paragraphs.append(
         f"The DP synthetic data set is ({fmt(eps)}, {fmt(delta)})-differentially private with respect to one "
         f"{unit or 'privacy unit'} (all of that unit's records), as computed by the {g.get('accountant', '?')} "
-        "accountant over every mechanism listed below. Everything derived from it (the synthetic text, the "
-        "metrics of the DP arm) is post-processing and keeps this guarantee."
+        "accountant over every mechanism listed below. The DP adapter, its synthetic text and anything computed "
+        "from them alone keep this guarantee (post-processing). This report does not: its metrics also read the "
+        "real data (the test split, training members for the attacks, any baseline trained without DP), so it is not "
+        "differentially private. Share it only with people who may see the data; release the DP synthetic text."
     )
     return part
 
