@@ -90,8 +90,18 @@ class RunDir:
         return self.arm(arm) / _GENERATED_NAME[arm]
 
     @property
+    def data_privacy_json(self) -> Path:
+        """What ``data/`` is, privacy-wise (the private records themselves): see :func:`not_dp_privacy_json`."""
+        return self.data_dir / "privacy.json"
+
+    @property
     def eval_dir(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def eval_privacy_json(self) -> Path:
+        """What ``eval/`` is, privacy-wise (metrics that read the real data): see :func:`not_dp_privacy_json`."""
+        return self.eval_dir / "privacy.json"
 
     @property
     def metrics_json(self) -> Path:
@@ -161,6 +171,15 @@ def dumps(obj: Any, *, indent: int | None = 2) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     write_text(path, dumps(obj) + "\n")
+
+
+def not_dp_privacy_json(path: Path, what: str, **extra: Any) -> None:
+    """Write the ``privacy.json`` of an output directory that is **not** a DP release (``data/``, ``eval/``).
+
+    Every output directory says what it is, privacy-wise, so that nobody mistakes its files for DP output: the arms'
+    ``privacy.json`` name their ledger entry; these say that there is none and why.
+    """
+    write_json(path, {"dp": False, "ledger": None, "note": what, **extra})
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:

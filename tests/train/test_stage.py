@@ -79,6 +79,13 @@ def test_pipeline_writes_the_documented_layout(tmp_path, tiny_model_dir):
     assert privacy["checks"]["roundtrip"]["generated_tokens"] > 0
     assert read_json(run.privacy_json("no_dp"))["dp"] is False
     assert read_json(run.control_codes("dp"))["dp"] is True
+    # Every output directory says what it is: the DP arm names its ledger entry, data/ and eval/ say they are not DP.
+    assert privacy["ledger"]["status"] == "committed" and privacy["ledger"]["entry"] >= 1
+    data_note = read_json(run.data_privacy_json)
+    assert data_note["dp"] is False and data_note["ledger"] is None
+    assert data_note["source"] == read_json(run.prepare_json)["source"]["fingerprint"]
+    eval_note = read_json(run.eval_privacy_json)
+    assert eval_note["dp"] is False and eval_note["dp_arm_ledger"]["entry"] == privacy["ledger"]["entry"]
     log = read_jsonl(run.train_log("dp"))
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert log[-1]["epsilon"] == pytest.approx(privacy["epsilon"])

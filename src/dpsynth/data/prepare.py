@@ -41,7 +41,7 @@ from dpsynth.data.records import CodeSpec, Record, write_records
 from dpsynth.data.schemas import RawRecord, Schema, build_schema
 from dpsynth.data.units import OVER_USER_BOUND, build_units, split_units
 from dpsynth.errors import InputError
-from dpsynth.rundir import RunDir, read_json, write_json
+from dpsynth.rundir import RunDir, not_dp_privacy_json, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,13 @@ def _write(
         write_canaries(run.canaries, canaries)
     else:
         run.canaries.unlink(missing_ok=True)  # a stale file would make evaluation look for canaries never trained on
+    not_dp_privacy_json(
+        run.data_privacy_json,
+        "the private records themselves (cleaned, bounded, split) and any planted canaries: never release them; "
+        "prepare.json's counts are exact, not DP",
+        source=info["source"]["fingerprint"],
+        privacy_unit=info["privacy_unit"],
+    )
     write_json(run.prepare_json, info)
 
 

@@ -45,7 +45,7 @@ from dpsynth.evaluate.fidelity_eval import Embeddings, fidelity_section
 from dpsynth.evaluate.privacy_eval import canary_table, dcr, verbatim
 from dpsynth.evaluate.text_privacy import ngram_index, word_ngrams
 from dpsynth.evaluate.utility_eval import llm_settings, quality_section, utility_section
-from dpsynth.rundir import ARMS, RunDir, write_json
+from dpsynth.rundir import ARMS, RunDir, not_dp_privacy_json, write_json
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -153,6 +153,12 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
     doc = jsonable(doc)
     assert_no_real_text(doc, inputs.real_texts())
     write_json(run.metrics_json, doc)
+    not_dp_privacy_json(
+        run.eval_privacy_json,
+        "metrics computed from the real data (test split, training members for the attacks) and every arm: not "
+        "differentially private; share them only with people who may see the data",
+        dp_arm_ledger=(inputs.privacy.get("dp") or {}).get("ledger"),
+    )
     log.log(timer.level, "evaluate: wrote %s in %.1f s", run.metrics_json, timer.timing["total"])
     return doc
 
