@@ -223,7 +223,7 @@ def _planted(run: RunDir, member_loss_drop: float, noise: float, seed: int):
     """A fake ``score_arms``: trained loss = base loss - drop for members, plus noise; reads the coins from disk."""
     _, coins = audit_run.read_canaries_with_coins(RunDir(run.audit_dir))
 
-    def fake(cfg, audit, arms, canaries, info):
+    def fake(cfg, audit, arms, canaries, info, progress=False):
         rng = np.random.default_rng(seed)
         base = np.full(len(canaries), 5.0)
         drop = member_loss_drop * coins + noise * rng.normal(size=len(coins))

@@ -200,7 +200,7 @@ def run_audit(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str, A
         raise DPSynthError(f"the audit's DP arm ran at delta {trained['dp']['delta']:g}, not the run's {delta:g}")
 
     t1 = time.perf_counter()
-    losses = score_arms(cfg, audit, list(a.arms), canaries, audit_info)
+    losses = score_arms(cfg, audit, list(a.arms), canaries, audit_info, progress=progress)
     timings["score_s"] = time.perf_counter() - t1
 
     arms: dict[str, dict[str, Any]] = {}
