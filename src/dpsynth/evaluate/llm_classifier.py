@@ -43,6 +43,7 @@ class LLMClassifierSettings:
     batch_size: int
     max_tokens: int
     seed: int
+    progress: bool = False
 
 
 def load_classifier(model_cfg: ModelConfig, lora: LoraSettings, num_labels: int, seed: int) -> tuple[Any, Any]:
@@ -87,12 +88,17 @@ def fine_tune(model: Any, tok: Any, train: LabeledSet, classes: Sequence[Hashabl
 def _epochs(
     model: Any, tok: Any, train: LabeledSet, y: torch.Tensor, opt: Any, rng: Any, s: LLMClassifierSettings
 ) -> float:
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     mean = float("nan")
+    steps = s.epochs * -(-len(train.texts) // s.batch_size)
+    bar = tqdm(total=steps, desc="evaluate: llm classifier", disable=not s.progress)
     for epoch in range(s.epochs):
         order = rng.permutation(len(train.texts))
         losses = []
         for start in range(0, len(order), s.batch_size):
+            bar.update(1)
             rows = order[start : start + s.batch_size]
             batch = _encode(tok, [train.texts[i] for i in rows], s.max_tokens, device)
             out = model(**batch, labels=y[rows].to(device))
@@ -101,7 +107,9 @@ def _epochs(
             opt.step()
             losses.append(float(out.loss.detach()))
         mean = float(np.mean(losses))
+        bar.set_postfix(loss=f"{mean:.3f}")
         log.info("llm classifier: epoch %d/%d, mean loss %.4f", epoch + 1, s.epochs, mean)
+    bar.close()
     return mean
 
 

@@ -133,7 +133,7 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
     with timer.section("fidelity"):
         dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes))
     with timer.section("utility"):
-        llm = llm_settings(cfg, inputs) if e.llm_classifier else None
+        llm = llm_settings(cfg, inputs, progress=progress) if e.llm_classifier else None
         tables["utility"] = utility_section(inputs, emb, e, metrics, llm=llm)
     safe = _safe_filter(inputs, e.ngram_n)
     with timer.section("quality"):

@@ -53,7 +53,7 @@ class LLMUtility:
     tasks: tuple[str, ...]
 
 
-def llm_settings(cfg: Config, inputs: EvalInputs) -> LLMUtility:
+def llm_settings(cfg: Config, inputs: EvalInputs, *, progress: bool = False) -> LLMUtility:
     """The LLM classifier's settings from the run's configuration (texts cut at the run's ``data.max_tokens``)."""
     from dpsynth.evaluate.llm_classifier import LLMClassifierSettings
 
@@ -64,6 +64,7 @@ def llm_settings(cfg: Config, inputs: EvalInputs) -> LLMUtility:
         batch_size=e.llm_classifier_batch_size,
         max_tokens=int(inputs.info["max_tokens"]),
         seed=e.seed,
+        progress=progress,
     )
     return LLMUtility(cfg.model, cfg.train.lora, settings, tuple(e.llm_classifier_tasks))
 
