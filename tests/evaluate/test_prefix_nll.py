@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,12 @@ def test_batches_respect_the_token_budget_and_cover_every_item():
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 10 for b in batches)
     assert common_prefix_length([[1, 2], [1, 3]]) == 1 and common_prefix_length([]) == 0
+
+
+def test_passes_the_cache_without_deprecation_warnings(tiny_llama, tokenizer):
+    """transformers 5.24 renamed the KV-cache argument; the old name warned at every scored batch."""
+    prompts, responses = _items(np.random.default_rng(1), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        shared_prefix_nll(tiny_llama, tokenizer, [1, 17, 42], prompts, responses, max_batch_tokens=16)

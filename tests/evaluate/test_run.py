@@ -199,6 +199,9 @@ def test_every_group_for_both_arms_with_finite_or_null_values(evaluated):
             assert run_value(doc, name, arm) is not None, (name, arm)
     assert run_value(doc, "utility.tfidf.rating.accuracy", "dp_logreg") is not None
     assert run_value(doc, "quality.well_formed.rate", "real") is not None  # the real base rate
+    # MAUVE's real reference uses as many real training records as an arm has (the same sample-size bias).
+    mauve = {m["arm"]: m for m in metrics if m["name"] == "fidelity.mauve"}
+    assert mauve["real"]["n"] == max(mauve[a]["n"] for a in ("dp", "no_dp")) and mauve["real"]["value"] is not None
     assert 0.0 <= run_value(doc, "privacy.exposure.mean", "dp") <= math.log2(21) + 1e-9  # capped at log2(R + 1)
 
 

@@ -46,24 +46,27 @@ class LLMClassifierSettings:
     progress: bool = False
 
 
-def load_classifier(model_cfg: ModelConfig, lora: LoraSettings, num_labels: int, seed: int) -> tuple[Any, Any]:
-    """The base model with a fresh ``num_labels``-way head and a fresh LoRA adapter, and its tokenizer."""
+def load_classifier(model_cfg: ModelConfig, lora: LoraSettings, num_labels: int, seed: int, pad_token_id: int) -> Any:
+    """The base model with a fresh ``num_labels``-way head and a fresh LoRA adapter.
+
+    Loaded anew for each training source: peft changes the model in place, and every source must start from the
+    same untouched weights (a 135M model loads in about a second; the fine-tuning is what costs).
+    """
     from transformers import AutoModelForSequenceClassification
 
-    from dpsynth.models.loader import load_tokenizer, model_source, resolve_device
+    from dpsynth.models.loader import model_source, resolve_device
     from dpsynth.train.lora import add_lora
 
-    tok = load_tokenizer(model_cfg)
     source, kwargs = model_source(model_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the head's initialisation
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=num_labels, dtype=torch.float32, **kwargs
         )
-    model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token of each row
+    model.config.pad_token_id = pad_token_id  # the head reads the last non-pad token of each row
     model = add_lora(model, lora, seed=seed, task_type="SEQ_CLS")
     model.to(resolve_device(model_cfg.device))
-    return model, tok
+    return model
 
 
 def _encode(tok: Any, texts: Sequence[str], max_tokens: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -137,6 +140,9 @@ def llm_train_on_x_test_on_real(
     Every source starts from the same base weights, head and adapter initialisation (same seed), so that the scores
     differ only by the training records.
     """
+    from dpsynth.models.loader import load_tokenizer
+
+    tok = load_tokenizer(model_cfg)
     results: dict[str, dict[str, Any]] = {}
     for name, train in sets.items():
         if len(train.texts) == 0:
@@ -145,7 +151,7 @@ def llm_train_on_x_test_on_real(
         unknown = sorted({repr(c) for c in train.labels} - {repr(c) for c in classes})
         if unknown:
             raise ValueError(f"training source {name!r} has labels outside the task's classes: {unknown}")
-        model, tok = load_classifier(model_cfg, lora, len(classes), settings.seed)
+        model = load_classifier(model_cfg, lora, len(classes), settings.seed, tok.pad_token_id)
         loss = fine_tune(model, tok, train, classes, settings)
         pred = predict(model, tok, list(test.texts), classes, settings)
         results[name] = {
