@@ -72,7 +72,7 @@ def test_max_records_takes_the_first_usable(tmp_path):
     rows[0]["reviewText"] = "short"  # unusable: does not count towards max_records
     path = write_jsonl(tmp_path / "r.jsonl", rows)
     run = _run(tmp_path)
-    info = prepare_data(DataConfig(path=path, max_records=5, privacy_unit="record"), run)
+    info = prepare_data(DataConfig(path=path, max_records=5, privacy_unit="record", sample="first"), run)
     items = sorted(r.item for r in read_records(run.train) + read_records(run.test))
     assert items == [f"B{i:05d}" for i in range(1, 6)]
     assert info["counts"]["dropped"] == {"too_short": 1, "beyond_max_records": 14}

@@ -14,10 +14,17 @@ class FieldMap(Section):
     """Column names for the ``generic`` schema (the built-in schemas know their own)."""
 
     text: str = "text"
-    title: str | None = None
+    title: str | None = Field(
+        None,
+        description="column of a title; read but NOT trained on unless data.include_title=true (prepare says so)",
+    )
     user: str | None = None
     item: str | None = None
-    codes: dict[str, str] = Field(default_factory=dict, description="control-code name -> column, e.g. {rating: stars}")
+    codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="control-code name -> column, e.g. {stars: overall, genre: type}; every code needs its public "
+        "domain in data.code_domains",
+    )
 
 
 class DataConfig(Section):
@@ -30,14 +37,40 @@ class DataConfig(Section):
     fields: FieldMap = Field(default_factory=FieldMap)
     code_domains: dict[str, list[str | int]] = Field(
         default_factory=dict,
-        description="public value sets of control codes; needed for codes whose domain the schema does not know",
+        description="public value set of each control code, code name -> list of values in order, e.g. "
+        "{stars: [1, 2, 3, 4, 5], genre: [fiction, poetry]}; needed for codes whose domain the schema does not know "
+        "(every generic code); a value outside it drops the record (never read a domain off the private data)",
     )
-    max_records: int | None = Field(None, gt=0, description="take the first N usable records")
+    label: str | None = Field(
+        None,
+        description="the control code evaluated as the label (correlation preservation, the headline fidelity and "
+        "accuracy lines, the LLM classifier's task); none: the code named rating, else the only ordinal code",
+    )
+    code_roles: dict[str, Literal["ordinal", "nominal"]] = Field(
+        default_factory=dict,
+        description="role per code, e.g. {stars: ordinal}: ordinal values are ordered as listed in the domain "
+        "(distances between positions, correlations), nominal ones are not; default: ordinal when every value of "
+        "the domain is a number, else nominal",
+    )
+    missing_code_value: str | None = Field(
+        None,
+        description="value given to a code other than the label when its column is empty (e.g. unknown), added to "
+        "that code's public domain; none (default): such a record is dropped as incomplete",
+    )
+    max_records: int | None = Field(None, gt=0, description="keep at most N usable records, chosen by data.sample")
+    sample: Literal["random", "first"] = Field(
+        "random",
+        description="how max_records chooses: random (default), a uniform sample seeded by data.seed (files are "
+        "often sorted by product or date, so their first rows are not representative); first: the first N in file "
+        "order",
+    )
     min_chars: int = Field(20, ge=1, description="drop texts shorter than this after cleaning")
     max_chars: int | None = Field(None, gt=0, description="drop texts longer than this after cleaning (none: no limit)")
     dedup: bool = Field(True, description="drop exact and normalized duplicate texts (the first occurrence is kept)")
     max_tokens: int = Field(128, gt=0, description="public bound on a response's length in tokens")
-    include_title: bool = False
+    include_title: bool = Field(
+        False, description="train on and generate a 'Title: ...' line before the text of records that have a title"
+    )
     privacy_unit: Literal["record", "user"] = "user"
     max_records_per_user: int = Field(1, gt=0)
     test_fraction: float = Field(0.2, gt=0, lt=1)

@@ -1,6 +1,11 @@
 """The ``prepare`` stage: private source file -> cleaned, bounded, split records in the run directory.
 
-``read -> map (schema) -> clean -> drop duplicates -> first N usable -> privacy units -> bound -> split -> canaries``
+``read -> map (schema) -> clean -> drop duplicates -> N usable -> privacy units -> bound -> split -> canaries``
+
+``data.max_records`` keeps N usable records: by default a uniform random sample (reservoir sampling seeded by
+``data.seed``, drawing on record *positions* only, never on their content), or with ``data.sample=first`` the first N
+in file order. Random is the default because files are often sorted (by product, by date), so that their first rows
+are a biased slice; both read the whole file anyway, for the fingerprint.
 
 Every output is written only after everything succeeded, each file atomically, and ``prepare.json`` last (it is what
 later stages check for), so an error leaves no half-prepared run. ``prepare.json`` holds parameters, counts and the
@@ -8,8 +13,8 @@ source fingerprint, never record text; like everything computed from the data wi
 and belong to the run's owner, not to a published report.
 
 Caveat, stated so nobody overlooks it: the DP guarantee of training is with respect to the prepared training set.
-Steps here that look across units (global deduplication, ``max_records``, the split) are treated, as is usual, as the
-definition of that set; per-user bounding depends only on each user's own records.
+Steps here that look across units (global deduplication, ``max_records`` and its sample, the split) are treated, as
+is usual, as the definition of that set; per-user bounding depends only on each user's own records.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -60,6 +65,8 @@ class SourceRead:
         self.dropped: Counter[str] = Counter()
         self.rows = 0
         self.read = 0
+        self.titled = 0  # kept records with a title (a notice says when they go unused)
+        self.filled: Counter[str] = Counter()  # kept records whose empty code took data.missing_code_value
         self.fingerprint = Fingerprint()
 
 
@@ -80,7 +87,8 @@ def _open(cfg: DataConfig) -> tuple[str, str, DataConfig, Iterator[tuple[int, di
 
 
 def read_source(cfg: DataConfig) -> SourceRead:
-    """Read the whole source once: map, clean, deduplicate and keep the first ``max_records`` usable records.
+    """Read the whole source once: map, clean, deduplicate and keep ``max_records`` usable records (a seeded random
+    sample or the first ones, ``data.sample``), in file order.
 
     The whole file is read even when ``max_records`` is reached, so that the fingerprint (and the drop counts)
     describe the source, not the part of it a run used.
@@ -96,6 +104,9 @@ def read_source(cfg: DataConfig) -> SourceRead:
     out = SourceRead(label, fmt, schema)
     cleaner = Cleaner(min_chars=cfg.min_chars, max_chars=cfg.max_chars, dedup=cfg.dedup)
     need_user = cfg.privacy_unit == "user"
+    reservoir = (
+        _Reservoir(cfg.max_records, cfg.seed) if cfg.max_records is not None and cfg.sample == "random" else None
+    )
     for line, row in itertools.chain([first], rows):
         out.rows += 1
         for rec in schema.map(row, line):
@@ -104,7 +115,12 @@ def read_source(cfg: DataConfig) -> SourceRead:
             if rec.text is not None:
                 out.fingerprint.add(rec.text)
             reason = rec.drop
-            if reason is None and cfg.max_records is not None and len(out.kept) >= cfg.max_records:
+            if (
+                reason is None
+                and reservoir is None
+                and cfg.max_records is not None
+                and len(out.kept) >= cfg.max_records
+            ):
                 reason = BEYOND_MAX_RECORDS
             if reason is None:
                 reason = cleaner.check(rec)
@@ -114,7 +130,14 @@ def read_source(cfg: DataConfig) -> SourceRead:
                 out.dropped[reason] += 1
                 continue
             cleaner.remember(rec)
-            out.kept.append(rec)
+            if reservoir is None:
+                out.kept.append(rec)
+            elif not reservoir.offer(rec):
+                out.dropped[BEYOND_MAX_RECORDS] += 1
+    if reservoir is not None:
+        out.kept = reservoir.records()
+    out.titled = sum(rec.title is not None for rec in out.kept)
+    out.filled = Counter(name for rec in out.kept for name in rec.filled)
     missing = schema.missing_fields()
     if missing:
         raise InputError(
@@ -124,6 +147,31 @@ def read_source(cfg: DataConfig) -> SourceRead:
             field=missing[0],
         )
     return out
+
+
+class _Reservoir:
+    """A uniform random sample of ``k`` records from a stream (Algorithm R), seeded: which positions are kept depends
+    only on the seed and the number of records offered, never on their content."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k, self.seen = k, 0
+        self.rng = random.Random(f"dpsynth-sample-{seed}")
+        self.kept: list[tuple[int, RawRecord]] = []
+
+    def offer(self, rec: RawRecord) -> bool:
+        """Offer the next record; False when one record (this one or an earlier one) leaves the sample."""
+        i, self.seen = self.seen, self.seen + 1
+        if len(self.kept) < self.k:
+            self.kept.append((i, rec))
+            return True
+        j = self.rng.randint(0, i)
+        if j < self.k:
+            self.kept[j] = (i, rec)
+        return False
+
+    def records(self) -> list[RawRecord]:
+        """The sample in file order."""
+        return [rec for _, rec in sorted(self.kept, key=lambda x: x[0])]
 
 
 def _insert_seeded(items: Sequence[T], extra: Sequence[T], seed: int) -> list[T]:
@@ -168,6 +216,7 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
         "privacy_unit": cfg.privacy_unit,
         "max_records_per_user": cfg.max_records_per_user if cfg.privacy_unit == "user" else 1,
         "max_records": cfg.max_records,
+        "sample": cfg.sample,
         "max_tokens": cfg.max_tokens,
         "min_chars": cfg.min_chars,
         "max_chars": cfg.max_chars,
@@ -185,8 +234,12 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
             "test_records": sum(len(u) for u in test),
             "test_units": len(test),
             "canaries": len(canaries),
+            "missing_code_filled": dict(sorted(src.filled.items())),
         },
         "code_specs": [s.to_json() for s in code_specs],
+        "label": src.schema.label,
+        "code_roles": src.schema.roles,
+        "missing_code_value": cfg.missing_code_value,
         "include_title": cfg.include_title,
         "system_prompt": cfg.system_prompt,
     }
@@ -199,7 +252,27 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
         src.label,
         _summary(dropped),
     )
+    _notices(cfg, src, dropped)
     return info
+
+
+def _notices(cfg: DataConfig, src: SourceRead, dropped: Counter[str]) -> None:
+    """Say what the user may not expect: titles read but unused, empty codes dropped or filled (counts only)."""
+    if src.titled and not cfg.include_title:
+        log.info(
+            "notice: %d kept records have a title (column %r), which is not used: data.include_title is false, so "
+            "titles are neither trained on nor generated; set data.include_title=true to use them",
+            src.titled,
+            src.schema.title,
+        )
+    if dropped.get("incomplete") and cfg.missing_code_value is None and src.schema.codes:
+        log.info(
+            "notice: %d records were dropped as incomplete (an empty text or control code); to keep records whose "
+            "code other than the label is empty, set data.missing_code_value (e.g. unknown)",
+            dropped["incomplete"],
+        )
+    for name, n in sorted(src.filled.items()):
+        log.info("%d kept records had an empty %s: given %r (data.missing_code_value)", n, name, cfg.missing_code_value)
 
 
 def _write(

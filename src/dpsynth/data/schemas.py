@@ -7,14 +7,15 @@ first row's field names).
 
 Control codes are mapped onto *public* domains (:mod:`dpsynth.data.categories` or ``data.code_domains``); a value
 outside its domain drops the record (``code_out_of_domain``), it never widens the domain. A row whose required value
-is empty is dropped as ``incomplete``; a required field that *no* row has is an error naming the file and field
-(:meth:`Schema.check_columns`, :meth:`Schema.missing_fields`).
+is empty is dropped as ``incomplete``; with ``data.missing_code_value``, an empty code other than the label takes that
+value instead, added to the code's public domain (a config constant: the domain stays public). A required field that
+*no* row has is an error naming the file and field (:meth:`Schema.check_columns`, :meth:`Schema.missing_fields`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from dpsynth.data.categories import (
 from dpsynth.data.config import DataConfig
 from dpsynth.data.readers import read_rows
 from dpsynth.data.records import CodeSpec, CodeValue
+from dpsynth.data.roles import code_roles, resolve_label
 from dpsynth.errors import ConfigError, InputError
 
 INCOMPLETE = "incomplete"
@@ -47,6 +49,7 @@ class RawRecord:
     user: str | None = None
     item: str | None = None
     drop: str | None = None
+    filled: tuple[str, ...] = ()  # codes that were empty and took data.missing_code_value
 
 
 def _present(value: Any) -> bool:
@@ -69,11 +72,12 @@ class CodeField:
     domain: tuple[CodeValue, ...]
     lookup: Callable[[Any], CodeValue | None]
     via_item: Mapping[str, str | None] | None = None  # metadata join: item id -> canonical value (None: unmapped)
+    missing: CodeValue | None = None  # the value of an empty column (data.missing_code_value); None: incomplete
 
     def resolve(self, row: Mapping[str, Any]) -> tuple[CodeValue | None, str | None]:
         raw = row.get(self.column)
         if not _present(raw):
-            return None, INCOMPLETE
+            return (None, INCOMPLETE) if self.missing is None else (self.missing, None)
         if self.via_item is not None:
             item = _as_id(raw)
             if item is None or item not in self.via_item:
@@ -107,6 +111,8 @@ class Schema:
             required.append(user)
         self.required: tuple[str, ...] = tuple(dict.fromkeys(required))
         self.seen: set[str] = set()
+        self.label: str | None = None
+        self.roles: dict[str, str] = {}
 
     @property
     def code_specs(self) -> list[CodeSpec]:
@@ -145,6 +151,8 @@ class Schema:
             value, reason = code.resolve(row)
             if value is not None:
                 rec.codes[code.name] = value
+                if code.missing is not None and not _present(row.get(code.column)):
+                    rec.filled += (code.name,)
             elif rec.drop is None or (rec.drop != INCOMPLETE and reason == INCOMPLETE):
                 rec.drop = reason
         return rec
@@ -274,7 +282,26 @@ def _load_meta(cfg: DataConfig) -> dict[str, str | None]:
 
 
 def build_schema(cfg: DataConfig, first_row: Mapping[str, Any], path: Path | str) -> Schema:
-    """The schema for a file, given the config and the file's first row (for ``auto`` and optional columns)."""
+    """The schema for a file, given the config and its first row (for ``auto`` and optional columns); with the codes'
+    roles, the label, and ``data.missing_code_value`` for every code but the label."""
+    schema = _build_schema(cfg, first_row, path)
+    roles = code_roles(schema.code_specs, cfg.code_roles)
+    schema.label = resolve_label(schema.code_specs, cfg.label, roles)
+    missing = cfg.missing_code_value
+    if missing is not None:
+        schema.codes = tuple(c if c.name == schema.label else _with_missing(c, missing) for c in schema.codes)
+    schema.roles = code_roles(schema.code_specs, cfg.code_roles)  # the domains may have grown by the missing value
+    return schema
+
+
+def _with_missing(code: CodeField, missing: CodeValue) -> CodeField:
+    """``code`` with ``missing`` as an empty column's value, appended to its domain (accepted when spelled out)."""
+    domain = tuple(dict.fromkeys((*code.domain, missing)))
+    lookup = DomainLookup(domain) if isinstance(code.lookup, DomainLookup) else code.lookup
+    return replace(code, domain=domain, lookup=lookup, missing=missing)
+
+
+def _build_schema(cfg: DataConfig, first_row: Mapping[str, Any], path: Path | str) -> Schema:
     keys = list(first_row)
     name: str = cfg.schema_
     if name == "auto":
