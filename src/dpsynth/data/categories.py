@@ -52,6 +52,23 @@ AMAZON_2014_CATEGORIES: tuple[str, ...] = (
     "Video_Games",
 )
 
+# The 10 business categories of the Yelp benchmark of Yue et al. (ACL 2023), also used by Aug-PE (Xie et al. 2024):
+# its files spell them "Business Category: <name>" and the star rating "Review Stars: <n>.0".
+YELP_CATEGORIES: tuple[str, ...] = (
+    "Arts & Entertainment",
+    "Bars",
+    "Beauty & Spas",
+    "Event Planning & Services",
+    "Grocery",
+    "Health & Medical",
+    "Home & Garden",
+    "Hotels & Travel",
+    "Restaurants",
+    "Shopping",
+)
+YELP_CATEGORY_PREFIX = "Business Category:"
+YELP_RATING_PREFIX = "Review Stars:"
+
 # The 33 named categories of the 2023 release (Hou et al. 2024, McAuley-Lab/Amazon-Reviews-2023), plus its "Unknown".
 AMAZON_2023_CATEGORIES: tuple[str, ...] = (
     "All_Beauty",

@@ -31,9 +31,15 @@ class DataConfig(Section):
     """Where the private records come from and how they become training examples."""
 
     path: Path | None = Field(None, description="JSONL, CSV or Parquet file (gzip or not); none: built-in demo data")
-    schema_: Literal["auto", "amazon2014", "amazon2023", "generic"] = Field("auto", alias="schema")
+    schema_: Literal["auto", "amazon2014", "amazon2023", "yelp", "generic"] = Field("auto", alias="schema")
     format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
     meta_path: Path | None = Field(None, description="Amazon 2023 product metadata, joined on parent_asin")
+    test_path: Path | None = Field(
+        None,
+        description="a separate real test file (same schema): every usable record of data.path is then for training, "
+        "and test_fraction is unused (Yelp: dev.csv.gz private, test.csv.gz the test set)",
+    )
+    max_test_records: int | None = Field(None, gt=0, description="with test_path: keep the first N usable test records")
     fields: FieldMap = Field(default_factory=FieldMap)
     code_domains: dict[str, list[str | int]] = Field(
         default_factory=dict,
@@ -79,7 +85,7 @@ class DataConfig(Section):
     demo_records: int = Field(400, gt=0, description="size of the built-in demo data set when no path is given")
     system_prompt: str = "You write realistic customer product reviews."
 
-    @field_validator("path", "meta_path")
+    @field_validator("path", "meta_path", "test_path")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(v).expanduser()

@@ -200,7 +200,10 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
     dropped = Counter(src.dropped)
     if over_bound:
         dropped[OVER_USER_BOUND] += over_bound
-    train, test = split_units(units, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    if cfg.test_path is None:
+        train, test = split_units(units, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    else:
+        train, test = units, _separate_test_units(cfg)
     code_specs = src.schema.code_specs
     canaries: list[Canary] = make_canaries(canary_count(cfg.canary_rate, len(train)), cfg.seed, code_specs)
     train_out = _insert_seeded(train, [[c.record()] for c in canaries], cfg.seed)
@@ -236,6 +239,7 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
             "canaries": len(canaries),
             "missing_code_filled": dict(sorted(src.filled.items())),
         },
+        "test_source": None if cfg.test_path is None else str(cfg.test_path),
         "code_specs": [s.to_json() for s in code_specs],
         "label": src.schema.label,
         "code_roles": src.schema.roles,
@@ -273,6 +277,21 @@ def _notices(cfg: DataConfig, src: SourceRead, dropped: Counter[str]) -> None:
         )
     for name, n in sorted(src.filled.items()):
         log.info("%d kept records had an empty %s: given %r (data.missing_code_value)", n, name, cfg.missing_code_value)
+
+
+def _separate_test_units(cfg: DataConfig) -> list[list[Record]]:
+    """The test split read from ``data.test_path`` (same schema and cleaning, its own cap ``max_test_records``).
+
+    Each test record is its own unit: the test split is never trained on, so how its records group into people
+    only matters for not splitting a person across train and test, which a separate file already guarantees.
+    """
+    assert cfg.test_path is not None
+    test_cfg = cfg.model_copy(update={"path": cfg.test_path, "max_records": cfg.max_test_records, "sample": "first"})
+    src = read_source(test_cfg)
+    if not src.kept:
+        raise InputError(f"no usable test records, dropped: {_summary(src.dropped)}", path=src.label)
+    units, _ = build_units(src.kept, privacy_unit="record", max_records_per_user=1, seed=cfg.seed)
+    return units
 
 
 def _write(

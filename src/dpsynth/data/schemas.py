@@ -23,6 +23,9 @@ from dpsynth.data.categories import (
     AMAZON_2014_CATEGORIES,
     AMAZON_2023_CATEGORIES,
     RATINGS,
+    YELP_CATEGORIES,
+    YELP_CATEGORY_PREFIX,
+    YELP_RATING_PREFIX,
     DomainLookup,
     canonical_2023_category,
 )
@@ -35,7 +38,7 @@ from dpsynth.errors import ConfigError, InputError
 INCOMPLETE = "incomplete"
 OUT_OF_DOMAIN = "code_out_of_domain"
 NO_METADATA = "no_metadata"
-SCHEMAS = ("amazon2014", "amazon2023", "generic")
+SCHEMAS = ("amazon2014", "amazon2023", "yelp", "generic")
 
 
 @dataclass
@@ -236,6 +239,8 @@ def detect_schema(keys: Sequence[str], cfg: DataConfig) -> str | None:
         return "amazon2014"
     if {"parent_asin", "rating", "text"} <= ks:
         return "amazon2023"
+    if {"text", "label1", "label2"} <= ks:
+        return "yelp"
     if cfg.fields.text in ks:
         return "generic"
     return None
@@ -254,6 +259,24 @@ def _domain(cfg: DataConfig, name: str, builtin: Sequence[CodeValue]) -> tuple[C
 def _code(cfg: DataConfig, name: str, column: str, builtin: Sequence[CodeValue], **kw: Any) -> CodeField:
     domain = _domain(cfg, name, builtin)
     return CodeField(name, column, domain, DomainLookup(domain), **kw)
+
+
+def _prefixed(cfg: DataConfig, name: str, column: str, builtin: Sequence[CodeValue], prefix: str) -> CodeField:
+    """A code whose file spells its values behind a fixed label (Yelp: ``"Review Stars: 4.0"`` is rating 4).
+
+    >>> f = _prefixed(DataConfig(), "rating", "label2", RATINGS, YELP_RATING_PREFIX)
+    >>> f.lookup("Review Stars: 4.0"), f.lookup("4"), f.lookup("Review Stars: 4.5")
+    (4, 4, None)
+    """
+    domain = _domain(cfg, name, builtin)
+    exact = DomainLookup(domain)
+
+    def lookup(raw: Any) -> CodeValue | None:
+        if isinstance(raw, str) and raw.strip().startswith(prefix):
+            raw = raw.strip()[len(prefix) :].strip()
+        return exact(raw)
+
+    return CodeField(name, column, domain, lookup)
 
 
 def _category_2023(cfg: DataConfig, column: str) -> CodeField:
@@ -347,6 +370,16 @@ def _build_schema(cfg: DataConfig, first_row: Mapping[str, Any], path: Path | st
             codes=codes,
             user_required=user_required,
         )
+    if name == "yelp":
+        if user_required:
+            raise ConfigError(
+                "the yelp schema has no user id: set data.privacy_unit=record (each review is one privacy unit)"
+            )
+        codes = [
+            _prefixed(cfg, "category", "label1", YELP_CATEGORIES, YELP_CATEGORY_PREFIX),
+            _prefixed(cfg, rating, "label2", RATINGS, YELP_RATING_PREFIX),
+        ]
+        return Schema(name, text="text", title=None, user=None, item=None, codes=codes, user_required=False)
     fields = cfg.fields
     if user_required and fields.user is None:
         raise ConfigError(
