@@ -17,12 +17,12 @@ from dpsynth.data.prepare import load_prepare_info
 from dpsynth.errors import DPSynthError
 from dpsynth.generate.sampling import generate_texts
 from dpsynth.models.adapters import load_with_adapter
-from dpsynth.privacy.mechanisms import HistogramRelease
+from dpsynth.privacy.codes import CodeRelease, load_code_release
 from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
 
 
-def sample_codes(release: HistogramRelease, names: list[str], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` control-code combinations drawn from the released histogram's probabilities."""
+def sample_codes(release: CodeRelease, names: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` control-code combinations drawn from the released distribution (marginals or joint histogram)."""
     cells = release.sample(n, np.random.default_rng(seed))
     return [dict(zip(names, cell, strict=True)) for cell in cells]
 
@@ -33,7 +33,7 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     if not run.control_codes(arm).is_file():
         raise DPSynthError(f"{run.control_codes(arm)} is missing: run `dpsynth train` for the {arm} arm first")
     codes_file = read_json(run.control_codes(arm))
-    release = HistogramRelease.from_json(codes_file["release"])
+    release = load_code_release(codes_file["release"], list(codes_file["names"]))
     info = load_prepare_info(run)
     include_title = bool(info.get("include_title", False))
     codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed)

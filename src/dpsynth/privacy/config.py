@@ -29,6 +29,11 @@ class PrivacyConfig(Section):
     histogram_noise_multiplier: float | None = Field(
         None, gt=0, description="explicit sigma of the control-code histogram (overrides the fraction)"
     )
+    code_release: Literal["marginals", "joint"] = Field(
+        "marginals",
+        description="how the control-code distribution is released: one histogram per code (marginals, default: the "
+        "tail survives at small n; codes are then drawn independently) or the joint histogram of every combination",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,6 @@ taken, and the histogram), never from the target.
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,21 @@ from typing import Any
 from dpsynth.config import Config
 from dpsynth.data.format import encode_prompt, encode_unit
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
-from dpsynth.data.records import code_key, group_by_unit, read_records
+from dpsynth.data.records import group_by_unit, read_records
 from dpsynth.errors import DPSynthError
 from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
+from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.privacy.mechanisms import exact_histogram, gaussian_histogram, noise_rng
+from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
 from dpsynth.train.loop import ArmTrainer, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
 
-def _examples_and_cells(cfg: Config, run: RunDir, tokenizer: Any) -> tuple[list[Any], list[list[tuple]], dict, list]:
+def _examples_and_cells(cfg: Config, run: RunDir, tokenizer: Any) -> tuple[list[Any], list[list[dict]], dict, list]:
     info = load_prepare_info(run)
     specs = load_code_specs(run)
-    names = [s.name for s in specs]
     units = group_by_unit(read_records(run.train))
     examples = [
         encode_unit(
@@ -41,8 +40,8 @@ def _examples_and_cells(cfg: Config, run: RunDir, tokenizer: Any) -> tuple[list[
         )
         for recs in units.values()
     ]
-    unit_cells = [[code_key(r.codes, names) for r in recs] for recs in units.values()]
-    return examples, unit_cells, info, specs
+    unit_codes = [[dict(r.codes) for r in recs] for recs in units.values()]
+    return examples, unit_codes, info, specs
 
 
 def _privacy_record(plan: PrivacyPlan, steps_done: int, info: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -139,13 +138,15 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
 
     info = load_prepare_info(run)
     specs = load_code_specs(run)
-    cells = list(itertools.product(*[s.values for s in specs]))
+    domains = {s.name: s.values for s in specs}
+    kind = cfg.privacy.code_release
+    cells = domain_cells(domains, kind)
     n = _planned_units(info)
     plan = make_plan(cfg, n=n, histogram_cells=len(cells)) if arm == "dp" else None
     ledger_entry = _ledger_begin(cfg, run, plan, info) if plan is not None else None  # before any record is read
 
     tokenizer = load_tokenizer(cfg.model)
-    examples, unit_cells, _, _ = _examples_and_cells(cfg, run, tokenizer)
+    examples, unit_codes, _, _ = _examples_and_cells(cfg, run, tokenizer)
     if len(examples) != n:
         raise DPSynthError(f"{run.train} holds {len(examples)} units but prepare.json counted {n}; prepare again")
     setup = TrainingSetup(
@@ -155,12 +156,12 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
     if setup.meta.get("histogram") is None:  # drawn once per run; a resume reuses the stored release
         if plan is not None:
             seed = None if cfg.train.noise_seed is None else cfg.train.noise_seed + 2
-            release = gaussian_histogram(unit_cells, cells, plan.histogram_sigma, noise_rng(seed))
+            release = release_codes(unit_codes, domains, kind, plan.histogram_sigma, noise_rng(seed))
         else:
-            release = exact_histogram(unit_cells, cells)
+            release = release_codes(unit_codes, domains, kind, None)
         setup.meta["histogram"] = release.to_json()
     summary = trainer.run()
-    probe = encode_prompt(tokenizer, dict(zip([s.name for s in specs], cells[0], strict=True)), info["system_prompt"])
+    probe = encode_prompt(tokenizer, {s.name: s.values[0] for s in specs}, info["system_prompt"])
     checks = trainer.save_and_verify(probe)
     write_json(
         run.control_codes(arm),
