@@ -22,6 +22,7 @@ from dpsynth.data.config import DataConfig
 from dpsynth.errors import ConfigError
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
+from dpsynth.frontier.config import FrontierConfig
 from dpsynth.rundir import ARMS
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -110,6 +111,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
+    frontier: FrontierConfig = Field(default_factory=FrontierConfig)
             if not isinstance(child, dict):
                 raise ConfigError(f"override {key!r}: {part!r} is not a section")
             node = child

@@ -1,0 +1,175 @@
+"""Scoring the rows of a frontier with the evaluate stage's own metric functions (it owns no metric of its own).
+
+For every row and label: train-on-X, test-on-real accuracy and macro-F1 of each classifier family
+(:func:`dpsynth.evaluate.utility.train_and_test`), the code agreement of synthetic rows
+(:func:`dpsynth.evaluate.agreement.code_agreement`), the DP logistic regression on the real training split at the
+row's epsilon (:func:`dpsynth.evaluate.utility.dp_train_and_test`); per row, MAUVE against the real test split
+(:func:`dpsynth.evaluate.fidelity.mauve_score`) and the quality shares
+(:func:`dpsynth.evaluate.quality.quality_counts`).
+
+The real references (the test split, capped at ``evaluate.max_records`` by a seeded draw, and the whole real training
+split) are read and embedded once, so every row is scored against exactly the same test records. Like every number in
+a run's metrics.json, these read the private data: the frontier's outputs are not DP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config
+from dpsynth.data.canaries import read_canaries
+from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.records import read_records
+from dpsynth.evaluate.agreement import code_agreement
+from dpsynth.evaluate.collect import sample
+from dpsynth.evaluate.labels import default_labels, derive_labels, label_domains
+from dpsynth.evaluate.utility import LabeledSet, dp_train_and_test, train_and_test
+from dpsynth.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reference:
+    """The real data every row is scored against: the capped test split and the whole real training split."""
+
+    labels: list[str]
+    domains: dict[str, tuple[Any, ...]]
+    test_texts: list[str]
+    test_labels: list[dict[str, Any]]
+    test_emb: np.ndarray
+    train_texts: list[str]
+    train_labels: list[dict[str, Any]]
+    train_emb: np.ndarray
+    unit_contribution: int
+
+    def labeled(self, which: str, label: str) -> LabeledSet:
+        texts, labels, emb = (
+            (self.test_texts, self.test_labels, self.test_emb)
+            if which == "test"
+            else (self.train_texts, self.train_labels, self.train_emb)
+        )
+        idx = [i for i, lab in enumerate(labels) if label in lab]
+        return LabeledSet([texts[i] for i in idx], [labels[i][label] for i in idx], emb[idx])
+
+    def majority(self, label: str) -> float | None:
+        train = [lab[label] for lab in self.train_labels if label in lab]
+        test = [lab[label] for lab in self.test_labels if label in lab]
+        if not train or not test:
+            return None
+        top = Counter(train).most_common(1)[0][0]
+        return float(np.mean([y == top for y in test]))
+
+
+def load_reference(cfg: Config, root: RunDir) -> Reference:
+    """Read and embed the frontier's real references once."""
+    from dpsynth.evaluate.embeddings import embed
+
+    specs = load_code_specs(root)
+    info = load_prepare_info(root)
+    names = [s.name for s in specs]
+    labels = cfg.frontier.labels or default_labels(names)
+    domains = label_domains({s.name: s.values for s in specs}, labels)
+    unknown = [lab for lab in labels if lab not in domains]
+    if unknown:
+        from dpsynth.errors import ConfigError
+
+        raise ConfigError(f"frontier.labels: {unknown} are not codes of this data set (codes: {names})")
+    canaries = {c.unit for c in read_canaries(root.canaries)} if root.canaries.is_file() else set()
+    train = [r for r in read_records(root.train) if r.unit not in canaries]
+    test = sample(read_records(root.test), cfg.evaluate.max_records, cfg.evaluate.seed, "test")
+    log.info("frontier: embedding %d real training and %d test records", len(train), len(test))
+    return Reference(
+        labels=labels,
+        domains=domains,
+        test_texts=[r.text for r in test],
+        test_labels=[derive_labels(r.codes, labels) for r in test],
+        test_emb=embed([r.text for r in test]),
+        train_texts=[r.text for r in train],
+        train_labels=[derive_labels(r.codes, labels) for r in train],
+        train_emb=embed([r.text for r in train]),
+        unit_contribution=int(info.get("max_records_per_user", 1)),
+    )
+
+
+def _mauve(emb: np.ndarray, ref: Reference, seed: int) -> float | None:
+    from dpsynth.evaluate.fidelity import mauve_score
+
+    n = min(len(emb), len(ref.test_emb))
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    p = emb[rng.choice(len(emb), n, replace=False)]
+    q = ref.test_emb[rng.choice(len(ref.test_emb), n, replace=False)]
+    return mauve_score(p, q)
+
+
+def score_row(
+    cfg: Config, ref: Reference, row: dict[str, Any], records: list[dict[str, Any]], *, synthetic: bool
+) -> list[dict[str, Any]]:
+    """One frontier entry per (label, classifier) for a row's training records."""
+    from dpsynth.evaluate.embeddings import embed
+    from dpsynth.evaluate.quality import quality_counts
+
+    texts = [str(r["text"]) for r in records]
+    emb = embed(texts)
+    labels = [derive_labels(r.get("codes") or {}, ref.labels) for r in records]
+    try:
+        mauve = _mauve(emb, ref, cfg.evaluate.seed)
+    except ValueError as exc:  # e.g. too few points for the clustering
+        log.warning("frontier: MAUVE of row %s not measured (%s)", row["key"], exc)
+        mauve = None
+    quality = quality_counts(texts)["rates"]
+    eps = row["eps"]
+    dp_eps = float(eps) if isinstance(eps, (int, float)) and eps > 0 else None
+    out = []
+    for label in ref.labels:
+        test = ref.labeled("test", label)
+        idx = [i for i, lab in enumerate(labels) if label in lab]
+        train = LabeledSet([texts[i] for i in idx], [labels[i][label] for i in idx], emb[idx])
+        agreement = None
+        if synthetic:
+            real = ref.labeled("train", label)
+            agreement = code_agreement(real.features(), list(real.labels), train.features(), list(train.labels))
+            agreement = agreement["agreement"]
+        for family in cfg.frontier.classifiers:
+            if len(set(test.labels)) < 2:
+                continue  # one class in the test split: no task
+            result, _ = train_and_test(train, test, family)
+            entry = {
+                "eps": eps,
+                "row": row["key"],
+                "label": label,
+                "classifier": family,
+                "accuracy": result.get("accuracy"),
+                "macro_f1": result.get("macro_f1"),
+                "status": result["status"],
+                "n_train": len(train.labels),
+                "n_test": len(test.labels),
+                "majority_accuracy": ref.majority(label),
+                "mauve": mauve,
+                "code_agreement": agreement,
+                "well_formed": quality.get("well_formed"),
+                "seconds": sum(row.get("seconds", {}).values()),
+                "dp_logreg_accuracy": None,
+                "dp_logreg_macro_f1": None,
+            }
+            if dp_eps is not None:
+                real = ref.labeled("train", label)
+                dp = dp_train_and_test(
+                    real,
+                    test,
+                    family,
+                    ref.domains[label],
+                    dp_eps,
+                    unit_contribution=ref.unit_contribution,
+                )  # fresh noise, as in the evaluate stage: a DP mechanism's noise is never a fixed seed
+                entry["dp_logreg_accuracy"] = dp["accuracy"]
+                entry["dp_logreg_macro_f1"] = dp["macro_f1"]
+            out.append(entry)
+    return out

@@ -1,0 +1,160 @@
+"""The frontier's three outputs: ``frontier.json`` (the contract), ``frontier.md`` (the table) and ``frontier.html``.
+
+``frontier.json``: ``dataset``, ``generator``, ``n_private``, ``n_synthetic``, ``command``, ``date`` and ``rows``, one
+object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` or ``"real"``), ``label``,
+``classifier``, ``accuracy``, ``macro_f1``, ``mauve``, ``code_agreement`` and ``seconds``.
+
+The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
+against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from dpsynth.rundir import RunDir, write_json, write_text
+
+_ORDER = {"eps": 0, "real": 1}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _eps_label(row: dict[str, Any]) -> str:
+    eps = row["eps"]
+    if eps == "real":
+        return f"real (n={row['n_train']})"
+    if eps == "inf":
+        return "inf (no DP)"
+    return f"{float(eps):g}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The table, one line per row, grouped by label and classifier."""
+    lines = [
+        f"# Privacy-utility frontier: {doc['dataset']}",
+        "",
+        f"- command: `{doc['command']}`",
+        f"- date: {doc['date']}; generator: {doc['generator']}; model: {doc['model']}",
+        f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
+        f"real test records: {doc['n_test']}",
+        "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
+        "inf: the same fine-tuning without DP (not releasable); real: real training records.",
+        "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "
+        "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
+        "DP-LR: DP logistic regression trained on the real training split at the row's epsilon.",
+        "- These metrics read the private data (test split, training split): the table is not DP.",
+        "",
+    ]
+    header = (
+        "| label | classifier | eps | n train | accuracy | macro-F1 | majority | MAUVE | code agreement | "
+        "well-formed | DP-LR acc | seconds |"
+    )
+    for label in dict.fromkeys(r["label"] for r in doc["rows"]):
+        lines += [f"## {label}", "", header, "|" + "---|" * 12]
+        for r in doc["rows"]:
+            if r["label"] != label:
+                continue
+            lines.append(
+                f"| {label} | {r['classifier']} | {_eps_label(r)} | {r['n_train']} | {_fmt(r['accuracy'])} | "
+                f"{_fmt(r['macro_f1'])} | {_fmt(r['majority_accuracy'])} | {_fmt(r['mauve'])} | "
+                f"{_fmt(r['code_agreement'])} | {_fmt(r['well_formed'], 2)} | {_fmt(r['dp_logreg_accuracy'])} | "
+                f"{_fmt(r['seconds'], 0)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(rows: Sequence[dict[str, Any]], label: str, key: str) -> str:
+    """Accuracy per classifier and MAUVE against the privacy level, eps = 0 and real as reference lines (SVG)."""
+    from matplotlib.figure import Figure
+
+    from dpsynth.report.plots import figure_style, svg_markup
+
+    levels = [r for r in rows if r["label"] == label and r["eps"] not in ("real", 0, 0.0)]
+    xs = list(dict.fromkeys(str(_eps_label(r)) for r in levels))
+    with figure_style(key):
+        fig = Figure(figsize=(6.4, 3.4))
+        ax = fig.add_subplot()
+        colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+        for i, family in enumerate(dict.fromkeys(r["classifier"] for r in rows if r["label"] == label)):
+            mine = [r for r in levels if r["classifier"] == family and r["accuracy"] is not None]
+            color = colors[i % len(colors)]
+            xy = [(xs.index(_eps_label(r)), r["accuracy"]) for r in mine]
+            if xy:
+                ax.plot(*zip(*xy, strict=True), "o-", color=color, label=f"{family} accuracy")
+            for ref, style in ((0.0, ":"), ("real", "--")):
+                refs = [r for r in rows if r["label"] == label and r["classifier"] == family and r["eps"] == ref]
+                if refs and refs[0]["accuracy"] is not None:
+                    name = "eps 0" if ref == 0.0 else f"real n={refs[0]['n_train']}"
+                    ax.axhline(refs[0]["accuracy"], linestyle=style, color=color, alpha=0.7, label=f"{family}: {name}")
+        mauve = {_eps_label(r): r["mauve"] for r in levels if r["mauve"] is not None}
+        if mauve:
+            ax.plot([xs.index(k) for k in mauve], list(mauve.values()), "s--", color="#7f7f7f", label="MAUVE")
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel("privacy level (epsilon)")
+        ax.set_ylabel("accuracy / MAUVE")
+        ax.set_ylim(0, 1)
+        ax.set_title(label)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.subplots_adjust(right=0.62)
+        return str(svg_markup(fig, key))
+
+
+def html_page(doc: dict[str, Any], table_md: str) -> str:
+    """A self-contained page: the plots, then the table (as HTML)."""
+    labels = list(dict.fromkeys(r["label"] for r in doc["rows"]))
+    plots = "\n".join(
+        f"<figure>{_plot(doc['rows'], label, f'frontier-{i}')}<figcaption>{html.escape(label)}: accuracy of each "
+        "classifier and MAUVE by privacy level; dotted: eps 0 (no private data); dashed: real data at the same n"
+        "</figcaption></figure>"
+        for i, label in enumerate(labels)
+    )
+    rows_html = []
+    for line in table_md.splitlines():
+        if line.startswith("| label") or line.startswith("|---"):
+            continue
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            rows_html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = (
+        "label",
+        "classifier",
+        "eps",
+        "n train",
+        "accuracy",
+        "macro-F1",
+        "majority",
+        "MAUVE",
+        "code agreement",
+        "well-formed",
+        "DP-LR acc",
+        "seconds",
+    )
+    notes = "".join(f"<li>{html.escape(line[2:])}</li>" for line in table_md.splitlines() if line.startswith("- "))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dpsynth frontier: {html.escape(str(doc["dataset"]))}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;
+font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}figure{{margin:1em 0}}</style>
+</head><body><h1>Privacy-utility frontier: {html.escape(str(doc["dataset"]))}</h1><ul>{notes}</ul>
+{plots}
+<table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows_html)}</tbody></table>
+</body></html>
+"""
+
+
+def write_outputs(root: RunDir, doc: dict[str, Any]) -> dict[str, str]:
+    """Write the three files atomically; returns their paths."""
+    paths = {k: root.root / f"frontier.{k}" for k in ("json", "md", "html")}
+    table = markdown(doc)
+    write_json(paths["json"], doc)
+    write_text(paths["md"], table + "\n")
+    write_text(paths["html"], html_page(doc, table))
+    return {k: str(p) for k, p in paths.items()}

@@ -1,0 +1,217 @@
+"""The rows of a frontier: where each row's training records come from (synthetic at a privacy level, or real).
+
+Every row is one run directory under ``DIR/rows/<key>`` made by the ordinary stages of :mod:`dpsynth.api`, so a row
+of the frontier and a ``dpsynth run`` at the same settings produce their synthetic records with the same code:
+
+* ``eps0``: no private data. The pretrained model, no adapter, prompted with control codes drawn uniformly from
+  their public domains (the prompt format of every other row). This is the floor any DP method must beat.
+* ``eps<x>`` (``x > 0``): the DP arm trained at ``privacy.target_epsilon = x`` (a release, charged to the ledger),
+  codes drawn from its DP code release.
+* ``epsinf``: the non-DP arm (a baseline that must not be released; the ledger does not record it).
+* ``real`` and ``real_all``: ``n_synthetic`` real training records drawn without replacement (seeded), and all of them.
+
+Each finished row writes ``row.json`` (its records' path, timings and the config fingerprint); a rerun with the same
+configuration skips it, and a crashed DP row resumes its training from its checkpoint (never charging twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpsynth.config import Config
+from dpsynth.data.canaries import read_canaries
+from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.records import read_records
+from dpsynth.errors import DPSynthError
+from dpsynth.frontier.config import Level
+from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+_DATA_FILES = ("train.jsonl", "test.jsonl", "prepare.json", "canaries.jsonl", "privacy.json")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row: its key, its privacy level (a number, ``"inf"`` or ``"real"``) and how many real records it uses."""
+
+    key: str
+    eps: float | str
+    real_n: int | None = None  # real rows: how many records (None: all)
+
+
+def row_specs(levels: list[Level], *, real_all: bool) -> list[RowSpec]:
+    """The rows for ``levels``, then the real rows.
+
+    >>> [r.key for r in row_specs([0.0, 1.0, 4.0, "inf"], real_all=True)]
+    ['eps0', 'eps1', 'eps4', 'epsinf', 'real', 'real_all']
+    """
+    rows = [RowSpec(level_key(level), level) for level in levels]
+    rows.append(RowSpec("real", "real", real_n=-1))
+    if real_all:
+        rows.append(RowSpec("real_all", "real"))
+    return rows
+
+
+def level_key(level: Level) -> str:
+    """``eps0``, ``eps0.5``, ``eps4``, ``epsinf``: a directory name per level.
+
+    >>> level_key(4.0), level_key(0.5), level_key("inf")
+    ('eps4', 'eps0.5', 'epsinf')
+    """
+    if level == "inf":
+        return "epsinf"
+    return f"eps{float(level):g}"
+
+
+def fingerprint(cfg: Config, row: RowSpec) -> str:
+    """What a finished row depends on: the whole configuration except the list of levels, and the row itself."""
+    dump = cfg.model_dump(mode="json", by_alias=True)
+    dump.get("frontier", {}).pop("eps", None)
+    text = repr((sorted(_flatten(dump)), row.key, row.eps, row.real_n))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(obj, dict):
+        return [kv for k, v in obj.items() for kv in _flatten(v, f"{prefix}{k}.")]
+    return [(prefix, repr(obj))]
+
+
+def copy_prepared(src: RunDir, dst: RunDir) -> None:
+    """Give a row's run directory the frontier's prepared data (the same split for every row)."""
+    dst.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in _DATA_FILES:
+        if (src.data_dir / name).is_file() and not (dst.data_dir / name).is_file():
+            shutil.copy2(src.data_dir / name, dst.data_dir / name)
+
+
+def row_config(cfg: Config, row: RowSpec) -> Config:
+    """The run configuration of a trained row: one arm, ``n_synthetic`` records, the row's epsilon."""
+    arm = "no_dp" if row.eps == "inf" else "dp"
+    raw = cfg.model_dump(mode="json", by_alias=True)
+    raw["train"]["arms"] = [arm]
+    raw["generate"]["arms"] = [arm]
+    raw["generate"]["num_records"] = cfg.frontier.n_synthetic
+    if isinstance(row.eps, float):
+        raw["privacy"]["target_epsilon"] = row.eps
+        raw["privacy"]["noise_multiplier"] = None
+    return Config.model_validate(raw)
+
+
+def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict[str, Any]:
+    """Produce a row's training records (synthetic or real) and write ``row.json``; returns it. Skips a finished row."""
+    run = RunDir(root.root / "rows" / row.key)
+    done = run.root / "row.json"
+    fp = fingerprint(cfg, row)
+    if done.is_file():
+        info: dict[str, Any] = read_json(done)
+        if info.get("fingerprint") == fp:
+            log.info("frontier: row %s already finished, kept", row.key)
+            return info
+        raise DPSynthError(
+            f"{done} was made with another configuration: use a new --out directory (or delete {run.root}) "
+            "rather than mixing rows of two configurations in one frontier"
+        )
+    copy_prepared(root, run)
+    timings: dict[str, float] = {}
+    records_path = run.root / "records.jsonl"
+    extra: dict[str, Any] = {}
+    if row.eps == "real":
+        rows = _real_rows(root, None if row.real_n is None else cfg.frontier.n_synthetic, cfg.data.seed)
+        write_jsonl(records_path, rows)
+    elif row.eps == 0.0:
+        start = time.perf_counter()
+        rows = _prompted_rows(cfg, root, progress=progress)
+        timings["generate"] = time.perf_counter() - start
+        write_jsonl(records_path, rows)
+    else:
+        extra = _trained_row(cfg, run, row, records_path, timings, progress=progress)
+    info = {
+        "key": row.key,
+        "eps": row.eps,
+        "fingerprint": fp,
+        "records": str(records_path.relative_to(root.root)),
+        "n_records": len(read_jsonl(records_path)),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        **extra,
+    }
+    write_json(done, info)
+    return info
+
+
+def _real_rows(root: RunDir, n: int | None, seed: int) -> list[dict[str, Any]]:
+    """Real training records (canaries excluded) as ``{"text", "codes"}`` rows: ``n`` of them (seeded), or all."""
+    canaries = {c.unit for c in read_canaries(root.canaries)} if root.canaries.is_file() else set()
+    records = [r for r in read_records(root.train) if r.unit not in canaries]
+    if n is not None and n < len(records):
+        keep = sorted(random.Random(f"dpsynth-frontier-real-{seed}").sample(range(len(records)), n))
+        records = [records[i] for i in keep]
+    return [{"text": r.text, "codes": dict(r.codes)} for r in records]
+
+
+def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[str, Any]]:
+    """eps = 0: the pretrained model with no adapter, codes uniform over their public domains."""
+    from dpsynth.data.format import encode_prompt, parse_response
+    from dpsynth.generate.sampling import generate_texts
+    from dpsynth.models.loader import load_model_and_tokenizer
+
+    info = load_prepare_info(root)
+    specs = load_code_specs(root)
+    rng = np.random.default_rng(cfg.generate.seed)
+    codes = [
+        {s.name: s.values[int(rng.integers(len(s.values)))] for s in specs} for _ in range(cfg.frontier.n_synthetic)
+    ]
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    prompts = [encode_prompt(tokenizer, c, info["system_prompt"]) for c in codes]
+    g = cfg.generate
+    texts = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        batch_size=g.batch_size,
+        seed=g.seed,
+        progress=progress,
+    )
+    include_title = bool(info.get("include_title", False))
+    return [{"text": parse_response(t, include_title)[1], "codes": c} for t, c in zip(texts, codes, strict=True)]
+
+
+def _trained_row(
+    cfg: Config, run: RunDir, row: RowSpec, records_path: Path, timings: dict[str, float], *, progress: bool
+) -> dict[str, Any]:
+    """A fine-tuned row: train the one arm (resuming a crashed one), generate, keep text and codes."""
+    from dpsynth import api
+
+    rcfg = row_config(cfg, row)
+    arm = rcfg.train.arms[0]
+    start = time.perf_counter()
+    privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
+    timings["train"] = time.perf_counter() - start
+    start = time.perf_counter()
+    api.generate(rcfg, run.root, progress=progress)
+    timings["generate"] = time.perf_counter() - start
+    rows = [{"text": r["text"], "codes": r["codes"]} for r in read_jsonl(run.generated(arm))]
+    write_jsonl(records_path, rows)
+    out: dict[str, Any] = {"arm": arm}
+    if privacy.get("dp"):
+        ledger = privacy.get("ledger") or {}
+        out["privacy"] = {
+            "epsilon": privacy["epsilon"],
+            "delta": privacy["delta"],
+            "noise_multiplier": privacy["noise_multiplier"],
+            "steps": privacy["steps"],
+            "ledger_entry": ledger.get("entry"),
+        }
+    return out

@@ -1,0 +1,121 @@
+"""The frontier driver: prepare once, make every row with the ordinary stages, score them, write the outputs.
+
+>>> from dpsynth.config import load_config                                          # doctest: +SKIP
+>>> from dpsynth.frontier.run import run_frontier                                    # doctest: +SKIP
+>>> doc = run_frontier(load_config(None, ["frontier.eps=[0,4,inf]"]), "runs/frontier")  # doctest: +SKIP
+
+Layout of ``DIR``::
+
+    DIR/config.yaml  DIR/data/ (prepared once: the same split for every row)
+    DIR/rows/<key>/  a run directory per row (adapter, privacy.json, generated records), records.jsonl, row.json,
+                     scores.json
+    DIR/frontier.json  DIR/frontier.md  DIR/frontier.html
+
+Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same;
+an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dpsynth.config import Config
+from dpsynth.errors import DPSynthError
+from dpsynth.frontier.metrics import load_reference, score_row
+from dpsynth.frontier.output import write_outputs
+from dpsynth.frontier.rows import make_row, row_specs
+from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _data_fingerprint(cfg: Config) -> str:
+    return hashlib.sha256(cfg.data.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+
+
+def _prepare(cfg: Config, root: RunDir) -> dict[str, Any]:
+    """Prepare the data once; a rerun keeps it if the data configuration is unchanged, and refuses otherwise."""
+    from dpsynth.data.prepare import load_prepare_info, prepare_data
+
+    state_path = root.root / "frontier_state.json"
+    fp = _data_fingerprint(cfg)
+    if root.prepare_json.is_file() and state_path.is_file():
+        if read_json(state_path).get("data_fingerprint") != fp:
+            raise DPSynthError(f"{root.root} was prepared with another data configuration: use a new --out directory")
+        return load_prepare_info(root)
+    info = prepare_data(cfg.data, root)
+    write_json(state_path, {"data_fingerprint": fp})
+    return info
+
+
+def _dataset_name(info: dict[str, Any]) -> str:
+    path = str(info.get("source", {}).get("path", "demo"))
+    return Path(path).name if "/" in path or "\\" in path else path
+
+
+def run_frontier(
+    cfg: Config,
+    out: Path | str,
+    *,
+    command: str = "",
+    progress: bool = True,
+    on_row: Callable[[str, list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the sweep configured in ``cfg.frontier`` in ``out``; returns the frontier.json document."""
+    root = RunDir(Path(out))
+    root.root.mkdir(parents=True, exist_ok=True)
+    write_text(root.config, cfg.to_yaml())
+    start = time.perf_counter()
+    info = _prepare(cfg, root)
+    ref = load_reference(cfg, root)
+    rows: list[dict[str, Any]] = []
+    for spec in row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all):
+        log.info("frontier: row %s", spec.key)
+        made = make_row(cfg, root, spec, progress=progress)
+        scores_path = root.root / "rows" / spec.key / "scores.json"
+        cached = read_json(scores_path) if scores_path.is_file() else None
+        if cached is not None and cached.get("fingerprint") == made["fingerprint"]:
+            entries = cached["entries"]
+        else:
+            t0 = time.perf_counter()
+            records = read_jsonl(root.root / made["records"])
+            entries = score_row(cfg, ref, made, records, synthetic=spec.eps != "real")
+            seconds = round(time.perf_counter() - t0, 1)
+            for e in entries:
+                e["seconds_evaluate"] = seconds
+                e["seconds"] = round(e["seconds"] + seconds, 1)  # the row's train + generate + evaluate
+            write_json(scores_path, {"fingerprint": made["fingerprint"], "entries": entries})
+        for e in entries:
+            e["privacy"] = made.get("privacy")
+        rows.extend(entries)
+        if on_row is not None:
+            on_row(spec.key, entries)
+    counts = info["counts"]
+    doc = {
+        "dataset": _dataset_name(info),
+        "generator": "finetune",
+        "model": cfg.model.name,
+        "n_private": int(counts["train_units"]),
+        "n_synthetic": cfg.frontier.n_synthetic,
+        "n_test": len(ref.test_texts),
+        "labels": ref.labels,
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {_cores()} CPU cores",
+        "seconds_total": round(time.perf_counter() - start, 1),
+        "rows": rows,
+    }
+    doc["paths"] = write_outputs(root, doc)
+    return doc
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)

@@ -1,0 +1,111 @@
+"""``dpsynth frontier`` end to end on a tiny Llama and the demo data: outputs, ledger charges, resume."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from dpsynth.config import load_config
+from dpsynth.errors import DPSynthError
+from dpsynth.frontier.config import QUICK_OVERRIDES, parse_level
+from dpsynth.frontier.run import run_frontier
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.rundir import read_json
+
+KEYS = {"eps", "label", "classifier", "accuracy", "macro_f1", "mauve", "code_agreement", "seconds"}
+
+
+def _cfg(model_dir, *extra):
+    return load_config(
+        None,
+        [
+            *QUICK_OVERRIDES,
+            f"model.name={model_dir}",
+            "data.demo_records=120",
+            "data.max_tokens=24",
+            "generate.max_new_tokens=8",
+            "frontier.n_synthetic=12",
+            "frontier.eps=[0, 2, inf]",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def frontier_run(tmp_path_factory, tiny_model_dir):
+    import os
+
+    ledger = tmp_path_factory.mktemp("frontier-ledger") / "ledger.sqlite"
+    os.environ["DPSYNTH_LEDGER"] = str(ledger)  # one ledger across the run and its rerun (module scope)
+    out = tmp_path_factory.mktemp("frontier") / "f"
+    cfg = _cfg(tiny_model_dir)
+    doc = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
+    return cfg, out, doc, ledger
+
+
+def test_outputs_have_the_documented_shape(frontier_run):
+    _, out, _, _ = frontier_run
+    on_disk = json.loads((out / "frontier.json").read_text())
+    assert {"dataset", "generator", "n_private", "n_synthetic", "rows"} <= set(on_disk)
+    assert on_disk["n_synthetic"] == 12 and on_disk["generator"] == "finetune"
+    rows = on_disk["rows"]
+    assert all(set(r) >= KEYS for r in rows)
+    assert {r["eps"] for r in rows} == {0.0, 2.0, "inf", "real"}
+    # demo codes: rating and category, plus the sentiment derived from the rating; both classifier families
+    assert {r["label"] for r in rows} == {"rating", "category", "sentiment"}
+    assert {r["classifier"] for r in rows} == {"embedding", "tfidf"}
+    # one entry per (row, label, classifier): 5 rows (eps 0, 2, inf, real at n, real at all)
+    assert len(rows) == 5 * 3 * 2
+    assert len({(r["row"], r["label"], r["classifier"]) for r in rows}) == len(rows)
+    real_n = {r["n_train"] for r in rows if r["row"] == "real" and r["label"] == "rating"}
+    assert real_n == {12}
+    for r in rows:
+        assert r["accuracy"] is None or 0 <= r["accuracy"] <= 1
+        if r["eps"] == "real":
+            assert r["code_agreement"] is None  # an agreement of real records with themselves means nothing
+        elif r["label"] != "sentiment" or r["n_train"]:
+            assert r["code_agreement"] is None or 0 <= r["code_agreement"] <= 1
+        if r["eps"] == 2.0:
+            assert r["dp_logreg_accuracy"] is not None and r["privacy"]["epsilon"] <= 2.0 + 1e-9
+        else:
+            assert r["dp_logreg_accuracy"] is None
+    md = (out / "frontier.md").read_text()
+    assert "dpsynth frontier --quick" in md and "| rating | embedding | 2 |" in md
+    page = (out / "frontier.html").read_text()
+    assert page.count("<svg") == 3 and "<script" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched: opens offline
+
+
+def test_each_dp_row_is_one_ledger_release(frontier_run):
+    _, out, _, ledger_path = frontier_run
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    releases = Ledger(ledger_path).releases(source)
+    assert len(releases) == 1  # eps 2 only: eps 0 reads no private data, inf is the non-releasable baseline
+    assert releases[0].epsilon <= 2.0 + 1e-9
+    assert read_json(out / "rows" / "eps2" / "dp" / "privacy.json")["ledger"]["status"] == "committed"
+
+
+def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run):
+    cfg, out, doc, ledger_path = frontier_run
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
+    again = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")} == stamps
+    strip = [{k: v for k, v in r.items() if k != "privacy"} for r in doc["rows"]]
+    assert [{k: v for k, v in r.items() if k != "privacy"} for r in again["rows"]] == strip
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1
+
+
+def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir):
+    _, out, _, _ = frontier_run
+    with pytest.raises(DPSynthError, match="another configuration"):
+        run_frontier(_cfg(tiny_model_dir, "train.learning_rate=0.01"), out, progress=False)
+
+
+def test_levels_parse():
+    assert [parse_level(x) for x in ("0", "1", "inf", 8)] == [0.0, 1.0, "inf", 8.0]
+    with pytest.raises(ValueError):
+        parse_level("-1")
+    assert load_config(None, ["frontier.eps=0,4,inf"]).frontier.eps == [0.0, 4.0, "inf"]
