@@ -164,3 +164,23 @@ def test_no_raw_training_text_in_logs_checkpoints_prepare_json_or_the_ledger(
         inspected[p.name] = p.read_bytes().decode("latin-1")
     for name, text in inspected.items():
         assert needle not in text, f"planted private text found in {name}"
+
+
+def test_a_budget_set_on_the_data_file_limits_the_runs_on_that_file(tmp_path, tiny_model_dir):
+    """`dpsynth budget set PATH` used to budget the string PATH, which no run is charged to: it protected nothing."""
+    source = _write_source(tmp_path / "reviews.jsonl")
+    over = _overrides(tiny_model_dir, source)
+    reading = [o for o in over if o.startswith("data.")]  # how the runs read the file
+    result = runner.invoke(app, ["budget", "set", str(source), "--epsilon", "1", "--delta", "1e-5", *reading])
+    assert result.exit_code == 0, result.output
+
+    assert runner.invoke(app, ["prepare", "--out", str(tmp_path / "a"), *over]).exit_code == 0
+    fingerprint = read_json(RunDir(tmp_path / "a").prepare_json)["source"]["fingerprint"]
+    assert f"{source} is the data file" in result.stdout and f"source {fingerprint}" in result.stdout
+    ledger = Ledger(os.environ["DPSYNTH_LEDGER"])
+    assert ledger.sources() == [fingerprint]  # the budget is on the fingerprint, not on the path
+
+    refused = runner.invoke(app, ["train", "--out", str(tmp_path / "a"), "--quiet"])  # epsilon 2 > the budget of 1
+    assert refused.exit_code == 3, refused.output
+    assert f"privacy budget of source {fingerprint} exceeded" in refused.output
+    assert ledger.releases(fingerprint, include_pending=True) == []

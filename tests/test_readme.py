@@ -39,3 +39,11 @@ def test_every_documented_command_exists():
     for command in documented:
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0, f"dpsynth {command} --help failed: {result.output}"
+
+
+def test_readme_names_the_run_directory_one_way():
+    """`--out` everywhere (`--run` stays an alias of it, mentioned as such, but no command is written with it)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"dpsynth [a-z]+[^`\n]*", readme)
+    assert any("--out" in c for c in commands)
+    assert [c for c in commands if re.search(r"--run\b", c)] == []

@@ -5,18 +5,26 @@
 >>> run_pipeline(load_config(None, ["train.max_steps=5"]), "runs/demo")  # doctest: +SKIP
 
 The CLI (:mod:`dpsynth.cli`) is a thin layer over these functions. Each stage saves the resolved configuration as
-``DIR/config.yaml`` before it starts, so a run directory always says how it was made.
+``DIR/config.yaml`` before it starts, so a run directory always says how it was made. A stage (or ``run_pipeline``)
+that fails in a directory it created removes that directory again (:func:`dpsynth.rundir.removed_on_failure`), so bad
+input leaves nothing behind.
+
+Importing this module is cheap: every stage imports its heavy libraries (torch, transformers, opacus) when it runs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config, load_config
 from dpsynth.errors import DPSynthError
-from dpsynth.rundir import Arm, RunDir, read_json, write_text
+from dpsynth.rundir import Arm, RunDir, read_json, removed_on_failure, write_text
+
+StageCallback = Callable[[str, Any], None]
+"""``on_stage(stage, result)``: called by :func:`run_pipeline` as each stage ends, with what that stage returned."""
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,20 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
     from dpsynth.data.prepare import prepare_data
 
     run = open_run(out)
-    save_config(cfg, run)
-    return prepare_data(cfg.data, run)
+    with removed_on_failure(run.root):
+        save_config(cfg, run)
+        return prepare_data(cfg.data, run)
+
+
+def source_fingerprint(cfg: Config) -> str:
+    """The fingerprint that :func:`prepare` records for ``cfg.data``'s source, which the ledger charges releases to.
+
+    Reads the whole source exactly as ``prepare`` does (same reader, schema, field mapping and normalisation) and
+    writes nothing; ``dpsynth budget set FILE`` uses it to find the source a file is.
+    """
+    from dpsynth.data.prepare import read_source
+
+    return read_source(cfg.data).fingerprint.hexdigest()
 
 
 def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
@@ -75,8 +95,9 @@ def generate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
     from dpsynth.generate.stage import generate_arm
 
     run = open_run(out)
-    save_config(cfg, run)
-    return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
+    with removed_on_failure(run.root):
+        save_config(cfg, run)
+        return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
 
 
 def audit(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, Any]:
@@ -95,8 +116,9 @@ def evaluate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
     from dpsynth.evaluate.run import evaluate_run
 
     run = open_run(out)
-    save_config(cfg, run)
-    metrics = evaluate_run(cfg, run, progress=progress)
+    with removed_on_failure(run.root):
+        save_config(cfg, run)
+        metrics = evaluate_run(cfg, run, progress=progress)
     try:
         from dpsynth.report import build_report
     except ImportError:
@@ -107,21 +129,37 @@ def evaluate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
 
 
 def run_pipeline(
-    cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True, stages: tuple[str, ...] | None = None
+    cfg: Config,
+    out: Path | str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stages: tuple[str, ...] | None = None,
+    on_stage: StageCallback | None = None,
 ) -> dict[str, Any]:
-    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work."""
+    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work.
+
+    Returns each stage's result by name; ``on_stage(name, result)`` is also called as each stage ends (the CLI
+    prints the stage's summary then, not after the whole run).
+    """
     run = open_run(out)
     results: dict[str, Any] = {}
     wanted = stages or ("prepare", "train", "generate", "evaluate")
-    if "prepare" in wanted:
-        if resume and run.prepare_json.is_file():
-            log.info("resume: %s exists, keeping the prepared data", run.prepare_json)
-        else:
-            results["prepare"] = prepare(cfg, out)
-    if "train" in wanted:
-        results["train"] = train(cfg, out, resume=resume, progress=progress)
-    if "generate" in wanted:
-        results["generate"] = generate(cfg, out, progress=progress)
-    if "evaluate" in wanted:
-        results["evaluate"] = evaluate(cfg, out, progress=progress)
+    steps: dict[str, Callable[[], Any]] = {
+        "prepare": lambda: prepare(cfg, out),
+        "train": lambda: train(cfg, out, resume=resume, progress=progress),
+        "generate": lambda: generate(cfg, out, progress=progress),
+        "evaluate": lambda: evaluate(cfg, out, progress=progress),
+    }
+    with removed_on_failure(run.root) as keep:
+        for stage, step in steps.items():
+            if stage not in wanted:
+                continue
+            if stage == "prepare" and resume and run.prepare_json.is_file():
+                log.info("resume: %s exists, keeping the prepared data", run.prepare_json)
+                continue
+            results[stage] = step()
+            keep()  # a finished stage is worth keeping (and resuming from) whatever happens next
+            if on_stage is not None:
+                on_stage(stage, results[stage])
     return results

@@ -2,6 +2,25 @@
 
 Every command takes a run directory (``--out DIR``), an optional YAML config (``--config FILE``; by default the
 run's saved ``DIR/config.yaml``, else the built-in defaults) and any number of ``key.sub=value`` overrides.
+
+Output: results (each stage's summary as the stage ends, tables, the paths of what was written) go to stdout through
+:func:`dpsynth.cli_base.out_console`, the summaries themselves live in :mod:`dpsynth.cli_print`; progress bars, logs
+and errors go to stderr.
+
+Import discipline (``dpsynth --help`` and a configuration error must answer at once, not after seconds of torch):
+
+- This module and every command module it mounts import at module level only the standard library, typer, rich and
+  light dpsynth modules (``cli_base``, ``cli_print``, ``errors``, ``rundir``, ``config``). Whatever needs torch,
+  transformers, opacus, peft, sentence-transformers, scikit-learn, mauve or faiss is imported inside the command body
+  (``from dpsynth import api`` and the stage modules), after the configuration has been validated.
+- A command of another subpackage lives in that subpackage's ``cli.py`` (e.g. ``dpsynth/privacy/cli.py`` defines
+  ``budget_app``; a new one, say ``dpsynth/frontier/cli.py``, would define ``frontier`` the same way) and is mounted in
+  :func:`_mount_subcommands`: ``app.add_typer(sub_app, name=...)`` for a group of commands, or
+  ``app.command("name")(function)`` for one. Groups use ``typer.Typer(cls=DPSynthGroup,
+  rich_markup_mode=HELP_MARKUP, ...)``: flags without a ``<bool>`` label, and help text as Markdown, so that a
+  docstring's lines wrap as one paragraph (write ``DIR/ARM``, not ``DIR/<arm>``: Markdown drops ``<...>``).
+- ``tests/test_cli.py::test_help_and_config_errors_import_no_heavy_library`` checks every registered command's
+  ``--help`` and a configuration error in a fresh interpreter; a new command is covered by registering it.
 """
 
 from __future__ import annotations
@@ -15,18 +34,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dpsynth import __version__
+from dpsynth.cli_base import HELP_MARKUP, DPSynthGroup, err_console, out_console
+from dpsynth.cli_print import (
+    print_audit,
+    print_evaluation,
+    print_generated,
+    print_outputs,
+    print_prepare,
+    print_training,
+)
 from dpsynth.errors import DPSynthError
 
 app = typer.Typer(
     name="dpsynth",
+    cls=DPSynthGroup,
+    rich_markup_mode=HELP_MARKUP,
     help=(
         "Differentially private synthetic data from private text, with the evidence of how private and useful "
         "it is.\n\n"
-        "Stages: prepare -> train -> generate (each reads and writes one run directory); `run` chains them.\n"
+        "Stages: prepare -> train -> generate -> evaluate, each reading and writing one run directory; `run` chains "
+        "them. Also: audit (an empirical privacy audit of the training), budget (the privacy ledger).\n\n"
         "Configuration: --config FILE (YAML) and key.sub=value overrides, e.g. "
         "`dpsynth run --out runs/a data.path=reviews.csv.gz data.max_records=300 train.max_steps=10`."
     ),
@@ -34,7 +63,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 
 
 def _mount_subcommands() -> None:
@@ -64,46 +92,18 @@ def _setup_logging(quiet: bool) -> None:
     # Opacus's hooks on frozen-input modules (the LoRA layers of a frozen base) trigger this harmless torch notice.
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    try:
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    else:  # the same settings, read when transformers is imported (importing it here would cost seconds)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-def _print_privacy(results: dict[str, dict[str, Any]]) -> None:
-    table = Table(title="Training", show_lines=False)
-    for col in ("arm", "DP", "epsilon", "delta", "noise", "sample rate", "steps", "accountant"):
-        table.add_column(col)
-    for arm, p in results.items():
-        if p.get("dp"):
-            table.add_row(
-                arm,
-                "yes",
-                f"{p['epsilon']:.3f}",
-                f"{p['delta']:.2g}",
-                f"{p['noise_multiplier']:.3f}",
-                f"{p['sample_rate']:.4f}",
-                str(p["steps"]),
-                p["accountant"],
-            )
-        else:
-            table.add_row(arm, "no (baseline)", "inf", "-", "-", "-", str(p.get("steps", "-")), "-")
-    console.print(table)
-
-
-def _print_prepare(info: dict[str, Any]) -> None:
-    counts = info.get("counts", {})
-    console.print(
-        f"prepared: {counts.get('train_records', '?')} training records ({counts.get('train_units', '?')} units), "
-        f"{counts.get('test_records', '?')} test records; privacy unit: {info.get('privacy_unit')}"
-    )
 
 
 def _guard(fn: Any) -> Any:
@@ -111,10 +111,10 @@ def _guard(fn: Any) -> Any:
     try:
         return fn()
     except DPSynthError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.print("interrupted; rerun with --resume to continue from the last checkpoint")
+        err_console().print("interrupted; rerun with --resume to continue from the last checkpoint")
         raise typer.Exit(130) from None
 
 
@@ -125,7 +125,7 @@ def prepare(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = Non
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    _print_prepare(_guard(lambda: api.prepare(cfg, out)))
+    print_prepare(_guard(lambda: api.prepare(cfg, out)))
 
 
 @app.command()
@@ -136,12 +136,13 @@ def train(
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fine-tune LoRA adapters: the DP arm (DP-SGD) and the non-DP baseline; writes DIR/<arm>/privacy.json."""
+    """Fine-tune LoRA adapters: the DP arm (DP-SGD) and the non-DP baseline; writes DIR/dp/privacy.json and
+    DIR/no_dp/privacy.json."""
     from dpsynth import api
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    _print_privacy(_guard(lambda: api.train(cfg, out, resume=resume, progress=not quiet)))
+    print_training(_guard(lambda: api.train(cfg, out, resume=resume, progress=not quiet)))
 
 
 @app.command()
@@ -151,49 +152,7 @@ def generate(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = No
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    for arm, summary in _guard(lambda: api.generate(cfg, out, progress=not quiet)).items():
-        console.print(f"{arm}: {summary['records']} records -> {summary['path']}")
-
-
-@app.command()
-def run(
-    out: Annotated[
-        Path | None, typer.Option("--out", "--run", "-o", help="Run directory (default: runs/<time>).")
-    ] = None,
-    config: ConfigOpt = None,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Run every stage. With no config and no data.path it runs offline on a built-in demo data set."""
-    from dpsynth import api
-
-    _setup_logging(quiet)
-    out = out or _default_out()
-    cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    console.print(f"run directory: {out}")
-    results = _guard(lambda: api.run_pipeline(cfg, out, resume=resume, progress=not quiet))
-    if "prepare" in results:
-        _print_prepare(results["prepare"])
-    _print_privacy(results["train"])
-    for arm, summary in results["generate"].items():
-        console.print(f"{arm}: {summary['records']} records -> {summary['path']}")
-    if "evaluate" in results:
-        _print_evaluation(results["evaluate"], out)
-
-
-def _print_evaluation(doc: dict[str, Any], out: Path) -> None:
-    """A few headline metrics per arm (numbers only: never a record's text)."""
-    from dpsynth.evaluate.run import headline_rows
-
-    arms, rows = headline_rows(doc)
-    table = Table(title="Evaluation (headline metrics; every metric in eval/metrics.json)")
-    for col in ("metric", *arms):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    console.print(f"evaluated in {doc['timing_s'].get('total', 0):.0f} s -> {out / 'eval' / 'metrics.json'}")
+    print_generated(_guard(lambda: api.generate(cfg, out, progress=not quiet)))
 
 
 @app.command()
@@ -204,23 +163,46 @@ def evaluate(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = No
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    _print_evaluation(_guard(lambda: api.evaluate(cfg, out, progress=not quiet)), out)
+    print_evaluation(_guard(lambda: api.evaluate(cfg, out, progress=not quiet)), out)
 
 
-def _print_audit(result: dict[str, Any]) -> None:
-    table = Table(title=f"One-run audit: m={result['m']} canaries, {1 - result['significance']:.0%} confidence")
-    for col in ("arm", "eps_lb", "epsilon", "correct / guesses", "check"):
-        table.add_column(col)
-    checks = result["checks"]
-    for arm, r in result["arms"].items():
-        eps = "inf (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.3f}"
-        if arm == "dp":
-            check = "eps_lb <= epsilon" if checks["dp_eps_lb_le_epsilon"] else "[bold red]VIOLATED: eps_lb > epsilon[/]"
+_STAGE_PRINTERS: dict[str, Any] = {
+    "prepare": print_prepare,
+    "train": print_training,
+    "generate": print_generated,
+}
+
+
+@app.command()
+def run(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "--run", "-o", help="Run directory (default: runs/ and the time, e.g. runs/20261201-183000)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every stage, printing each stage's summary as it ends. With no config and no data.path it runs offline
+    on a built-in demo data set."""
+    from dpsynth import api
+
+    _setup_logging(quiet)
+    out = out or _default_out()
+    cfg = _guard(lambda: api.load_run_config(out, config, overrides))
+    out_console().print(f"run directory: {out}", highlight=False)
+
+    def stage_done(stage: str, result: Any) -> None:
+        if stage == "evaluate":
+            print_evaluation(result, out)
         else:
-            check = "detects membership" if checks["no_dp_eps_lb_above_zero"] else "[yellow]no power (eps_lb 0)[/]"
-        table.add_row(arm, f"{r['eps_lb']:.3f}", eps, f"{r['correct']} / {r['guesses']}", check)
-    console.print(table)
-    console.print(f"delta {result['delta']:.2g}; details in audit/audit.json", highlight=False)
+            _STAGE_PRINTERS[stage](result)
+
+    _guard(lambda: api.run_pipeline(cfg, out, resume=resume, progress=not quiet, on_stage=stage_done))
+    print_outputs(out)
 
 
 @app.command()
@@ -228,7 +210,7 @@ def audit(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None,
     """One-run privacy audit (Steinke et al. 2023): trains DP and no-DP arms with canaries in DIR/audit.
 
     Exits with status 4 when the DP arm's empirical lower bound exceeds its epsilon (a DP bug, at the confidence
-    given by audit.significance). Example: `dpsynth audit --run DIR audit.num_canaries=500 audit.no_dp_epochs=4`.
+    given by audit.significance). Example: `dpsynth audit --out DIR audit.num_canaries=500 audit.no_dp_epochs=4`.
     """
     from dpsynth import api
     from dpsynth.errors import PrivacyCheckError
@@ -236,7 +218,7 @@ def audit(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None,
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
     result = _guard(lambda: api.audit(cfg, out, progress=not quiet))
-    _print_audit(result)
+    print_audit(result)
     if result["checks"]["dp_eps_lb_le_epsilon"] is False:
         raise typer.Exit(PrivacyCheckError.exit_code)
 
@@ -252,7 +234,7 @@ def main() -> None:
     try:
         app()
     except DPSynthError as exc:  # pragma: no cover - commands already guard
-        console.print(f"error: {exc}")
+        err_console().print(f"error: {exc}", highlight=False)
         sys.exit(exc.exit_code)
 
 

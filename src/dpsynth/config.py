@@ -10,19 +10,20 @@ Overrides are ``dotted.key=value`` with the value parsed as YAML (``lora.target_
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from dpsynth._base import Section
 from dpsynth.data.config import DataConfig
 from dpsynth.errors import ConfigError
 from dpsynth.evaluate.config import EvaluateConfig
-from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
 from dpsynth.frontier.config import FrontierConfig
+from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
 from dpsynth.rundir import ARMS
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -95,6 +96,7 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    frontier: FrontierConfig = Field(default_factory=FrontierConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
@@ -111,7 +113,6 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
-    frontier: FrontierConfig = Field(default_factory=FrontierConfig)
             if not isinstance(child, dict):
                 raise ConfigError(f"override {key!r}: {part!r} is not a section")
             node = child
@@ -122,9 +123,59 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (also through ``X | None``), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        model = _section(arg)
+        if model is not None:
+            return model
+    return None
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The keys a section accepts (by alias where a field has one, e.g. ``schema``) -> the field's annotation."""
+    return {field.alias or name: field.annotation for name, field in model.model_fields.items()}
+
+
+def _unknown_key(loc: tuple[Any, ...], value: Any) -> str:
+    """An unknown key's message: the key as written, and the nearest valid key (``trian.max_steps`` -> "did you mean
+    train.max_steps?", ``train.max_step`` -> ``train.max_steps``), else the keys valid there."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        model = _section(_keys(model).get(str(part))) if model is not None else None
+    written = [str(p) for p in loc]
+    below = value
+    while isinstance(below, dict) and len(below) == 1:  # what was written under a misspelt section
+        ((key, below),) = below.items()
+        written.append(str(key))
+    if model is None:
+        return f"{'.'.join(written)}: unknown key"
+    keys = _keys(model)
+    match = difflib.get_close_matches(str(loc[-1]), list(keys), n=1, cutoff=0.6)
+    if not match:
+        return f"{'.'.join(written)}: unknown key (valid here: {', '.join(keys)})"
+    suggestion = [*written[: len(loc) - 1], match[0]]
+    sub = _section(keys[match[0]])
+    for key in written[len(loc) :]:  # carry on below the corrected section while the keys fit
+        if sub is None:
+            break
+        sub_keys = _keys(sub)
+        fixed = key if key in sub_keys else next(iter(difflib.get_close_matches(key, list(sub_keys), n=1)), None)
+        if fixed is None:
+            break
+        suggestion.append(fixed)
+        sub = _section(sub_keys[fixed])
+    return f"{'.'.join(written)}: unknown key (did you mean {'.'.join(suggestion)}?)"
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {_unknown_key(err['loc'], err.get('input'))}")
+            continue
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         lines.append(f"  {loc}: {err['msg']}")
     return "\n".join(lines)

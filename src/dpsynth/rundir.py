@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +114,51 @@ class RunDir:
     @property
     def audit_dir(self) -> Path:
         return self.root / "audit"
+
+
+@contextlib.contextmanager
+def removed_on_failure(root: Path) -> Iterator[Callable[[], None]]:
+    """Remove ``root`` (and the parents made for it) if the body fails and ``root`` did not exist when it began.
+
+    Why: a command that fails on bad input (a missing file, a bad record, a bad setting) must leave nothing behind; a
+    new directory holding a ``config.yaml`` looks like a run that happened. A directory that existed before is never
+    touched. Call the yielded ``keep()`` once something worth keeping exists (a finished stage): a later failure then
+    leaves the directory as it is, for ``--resume``.
+
+    >>> import tempfile
+    >>> new = Path(tempfile.mkdtemp()) / "a" / "run"
+    >>> try:
+    ...     with removed_on_failure(new):
+    ...         write_text(new / "config.yaml", "x")
+    ...         raise ValueError("bad input")
+    ... except ValueError:
+    ...     pass
+    >>> new.exists(), new.parent.exists(), new.parent.parent.exists()
+    (False, False, True)
+    """
+    root = Path(root)
+    created: list[Path] = []  # root and its missing parents, innermost first
+    path = root
+    while not path.exists() and not path.is_symlink() and path.parent != path:
+        created.append(path)
+        path = path.parent
+    kept = False
+
+    def keep() -> None:
+        nonlocal kept
+        kept = True
+
+    try:
+        yield keep
+    except BaseException:
+        if created and not kept:
+            shutil.rmtree(root, ignore_errors=True)
+            for parent in created[1:]:
+                try:
+                    parent.rmdir()  # only if empty: another process may have put something there meanwhile
+                except OSError:
+                    break
+        raise
 
 
 # --------------------------------------------------------------------------------------------------------------------

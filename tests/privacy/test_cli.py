@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -25,16 +27,16 @@ def mechs():
 
 
 def test_set_then_show_lists_releases_pending_and_what_is_left(ledger_path, tmp_path):
-    res = runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "10", "--delta", "1e-5", "--ledger", str(ledger_path)])
-    assert res.exit_code == 0, res.output
-    assert "ε = 10" in res.output
-
     led = Ledger(ledger_path)
     m = mechs()
     eid = led.begin(
         SOURCE, planned=m, delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path / "r1", arm="dp"
     )
     led.commit(eid, mechanisms=m, epsilon=epsilon(m, DELTA, "rdp"), delta=DELTA, files=[])
+    res = runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "10", "--delta", "1e-5", "--ledger", str(ledger_path)])
+    assert res.exit_code == 0, res.output
+    assert "ε = 10" in res.output and f"already spent or reserved: {epsilon(m, DELTA, 'rdp'):.4g}" in res.output
+
     led.begin(SOURCE, planned=m, delta=DELTA, accountant="rdp", privacy_unit="user", run_dir=tmp_path / "r2", arm="dp")
 
     res = runner.invoke(budget_app, ["show", SOURCE, "--ledger", str(ledger_path)], env={"COLUMNS": "220"})
@@ -66,7 +68,7 @@ def test_errors_are_messages_with_a_nonzero_exit(ledger_path):
     assert "budget needs epsilon > 0" in res.output
     assert "Traceback" not in res.output
 
-    runner.invoke(budget_app, ["set", SOURCE, "--epsilon", "1", "--delta", "1e-5", "--ledger", str(ledger_path)])
+    Ledger(ledger_path).set_budget(SOURCE, 1.0, 1e-5)
     res = runner.invoke(budget_app, ["show", "sha256:unknown", "--ledger", str(ledger_path)])
     assert res.exit_code != 0 and "unknown source" in res.output
 
@@ -95,3 +97,32 @@ def test_show_table_is_never_cropped(ledger_path, tmp_path, columns):
     assert rows and all(len(line) <= columns for line in rows)
     assert all(line.endswith(("│", "┃", "┓", "┩", "┘")) for line in rows), "\n".join(rows)
     assert "max_grad_norm=1.0" in res.output and "gaussian_histogram" in res.output
+
+
+@pytest.mark.parametrize("with_ledger", [False, True])
+def test_set_refuses_a_string_that_no_run_is_charged_to(ledger_path, tmp_path, with_ledger):
+    """A budget on a string no release is ever charged to would protect nothing while looking as if it did."""
+    if with_ledger:
+        Ledger(ledger_path).set_budget(SOURCE, 5.0, DELTA)
+    unknown = "sha256:" + "ab" * 32  # well-formed, but no source the ledger knows
+    for text in (unknown, str(tmp_path / "reviews.csv"), "my-reviews"):
+        res = runner.invoke(budget_app, ["set", text, "-e", "1", "-d", "1e-5", "--ledger", str(ledger_path)])
+        assert res.exit_code == 2, res.output
+        assert "neither a source the ledger knows" in res.output and "dpsynth budget show" in res.output
+    assert ledger_path.exists() == with_ledger  # refusing creates no ledger
+    if with_ledger:
+        assert Ledger(ledger_path).sources() == [SOURCE]
+
+
+def test_set_accepts_a_prepared_run_directory_and_names_its_fingerprint(ledger_path, tmp_path):
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "prepare.json").write_text(json.dumps({"source": {"fingerprint": SOURCE}}), encoding="utf-8")
+    res = runner.invoke(budget_app, ["set", str(run), "-e", "3", "-d", "1e-5", "--ledger", str(ledger_path)])
+    assert res.exit_code == 0, res.output
+    assert f"source {SOURCE}" in res.output
+    budget = Ledger(ledger_path).get_budget(SOURCE)
+    assert budget is not None and budget.epsilon == 3.0
+
+    res = runner.invoke(budget_app, ["set", str(tmp_path), "-e", "3", "-d", "1e-5", "--ledger", str(ledger_path)])
+    assert res.exit_code == 2 and "not a prepared run directory" in res.output

@@ -52,14 +52,18 @@ def generate_texts(
     batch_size: int,
     seed: int,
     progress: bool = True,
+    desc: str = "generate",
 ) -> list[str]:
-    """Sample one continuation per prompt; returns the continuations only (the prompt is never repeated)."""
+    """Sample one continuation per prompt; returns the continuations only (the prompt is never repeated).
+
+    ``desc`` labels the progress bar (the stage passes ``generate dp`` or ``generate no_dp``).
+    """
     device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0])
     texts: list[str] = []
     starts = range(0, len(prompts), batch_size)
-    for b, start in enumerate(tqdm(starts, desc="generate", disable=not progress)):
+    for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress)):
         ids, mask = left_pad(prompts[start : start + batch_size], pad_id)
         torch.manual_seed(seed * 1_000_003 + b)
         out = model.generate(

@@ -49,6 +49,7 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
         batch_size=g.batch_size,
         seed=g.seed,
         progress=progress,
+        desc=f"generate {arm}",
     )
     rows = []
     for i, (c, text) in enumerate(zip(codes, texts, strict=True)):

@@ -62,9 +62,15 @@ from dpsynth.privacy.ledger_store import (
     now,
 )
 
-__all__ = ["ENV_VAR", "Budget", "Ledger", "Release", "default_ledger_path"]
+__all__ = ["ENV_VAR", "Budget", "Ledger", "Release", "check_budget", "default_ledger_path"]
 
 log = logging.getLogger(__name__)
+
+
+def check_budget(epsilon: float, delta: float) -> None:
+    """Refuse a budget that is no budget (epsilon not positive and finite, delta outside (0, 1))."""
+    if not (epsilon > 0 and math.isfinite(epsilon)) or not (0 < delta < 1):
+        raise ConfigError(f"a budget needs epsilon > 0 and 0 < delta < 1, got ({epsilon}, {delta})")
 
 
 class Ledger:
@@ -145,8 +151,7 @@ class Ledger:
     def set_budget(self, source: str, epsilon: float, delta: float) -> None:
         """Set (or replace) the source's budget. Lowering it below what is spent is allowed; nothing more fits then."""
         ident(source, "source")
-        if not (epsilon > 0 and math.isfinite(epsilon)) or not (0 < delta < 1):
-            raise ConfigError(f"a budget needs epsilon > 0 and 0 < delta < 1, got ({epsilon}, {delta})")
+        check_budget(epsilon, delta)
         with self._write() as con:
             con.execute(
                 "INSERT INTO budgets (source, epsilon, delta, updated_at) VALUES (?, ?, ?, ?) "
