@@ -72,13 +72,13 @@ def _svg(fig: MplFigure, key: str) -> Markup:
     return Markup(text)
 
 
-def _legend(fig: MplFigure, ax: object) -> None:
 figure_style = _style
 """The report's plot style for figure ``key`` (a context manager), for other self-contained pages (the frontier)."""
 svg_markup = _svg
 """A figure as inline SVG whose ids are prefixed with ``key`` (unique within a page), for other pages too."""
 
 
+def _legend(fig: MplFigure, ax: object) -> None:
     """One legend above the plot area, so that it never hides a bar or a curve."""
     handles, labels = ax.get_legend_handles_labels()  # type: ignore[attr-defined]
     if handles:
