@@ -49,6 +49,12 @@ class LoraSettings(Section):
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    top_k_layers: int | None = Field(
+        None,
+        gt=0,
+        description="LoRA on the top K transformer blocks only (none: all); with train.prefix_cache the frozen "
+        "blocks below run once per example per run (dpsynth.train.prefix)",
+    )
 
 
 class TrainConfig(Section):
@@ -66,6 +72,15 @@ class TrainConfig(Section):
         "hooks", description="per-sample gradient mode; hooks was faster on a 2-core CPU (bench/bench_train.py)"
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="forward/backward under bfloat16 autocast (LoRA weights, per-sample gradients, clipping, noise "
+        "and optimizer stay float32); auto: bfloat16 where the CPU has native bf16 (avx512_bf16/amx) or on CUDA",
+    )
+    prefix_cache: bool = Field(True, description="with lora.top_k_layers: compute the frozen blocks once per example")
+    prefix_cache_memory_mb: int = Field(
+        2048, ge=0, description="a larger prefix cache is memory-mapped from a file (unlinked at once) in the arm's folder"
+    )
     checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints (for --resume)")
     seed: int = Field(0, description="LoRA initialisation and the non-DP arm's shuffling")
     noise_seed: int | None = Field(

@@ -75,12 +75,30 @@ class Collator:
             labels[i, :n] = torch.tensor(e.labels, dtype=torch.long)
             attention_mask[i, :n] = 1
         position_ids = torch.arange(t, dtype=torch.long).expand(b, t).clone()
-        return {
+        batch = {
             "input_ids": input_ids,
             "labels": labels,
             "attention_mask": attention_mask,
             "position_ids": position_ids,
         }
+        index = [e.index for e in examples if isinstance(e, IndexedExample)]
+        if examples and len(index) == b:
+            batch["index"] = torch.tensor(index, dtype=torch.long)
+        return batch
+
+
+@dataclass
+class IndexedExample:
+    """An example with its position in the data set, so that per-example caches (the prefix cache) can be found."""
+
+    input_ids: list[int]
+    labels: list[int]
+    index: int
+
+
+def indexed(examples: Sequence[ExampleLike]) -> list[IndexedExample]:
+    """The examples with their positions (the collated batch then carries an ``index`` tensor)."""
+    return [IndexedExample(list(e.input_ids), list(e.labels), i) for i, e in enumerate(examples)]
 
 
 def sample_rate(expected_batch_size: int, n: int) -> float:

@@ -32,14 +32,18 @@ from dpsynth.train.batching import (
     by_length,
     check_poisson,
     fixed_batches,
+    indexed,
     physical_chunks,
     poisson_loader,
     total_steps,
 )
 from dpsynth.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dpsynth.train.lora import add_lora, snapshot, trainable_parameters
-from dpsynth.train.objective import per_sequence_loss
+from dpsynth.train.forward import TrainForward
+from dpsynth.train.lora import add_lora, num_layers, snapshot, trainable_parameters
+from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
+from dpsynth.train.precision import resolve_precision
+from dpsynth.train.prefix import PrefixCache
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -60,15 +64,6 @@ def _generator(device: torch.device, seed: int | None) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed if seed is not None else secrets.randbits(63))
     return g
-
-
-def _forward_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-    out = model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        position_ids=batch["position_ids"].to(device),
-    )
-    return per_sequence_loss(out.logits, batch["labels"].to(device))
 
 
 def _make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -105,8 +100,9 @@ class ArmTrainer:
         self.model.to(self.device)
         self.initial = snapshot(self.model)
         self.optimizer = _make_optimizer(cfg, self.model)
-        self.dataset = ExampleDataset(setup.examples)
+        self.dataset = ExampleDataset(indexed(setup.examples))  # indexed: batches carry positions for the cache
         self.collate = Collator(pad_id=int(self.tokenizer.pad_token_id))
+        self.forward = TrainForward(self.model, self.device, resolve_precision(cfg.train.precision, self.device))
         self.ckpt_dir = setup.run.checkpoints(setup.arm)
         self.state = LoopState()
         torch.manual_seed(cfg.train.seed)  # dropout; a resume restores the state saved in the checkpoint instead
@@ -174,6 +170,7 @@ class ArmTrainer:
         if self.state.step == 0:
             self._save()  # step 0: the histogram release and the generators are fixed before any gradient
         if remaining > 0:
+            self._build_prefix_cache()
             if s.plan is not None:
                 self._dp_steps(remaining, bar)
             else:
@@ -183,6 +180,32 @@ class ArmTrainer:
             self.private.detach()
         self.model.eval()
         return {"steps": self.state.step, "log": self.state.log_rows}
+
+    def _build_prefix_cache(self) -> None:
+        """With LoRA on the top K blocks only, compute the frozen blocks' output once (dpsynth.train.prefix)."""
+        cfg = self.s.cfg.train
+        if cfg.lora.top_k_layers is None or not cfg.prefix_cache:
+            return
+        start = num_layers(self.model.get_base_model()) - cfg.lora.top_k_layers
+        if start == 0:
+            return  # LoRA on every block: nothing is frozen below
+        self.forward.cache = PrefixCache.build(
+            self.model,
+            self.dataset.examples,
+            start=start,
+            collate=self.collate,
+            batch_size=cfg.physical_batch_size,
+            device=self.device,
+            context=self.forward.context,
+            memory_mb=cfg.prefix_cache_memory_mb,
+            spill_dir=self.s.run.arm(self.s.arm),
+        )
+        log.info(
+            "prefix cache: blocks 0-%d of %s examples, %.0f MB",
+            start - 1,
+            len(self.dataset),
+            self.forward.cache.nbytes / 2**20,
+        )
 
     def _after_step(self, losses: list[float], batch_size: int, bar: Any) -> None:
         s = self.s
@@ -214,6 +237,7 @@ class ArmTrainer:
             expected_batch_size=max(1, round(plan.sample_rate * plan.n)),
             mode=s.cfg.train.clipping_mode,
             noise_generator=self.noise_gen,
+            loss=HeadLoss(self.forward.head),
         )
         loader = poisson_loader(
             self.dataset, q=plan.sample_rate, steps=remaining, generator=self.sampler_gen, collate=self.collate
@@ -230,16 +254,17 @@ class ArmTrainer:
                 if batch["input_ids"].shape[0] == 0:
                     private.prepare_empty_batch()
                 else:
-                    out = self.model(
-                        input_ids=batch["input_ids"].to(self.device),
-                        attention_mask=batch["attention_mask"].to(self.device),
-                        position_ids=batch["position_ids"].to(self.device),
-                    )
-                    loss = private.criterion(out.logits, batch["labels"].to(self.device))
-                    loss.backward()
-                    with torch.no_grad():
-                        per_seq = per_sequence_loss(out.logits.detach(), batch["labels"].to(self.device))
-                    losses.extend(per_seq.tolist())
+                    if private.mode == "ghost":  # the criterion runs the two backward passes of ghost clipping
+                        hidden = self.forward.hidden(batch)
+                        with self.forward.context():
+                            loss = private.criterion(hidden, batch["labels"].to(self.device))
+                        loss.backward()
+                        with torch.no_grad():
+                            per_seq = self.forward.losses(batch, hidden.detach())
+                    else:
+                        per_seq = self.forward.losses(batch)
+                        per_seq.mean().backward()  # Opacus's loss_reduction="mean"
+                    losses.extend(per_seq.detach().tolist())
                     logical += batch["input_ids"].shape[0]
                 private.optimizer.step()
                 private.optimizer.zero_grad()
@@ -257,7 +282,7 @@ class ArmTrainer:
             self.optimizer.zero_grad()
             losses: list[float] = []
             for chunk in physical_chunks(by_length(indices, self.dataset), s.cfg.train.physical_batch_size):
-                per_seq = _forward_losses(self.model, self.collate([self.dataset[i] for i in chunk]), self.device)
+                per_seq = self.forward.losses(self.collate([self.dataset[i] for i in chunk]))
                 (per_seq.sum() / len(indices)).backward()
                 losses.extend(per_seq.detach().tolist())
             self.optimizer.step()

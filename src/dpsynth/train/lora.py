@@ -29,6 +29,7 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
+        layers_to_transform=top_layers(model, settings.top_k_layers),
         bias="none",
     )
     # peft only complains when no target matches at all; a partly misspelt list must fail too.
@@ -38,6 +39,27 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)
+
+
+def num_layers(model: torch.nn.Module) -> int:
+    """The number of transformer blocks (``config.num_hidden_layers``)."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise ConfigError("train.lora.top_k_layers needs a model whose config has num_hidden_layers")
+    return n
+
+
+def top_layers(model: torch.nn.Module, k: int | None) -> list[int] | None:
+    """Indices of the top ``k`` blocks (peft's ``layers_to_transform``), or None for all blocks.
+
+    Training only the top blocks lets :mod:`dpsynth.train.prefix` compute the frozen blocks below once per example.
+    """
+    if k is None:
+        return None
+    n = num_layers(model)
+    if k > n:
+        raise ConfigError(f"train.lora.top_k_layers={k} but the model has {n} blocks")
+    return list(range(n - k, n))
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

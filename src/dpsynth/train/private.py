@@ -26,6 +26,7 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.validators import ModuleValidator
 
 from dpsynth.train.objective import SequenceLoss
+from dpsynth.train.precision import float32_grad_samplers
 
 ClippingMode = Literal["hooks", "ghost"]
 
@@ -71,13 +72,20 @@ def make_private(
     expected_batch_size: int,
     mode: ClippingMode,
     noise_generator: torch.Generator,
+    loss: SequenceLoss | None = None,
 ) -> PrivateTraining:
-    """Attach per-sample gradient computation to ``model`` and turn ``optimizer`` into a DP optimizer."""
+    """Attach per-sample gradient computation to ``model`` and turn ``optimizer`` into a DP optimizer.
+
+    ``loss`` is the per-sequence criterion (default: :class:`SequenceLoss` on logits; the training loop passes
+    :class:`~dpsynth.train.objective.HeadLoss` on hidden states). Per-sample gradients are computed in float32 even
+    under bfloat16 autocast (:func:`~dpsynth.train.precision.float32_grad_samplers`).
+    """
     ModuleValidator.validate(model, strict=True)  # refuses BatchNorm and other cross-example layers
     kwargs: dict[str, Any] = {"batch_first": True, "loss_reduction": "mean"}
     if mode == "ghost":
         kwargs["max_grad_norm"] = max_grad_norm
     hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, **kwargs)
+    float32_grad_samplers(hooks)
     optim_cls = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=mode)
     dp_optimizer = optim_cls(
         optimizer,
@@ -87,9 +95,10 @@ def make_private(
         loss_reduction="mean",
         generator=noise_generator,
     )
-    criterion: Callable[[torch.Tensor, torch.Tensor], Any] = SequenceLoss()
+    loss = loss if loss is not None else SequenceLoss()
+    criterion: Callable[[torch.Tensor, torch.Tensor], Any] = loss
     if mode == "ghost":
-        criterion = DPLossFastGradientClipping(hooks, dp_optimizer, SequenceLoss(), loss_reduction="mean")
+        criterion = DPLossFastGradientClipping(hooks, dp_optimizer, loss, loss_reduction="mean")
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     private = PrivateTraining(hooks=hooks, optimizer=dp_optimizer, criterion=criterion, mode=mode, _params=params)
     dp_optimizer.attach_step_hook(private._count)

@@ -1,0 +1,96 @@
+"""Mixed precision for training: bfloat16 autocast for the frozen model's matmuls, float32 for everything DP.
+
+Under ``train.precision=bfloat16`` the forward pass runs inside ``torch.autocast(dtype=torch.bfloat16)`` (and the
+backward pass replays the same casts), which halves the memory traffic of the frozen base weights and uses the CPU's
+native bf16 dot products where it has them (``avx512_bf16``, AMX). What must not lose precision stays float32:
+
+- the LoRA weights and the optimizer state (peft keeps adapter weights float32; autocast only casts copies);
+- the per-sample gradients: Opacus's grad samplers cast the layer input to the dtype of the output gradient, which is
+  bfloat16 under autocast, so every per-sample gradient, its norm, the clipping and the accumulated sum would be
+  bfloat16. :func:`float32_grad_samplers` wraps Opacus's own samplers so that their inputs are cast to float32 first
+  (exact: a bf16 value is representable in float32) and the products accumulate in float32;
+- the noise, which Opacus draws in the dtype of the summed gradient (then float32);
+- the loss: logits are cast to float32 before the softmax (:mod:`dpsynth.train.objective`).
+
+``auto`` picks bfloat16 only where it is native: a CPU without bf16 instructions emulates it, which is slower than
+float32 (measured: ``bench/bench_train.py``). On CUDA, ``model.dtype=auto`` already loads the model in bfloat16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags include ``avx512_bf16`` or ``amx_bf16`` (Linux; elsewhere False: stay in float32)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain float32.
+
+    >>> resolve_precision("float32", torch.device("cpu")) is None
+    True
+    >>> resolve_precision("bfloat16", torch.device("cpu"))
+    torch.bfloat16
+    """
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device`` with ``dtype``, or a no-op context for float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+Sampler = Callable[[torch.nn.Module, list[torch.Tensor], torch.Tensor], dict[torch.nn.Parameter, torch.Tensor]]
+
+
+def _float32_inputs(fn: Sampler) -> Sampler:
+    @functools.wraps(fn)
+    def wrapped(
+        layer: torch.nn.Module, activations: list[torch.Tensor], backprops: torch.Tensor
+    ) -> dict[torch.nn.Parameter, torch.Tensor]:
+        acts = [a.float() if torch.is_floating_point(a) else a for a in activations]
+        out = fn(layer, acts, backprops.float())
+        return {p: g.float() for p, g in out.items()}
+
+    return wrapped
+
+
+def float32_grad_samplers(hooks: Any) -> None:
+    """Make an Opacus grad-sample module compute per-sample gradients (and ghost norms) in float32.
+
+    The samplers are Opacus's own, unchanged; only their inputs are upcast. The dicts are set on the instance, so the
+    class-level registries (shared by every Opacus user in the process) are left alone. For float32 inputs ``float()``
+    returns the same tensor: nothing changes in a float32 run.
+    """
+    for attr in ("GRAD_SAMPLERS", "NORM_SAMPLERS"):
+        registry = getattr(hooks, attr, None)
+        if registry:
+            setattr(hooks, attr, {k: _float32_inputs(v) for k, v in registry.items()})
