@@ -228,3 +228,34 @@ def test_dp_arm_trains_through_the_prefix_cache(tmp_path, tiny_model_dir, monkey
     assert privacy["checks"]["roundtrip"]["generated_tokens"] > 0
     keys = read_json(run.adapter("dp") / "adapter_config.json")["layers_to_transform"]
     assert keys == [1]
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_clipping_through_the_head_loss_bounds_the_update(mode):
+    """One example far above the bound, no noise, the loop's criterion on hidden states: the update has norm C."""
+    model = _model()
+    example = indexed(_examples([10], seed=4))
+    raw = torch.stack([g.norm() for g in _loop_gradients(model, example)[0].values()]).norm().item()
+    clip = raw / 10
+    params = trainable_parameters(model)
+    forward = TrainForward(model, torch.device("cpu"))
+    private = make_private(
+        model,
+        torch.optim.SGD(params.values(), lr=1.0),
+        noise_multiplier=0.0,
+        max_grad_norm=clip,
+        expected_batch_size=1,
+        mode=mode,
+        noise_generator=torch.Generator().manual_seed(0),
+        loss=HeadLoss(forward.head),
+    )
+    before = {n: p.detach().clone() for n, p in params.items()}
+    batch = COLLATE(example)
+    if mode == "ghost":
+        private.criterion(forward.hidden(batch), batch["labels"]).backward()
+    else:
+        forward.losses(batch).mean().backward()
+    private.optimizer.step()
+    update = torch.stack([(before[n] - p.detach()).norm() for n, p in params.items()]).norm().item()
+    assert update == pytest.approx(clip, rel=1e-4)
+    private.detach()
