@@ -55,7 +55,8 @@ app = typer.Typer(
         "Differentially private synthetic data from private text, with the evidence of how private and useful "
         "it is.\n\n"
         "Stages: prepare -> train -> generate -> evaluate, each reading and writing one run directory; `run` chains "
-        "them. Also: audit (an empirical privacy audit of the training), budget (the privacy ledger).\n\n"
+        "them. Also: audit (an empirical privacy audit of the training), budget (the privacy ledger), frontier "
+        "(a privacy-utility sweep over several epsilons).\n\n"
         "Configuration: --config FILE (YAML) and key.sub=value overrides, e.g. "
         "`dpsynth run --out runs/a data.path=reviews.csv.gz data.max_records=300 train.max_steps=10`."
     ),
@@ -66,9 +67,11 @@ app = typer.Typer(
 
 
 def _mount_subcommands() -> None:
+    from dpsynth.frontier.cli import frontier
     from dpsynth.privacy.cli import budget_app
 
     app.add_typer(budget_app, name="budget", help="The privacy ledger: what each source has spent, and its budget.")
+    app.command("frontier")(frontier)
 
 
 _mount_subcommands()

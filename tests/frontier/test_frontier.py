@@ -17,20 +17,18 @@ from dpsynth.rundir import read_json
 KEYS = {"eps", "label", "classifier", "accuracy", "macro_f1", "mauve", "code_agreement", "seconds"}
 
 
+def _overrides(model_dir):
+    return [
+        f"model.name={model_dir}",
+        "data.demo_records=120",
+        "data.max_tokens=24",
+        "generate.max_new_tokens=8",
+        "frontier.n_synthetic=12",
+    ]
+
+
 def _cfg(model_dir, *extra):
-    return load_config(
-        None,
-        [
-            *QUICK_OVERRIDES,
-            f"model.name={model_dir}",
-            "data.demo_records=120",
-            "data.max_tokens=24",
-            "generate.max_new_tokens=8",
-            "frontier.n_synthetic=12",
-            "frontier.eps=[0, 2, inf]",
-            *extra,
-        ],
-    )
+    return load_config(None, [*QUICK_OVERRIDES, *_overrides(model_dir), "frontier.eps=[0, 2, inf]", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +100,24 @@ def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir
     _, out, _, _ = frontier_run
     with pytest.raises(DPSynthError, match="another configuration"):
         run_frontier(_cfg(tiny_model_dir, "train.learning_rate=0.01"), out, progress=False)
+
+
+def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir):
+    """`dpsynth frontier --quick --eps ...` builds the same configuration as the API call: every row is skipped, the
+    outputs are rewritten and their paths printed on stdout."""
+    from typer.testing import CliRunner
+
+    from dpsynth.cli import app
+
+    _, out, _, ledger_path = frontier_run
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
+    args = ["frontier", "--out", str(out), "--quick", "--eps", "0,2,inf", "--quiet", *_overrides(tiny_model_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"json: {out / 'frontier.json'}" in result.stdout and "row eps2:" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")} == stamps
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1
 
 
 def test_levels_parse():
