@@ -37,7 +37,9 @@ def _cfg(path, **kw) -> DataConfig:
     base = dict(
         path=path,
         schema="generic",
-        fields=FieldMap(text="body", user="who", title="headline", item="pos", codes={"stars": "stars", "genre": "genre"}),
+        fields=FieldMap(
+            text="body", user="who", title="headline", item="pos", codes={"stars": "stars", "genre": "genre"}
+        ),
         code_domains={"stars": [1, 2, 3, 4, 5], "genre": GENRES},
         privacy_unit="record",
     )
@@ -112,7 +114,7 @@ def test_a_mapped_title_that_is_not_used_is_announced(tmp_path, caplog):
     path = write_csv(tmp_path / "b.csv", _rows(12))
     caplog.set_level(logging.INFO, logger="dpsynth.data.prepare")
     prepare_data(_cfg(path, missing_code_value="unknown"), RunDir(tmp_path / "a"))
-    assert "12 kept records have a title (column 'headline'), which is not used" in caplog.text
+    assert "12 usable records have a title (column 'headline'), which is not used" in caplog.text
     caplog.clear()
     prepare_data(_cfg(path, missing_code_value="unknown", include_title=True), RunDir(tmp_path / "b"))
     assert "which is not used" not in caplog.text

@@ -65,7 +65,7 @@ class SourceRead:
         self.dropped: Counter[str] = Counter()
         self.rows = 0
         self.read = 0
-        self.titled = 0  # kept records with a title (a notice says when they go unused)
+        self.titled = 0  # usable records with a title (a notice says when they go unused)
         self.filled: Counter[str] = Counter()  # kept records whose empty code took data.missing_code_value
         self.fingerprint = Fingerprint()
 
@@ -264,8 +264,8 @@ def _notices(cfg: DataConfig, src: SourceRead, dropped: Counter[str]) -> None:
     """Say what the user may not expect: titles read but unused, empty codes dropped or filled (counts only)."""
     if src.titled and not cfg.include_title:
         log.info(
-            "notice: %d kept records have a title (column %r), which is not used: data.include_title is false, so "
-            "titles are neither trained on nor generated; set data.include_title=true to use them",
+            "notice: %d usable records have a title (column %r), which is not used: data.include_title is false, "
+            "so titles are neither trained on nor generated; set data.include_title=true to use them",
             src.titled,
             src.schema.title,
         )
