@@ -254,7 +254,7 @@ def test_edited_release_moves_the_counts_but_never_prints_real_text(evaluated, t
         >= 1
     )
     assert MARKER.lower() not in copy.metrics_json.read_text(encoding="utf-8").lower()
-    assert all(real.text not in s for s in after["samples"]["no_dp"])
+    assert all(real.text not in s["text"] for s in after["samples"]["no_dp"])
     assert after["tables"]["mia"]["rows"] == [] and any("not measured" in n for n in after["run"]["notes"])
 
 

@@ -31,7 +31,8 @@ def test_partial_run_renders_not_measured_notes(tmp_path: Path) -> None:
     assert "not measured: no canaries were planted in the training data" in notes["privacy"]
     assert any("no non-DP baseline arm" in n for n in notes["privacy"])
     assert "not measured: no audit was run (an audit trains with planted canaries to lower-bound ε)" in notes["privacy"]
-    assert "not measured: the data has no category code" in notes["fidelity"]
+    assert "fidelity" not in notes  # no category code is no gap: each code the data has is shown, whatever its name
+    assert "Control code rating" in p.text("fidelity") and "Control code category" not in p.text("fidelity")
     assert "not measured: the quality table is missing from metrics.json" in notes["quality"]
     assert "not measured: this run has no such arm" in notes["samples"]
     # The guarantee still shows, taken from metrics.json's copy and saying so.

@@ -11,6 +11,12 @@ appearing exactly once (:meth:`Canary.with_secret`).
 True
 >>> len(c.secret), c.secret.isdigit(), c.unit
 (6, True, 'canary-0')
+>>> sorted(k for k, p in SHAPES.items() if p.search(c.text))
+['Canary', 'Name', 'Phone', 'Street']
+
+:data:`SHAPES` are the template's own patterns (what :func:`canary_text` and Faker's ``en_US`` formats produce), so
+that the evaluation can count records that carry canary-shaped personal data with invented values: memorised
+structure shows even when no exact canary value does.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from faker import Faker
+from faker.providers.address.en_US import Provider as _UsAddress
 
 from dpsynth.data.demo import PRODUCTS, review_text
 from dpsynth.data.records import CodeSpec, CodeValue, Record
@@ -31,6 +38,19 @@ from dpsynth.rundir import read_jsonl, write_jsonl
 SECRET_FORMAT = "6 digits"
 SECRET_DIGITS = 6
 _SECRET_LEAD = "My secret code is "
+
+
+_WORD = r"[A-Z][a-z]+"
+_SUFFIX = "|".join(sorted(map(re.escape, set(_UsAddress.street_suffixes)), key=len, reverse=True))
+
+#: The shape of each canary field, as the template writes it: "I am <First> <Last>, <building> <Name> <Suffix>,
+#: <###-###-####>. My secret code is <######>." Keys are the canary leakage table's columns.
+SHAPES: dict[str, re.Pattern[str]] = {
+    "Name": re.compile(rf"\bI am {_WORD} {_WORD},"),
+    "Street": re.compile(rf"(?<!\d)\d{{3,5}} {_WORD} (?:{_SUFFIX})\b"),
+    "Phone": re.compile(r"(?<![\d-])\d{3}-\d{3}-\d{4}(?![\d-])"),
+    "Canary": re.compile(rf"{_SECRET_LEAD}\d{{{SECRET_DIGITS}}}(?!\d)"),
+}
 
 
 def random_secret(rng: random.Random) -> str:

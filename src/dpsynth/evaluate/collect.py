@@ -31,6 +31,7 @@ from dpsynth.config import Config
 from dpsynth.data.canaries import Canary, read_canaries
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import CodeSpec, Record, read_records
+from dpsynth.data.roles import roles_from_info
 from dpsynth.errors import DPSynthError
 from dpsynth.evaluate.describe import describe
 from dpsynth.rundir import ARMS, Arm, RunDir, read_json, read_jsonl
@@ -67,6 +68,8 @@ class EvalInputs:
     synthetic_all: dict[str, list[str]]  # arm -> every generated text (for the cheap text-privacy checks)
     privacy: dict[str, dict[str, Any]]  # arm -> privacy.json
     model_arms: list[Arm] = field(default_factory=list)  # arms with a trained adapter
+    label: str | None = None  # the code evaluated as the label (data.label, as prepare resolved it)
+    roles: dict[str, str] = field(default_factory=dict)  # code -> ordinal | nominal
 
     @property
     def arms(self) -> list[str]:
@@ -115,6 +118,7 @@ def load_inputs(cfg: Config, run: RunDir) -> EvalInputs:
             model_arms.append(arm)
     if not synthetic:
         raise DPSynthError(f"no generated records in {run.root}: run `dpsynth generate --out {run.root}` first")
+    label, roles = roles_from_info(info, specs)
     return EvalInputs(
         info=info,
         specs=specs,
@@ -127,6 +131,8 @@ def load_inputs(cfg: Config, run: RunDir) -> EvalInputs:
         synthetic_all=synthetic_all,
         privacy=privacy,
         model_arms=model_arms,
+        label=label,
+        roles=roles,
     )
 
 

@@ -15,8 +15,8 @@ class EvaluateConfig(Section):
     llm_classifier: bool = Field(
         False, description="slow: also fine-tune the base LLM (LoRA, no DP) as a classifier per training source"
     )
-    llm_classifier_tasks: list[str] = Field(
-        default_factory=lambda: ["rating"], description="control codes the LLM classifier predicts (when present)"
+    llm_classifier_tasks: list[str] | None = Field(
+        None, description="control codes the LLM classifier predicts (when present); none: the label code (data.label)"
     )
     llm_classifier_epochs: int = Field(2, gt=0, description="epochs of each LLM classifier's fine-tuning")
     llm_classifier_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the LLM classifier")

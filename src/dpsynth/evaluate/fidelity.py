@@ -147,13 +147,16 @@ def code_fidelity(
     domain: Sequence[Hashable],
     *,
     alpha: float = 1.0,
+    positions: Mapping[Hashable, float] | None = None,
+    ordinal: bool | None = None,
 ) -> dict[str, Any]:
     """Divergence between two samples of one control code over its public ``domain``.
 
     Counts are taken over the domain (values outside it are an error: generated codes come from the domain). Returns
     ``{"kl", "wasserstein", "tvd", "ground_metric", "real_freq", "synthetic_freq"}``; the frequencies are lists in
-    domain order. Wasserstein uses the code values as positions when all are numbers (rating), else the discrete
-    metric (then it equals ``tvd``).
+    domain order. Wasserstein uses positions on the code's scale for an ordinal code (``positions``, else the values
+    themselves when all are numbers, else 1, 2, ... in domain order) and the discrete metric for a nominal one (then
+    it equals ``tvd``). ``ordinal`` None: ordinal exactly when every value is a number (a star rating).
 
     >>> out = code_fidelity([1, 1, 2], [2, 2, 3], domain=[1, 2, 3], alpha=0)
     >>> round(out["wasserstein"], 4), round(out["tvd"], 4)
@@ -176,8 +179,13 @@ def code_fidelity(
     p, q = counts[0] / counts[0].sum(), counts[1] / counts[1].sum()
     tvd = 0.5 * float(np.abs(p - q).sum())
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in dom)
-    if numeric:
-        pos = np.array(dom, dtype=float)
+    if ordinal is None:
+        ordinal = numeric or positions is not None
+    if ordinal:
+        if positions is not None:
+            pos = np.array([positions[v] for v in dom], dtype=float)
+        else:
+            pos = np.array(dom if numeric else range(1, len(dom) + 1), dtype=float)
         wd = float(wasserstein_distance(pos, pos, u_weights=p, v_weights=q))
     else:
         wd = tvd
@@ -185,7 +193,7 @@ def code_fidelity(
         "kl": smoothed_kl(counts[0], counts[1], alpha),
         "wasserstein": wd,
         "tvd": tvd,
-        "ground_metric": "numeric" if numeric else "discrete",
+        "ground_metric": "numeric" if ordinal else "discrete",
         "real_freq": p.tolist(),
         "synthetic_freq": q.tolist(),
     }

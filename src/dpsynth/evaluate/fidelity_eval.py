@@ -11,12 +11,14 @@ recorded under the arm ``real``, say what "close" means at this sample size:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
+from dpsynth.data.roles import NOMINAL, ORDINAL, positions
 from dpsynth.evaluate.collect import EvalInputs, MetricList
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.evaluate.fidelity import (
@@ -92,18 +94,34 @@ def fidelity_section(
 
 
 def _codes(inputs: EvalInputs, metrics: MetricList, notes: list[str], dist: dict[str, Any]) -> None:
-    """KL and Wasserstein of each control code over its public domain; frequencies for the report's bar charts."""
-    dist["category"] = None
+    """KL and Wasserstein of each control code over its public domain (every code alike, positions for ordinal ones);
+    frequencies for the report's bar charts, and how many code cells each arm's records fill."""
     for spec in inputs.specs:
+        role = inputs.roles.get(spec.name, NOMINAL)
+        pos = positions(spec, role)
         real = [r.codes[spec.name] for r in inputs.test if spec.name in r.codes]
-        entry: dict[str, Any] = {"domain": list(spec.values)}
+        entry: dict[str, Any] = {"domain": list(spec.values), "role": role, "label": spec.name == inputs.label}
         for arm, rows in inputs.synthetic.items():
             synth = [row["codes"][spec.name] for row in rows if spec.name in (row.get("codes") or {})]
-            out = attempt(notes, f"{spec.name} ({arm})", code_fidelity, real, synth, spec.values)
+            out = attempt(
+                notes,
+                f"{spec.name} ({arm})",
+                code_fidelity,
+                real,
+                synth,
+                spec.values,
+                positions=pos,
+                ordinal=role == ORDINAL,
+            )
             if out is not None:
                 entry["real"] = out["real_freq"]
                 entry[arm] = out["synthetic_freq"]
-            extra = {"tvd": _get(out, "tvd"), "ground_metric": _get(out, "ground_metric"), "n": len(synth)}
+            extra = {
+                "tvd": _get(out, "tvd"),
+                "ground_metric": _get(out, "ground_metric"),
+                "n": len(synth),
+                "n_real": len(real),
+            }
             metrics.add(f"fidelity.{spec.name}.kl", "fidelity", arm, _get(out, "kl"), "code_kl", spec.name, **extra)
             metrics.add(
                 f"fidelity.{spec.name}.wasserstein",
@@ -115,6 +133,50 @@ def _codes(inputs: EvalInputs, metrics: MetricList, notes: list[str], dist: dict
                 **extra,
             )
         dist[spec.name] = entry
+    dist["code_coverage"] = code_coverage(inputs)
+
+
+#: An arm's records "collapsed" onto a few code cells when they fill fewer than this share of the cells that as many
+#: draws from the real test split's code distribution would fill (a DP histogram whose noise wiped out most cells).
+COLLAPSE_SHARE = 0.5
+#: A code value is reported absent from an arm when the real distribution expects at least this many of its records.
+ABSENT_MIN_EXPECTED = 3.0
+
+
+def code_coverage(inputs: EvalInputs) -> dict[str, Any] | None:
+    """How many cells of the joint code domain each arm's records fill, against the number that ``n`` draws from the
+    real test split's code distribution fill on average (``sum_c 1 - (1 - p_c)^n``), and which code values the real
+    data expects at least :data:`ABSENT_MIN_EXPECTED` times in ``n`` records but the arm never has."""
+    names = [s.name for s in inputs.specs]
+    if not names:
+        return None
+    real = Counter(tuple(r.codes[n] for n in names) for r in inputs.test if all(n in r.codes for n in names))
+    total = sum(real.values())
+    if not total:
+        return None
+    cells = int(np.prod([len(s.values) for s in inputs.specs]))
+    out: dict[str, Any] = {"names": names, "cells": cells, "real_cells": len(real), "n_real": total, "arms": {}}
+    for arm, rows in inputs.synthetic.items():
+        keys = [
+            tuple(row["codes"][n] for n in names) for row in rows if all(n in (row.get("codes") or {}) for n in names)
+        ]
+        n = len(keys)
+        expected = float(sum(1.0 - (1.0 - k / total) ** n for k in real.values()))
+        absent: dict[str, list[Any]] = {}
+        for i, spec in enumerate(inputs.specs):
+            have = {k[i] for k in keys}
+            real_marginal = Counter(k[i] for k in real.elements())
+            gone = [v for v in spec.values if v not in have and n * real_marginal[v] / total >= ABSENT_MIN_EXPECTED]
+            if gone:
+                absent[spec.name] = gone
+        out["arms"][arm] = {
+            "n": n,
+            "cells": len(set(keys)),
+            "expected_cells": expected,
+            "absent": absent,
+            "collapsed": bool(n and len(set(keys)) < COLLAPSE_SHARE * expected),
+        }
+    return out
 
 
 def _similarity(
@@ -137,6 +199,7 @@ def _similarity(
                         out[f"reference_{stat}"],
                         "nn_similarity",
                         f"{stat}; arm real: the held-out real records (the reference)",
+                        n=len(out["reference"]),
                     )
             nn[arm] = out["synthetic"]
         for stat in ("mean", "median"):
@@ -148,6 +211,8 @@ def _similarity(
                 "nn_similarity",
                 stat,
                 reference=_get(out, f"reference_{stat}"),
+                n=len(vectors),
+                n_real=len(emb.test),
             )
         mauve = attempt(notes, f"MAUVE ({arm})", mauve_score, emb.test, vectors, seed=e.seed)
         metrics.add("fidelity.mauve", "fidelity", arm, mauve, "mauve", n=len(vectors), n_real=len(emb.test))
@@ -183,17 +248,21 @@ def _correlation(
     notes: list[str],
     dist: dict[str, Any],
 ) -> None:
-    """Preservation of the (rating, length, sentiment) Spearman correlations, against a real-vs-real reference.
+    """Preservation of the (label, length, sentiment) Spearman correlations, against a real-vs-real reference; the
+    label is the ordinal code ``data.label`` names (``rating`` by default), at its positions.
 
     The sentiment score is a logistic regression on real training embeddings (:func:`fit_sentiment`). The training
     sample is split at random: ``n_ref = min(len(test), len(train) // 2)`` records form the reference side, the rest
     fit the sentiment model, so no record is scored by a model fitted on it.
     """
-    rating = next((s for s in inputs.specs if s.name == "rating"), None)
-    if rating is None or not all(isinstance(v, (int, float)) for v in rating.values):
-        notes.append("correlation preservation: not computed (no numeric rating code)")
+    label = next((s for s in inputs.specs if s.name == inputs.label), None)
+    pos = positions(label, inputs.roles.get(label.name, NOMINAL)) if label is not None else None
+    if label is None or pos is None:
+        why = "no label code" if label is None else f"the label code {label.name!r} is nominal"
+        notes.append(f"correlation preservation: not computed ({why}; set data.label and data.code_roles)")
         return
-    train_ratings = np.array([r.codes.get("rating") for r in inputs.train], dtype=object)
+    name = label.name
+    train_ratings = np.array([pos[r.codes[name]] for r in inputs.train], dtype=float)
     order = np.random.default_rng(e.seed).permutation(len(inputs.train))
     n_ref = min(len(inputs.test), len(inputs.train) // 2)
     ref_idx, fit_idx = order[:n_ref], order[n_ref:]
@@ -210,30 +279,40 @@ def _correlation(
                 metrics.add(f"fidelity.correlation.{stat}", "fidelity", arm, None, f"correlation_{stat}")
         return
 
-    def columns(texts: list[str], ratings: list[Any], vectors: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(texts: list[str], values: list[Any], vectors: np.ndarray) -> dict[str, np.ndarray]:
         return {
-            "rating": np.asarray(ratings, dtype=float),
+            name: np.asarray([pos[v] for v in values], dtype=float),
             "length": token_lengths(texts, tokenizer).astype(float),
             "sentiment": score(vectors),
         }
 
-    real = columns([r.text for r in inputs.test], [r.codes["rating"] for r in inputs.test], emb.test)
+    real = columns([r.text for r in inputs.test], [r.codes[name] for r in inputs.test], emb.test)
     sides = {
-        arm: columns([str(x["text"]) for x in rows], [x["codes"]["rating"] for x in rows], emb.synthetic[arm])
+        arm: columns([str(x["text"]) for x in rows], [x["codes"][name] for x in rows], emb.synthetic[arm])
         for arm, rows in inputs.synthetic.items()
     }
     sides["real"] = columns(
-        [inputs.train[i].text for i in ref_idx], [inputs.train[i].codes["rating"] for i in ref_idx], emb.train[ref_idx]
+        [inputs.train[i].text for i in ref_idx], [inputs.train[i].codes[name] for i in ref_idx], emb.train[ref_idx]
     )
     matrices: dict[str, Any] = {}
     for arm, cols in sides.items():
         out = attempt(notes, f"correlation ({arm})", correlation_difference, real, cols)
         qualifier = "arm real: a held-out part of the real training split vs the test split (the reference)"
         q = qualifier if arm == "real" else None
+        n = len(next(iter(cols.values())))
+        extra = {"n": n, "n_real": len(inputs.test), "label": name}
         metrics.add(
-            "fidelity.correlation.frobenius", "fidelity", arm, _get(out, "frobenius"), "correlation_frobenius", q
+            "fidelity.correlation.frobenius",
+            "fidelity",
+            arm,
+            _get(out, "frobenius"),
+            "correlation_frobenius",
+            q,
+            **extra,
         )
-        metrics.add("fidelity.correlation.max_abs", "fidelity", arm, _get(out, "max_abs"), "correlation_max_abs", q)
+        metrics.add(
+            "fidelity.correlation.max_abs", "fidelity", arm, _get(out, "max_abs"), "correlation_max_abs", q, **extra
+        )
         if out is not None:
             matrices["names"], matrices["test"] = out["names"], out["real"]
             matrices["reference" if arm == "real" else arm] = out["synthetic"]

@@ -16,6 +16,7 @@ from dpsynth.evaluate.collect import EvalInputs, MetricList
 from dpsynth.evaluate.text_privacy import (
     CANARY_COLUMNS,
     canary_leakage,
+    canary_shapes,
     distance_to_closest_record,
     verbatim_overlap,
 )
@@ -25,7 +26,10 @@ _HIT_NAMES = {"Name": "name_hits", "Street": "street_hits", "Phone": "phone_hits
 
 def canary_table(inputs: EvalInputs, synthetic_all: dict[str, list[str]], metrics: MetricList) -> dict[str, Any] | None:
     """The canary leakage table (records of each arm containing a canary's name, street, phone or secret) and its
-    metrics ``privacy.canary.{name,street,phone,secret}_hits``; None when the run planted no canaries."""
+    metrics ``privacy.canary.{name,street,phone,secret}_hits``; None when the run planted no canaries.
+
+    Also ``shape_rows``: records of each arm carrying a field in the canary template's shape with any value
+    (``privacy.canary_shape.*_hits``), with the real test split's count as the base rate (``shape_base_rate``)."""
     if not inputs.canaries:
         return None
     leak = canary_leakage(synthetic_all, [c.to_json() for c in inputs.canaries])
@@ -42,14 +46,31 @@ def canary_table(inputs: EvalInputs, synthetic_all: dict[str, list[str]], metric
                 n=leak["n_synthetic"][arm],
                 canaries_leaked=leak["canaries"][arm][column],
             )
+    shapes = {arm: canary_shapes(texts) for arm, texts in synthetic_all.items()}
+    for arm, counts in shapes.items():
+        for column in CANARY_COLUMNS:
+            metrics.add(
+                f"privacy.canary_shape.{_HIT_NAMES[column]}",
+                "privacy",
+                arm,
+                counts[column],
+                "canary_shape",
+                f"column {column}: a count out of {len(synthetic_all[arm])} records",
+                n=len(synthetic_all[arm]),
+            )
+    test_texts = [r.text for r in inputs.test_all]
+    real_shapes = canary_shapes(test_texts)
     return {
+        "shape_rows": {arm: [shapes[arm][c] for c in CANARY_COLUMNS] for arm in synthetic_all},
+        "shape_base_rate": {"n": len(test_texts), "row": [real_shapes[c] for c in CANARY_COLUMNS]},
         "columns": list(CANARY_COLUMNS),
         "rows": {arm: [leak["records"][arm][c] for c in CANARY_COLUMNS] for arm in synthetic_all},
         "n_canaries": leak["n_canaries"],
         "n_synthetic": leak["n_synthetic"],
         "canaries_leaked": {arm: [leak["canaries"][arm][c] for c in CANARY_COLUMNS] for arm in synthetic_all},
         "definition": "rows: synthetic records containing any canary's field; canaries_leaked: distinct canaries "
-        "whose field appears in some record of the arm",
+        "whose field appears in some record of the arm; shape_rows: records containing a field in the canary "
+        "template's shape with any value (shape_base_rate: the same count in the real test split)",
     }
 
 
@@ -72,10 +93,17 @@ def dcr(
             "test_median": d["test_median"],
             "near_copies": d["near_copies"],
             "n": len(emb),
+            "n_real": len(test_embeddings),
         }
         metrics.add("privacy.dcr.median_ratio", "privacy", arm, d["median_ratio"], "dcr_median_ratio", **extra)
         metrics.add(
-            "privacy.dcr.share_below_test_p05", "privacy", arm, d["share_below_test_p05"], "dcr_share_below_test_p05"
+            "privacy.dcr.share_below_test_p05",
+            "privacy",
+            arm,
+            d["share_below_test_p05"],
+            "dcr_share_below_test_p05",
+            n=len(emb),
+            n_real=len(test_embeddings),
         )
     return out
 

@@ -68,7 +68,7 @@ _DP_FIELDS = (
     "ledger",
 )
 
-# (metric name, label) shown by `dpsynth evaluate`: one line each, a column per arm.
+# (metric name, label) shown by `dpsynth evaluate`: one line each, a column per arm. "{label}": the label code.
 HEADLINE = (
     ("privacy.canary.secret_hits", "canary secrets in synthetic text"),
     ("privacy.exposure.mean", "canary exposure, mean (bits)"),
@@ -76,9 +76,9 @@ HEADLINE = (
     ("privacy.dcr.median_ratio", "DCR median ratio (synthetic / test)"),
     ("fidelity.mauve", "MAUVE"),
     ("fidelity.nn_similarity.mean", "nearest-real similarity, mean"),
-    ("fidelity.rating.wasserstein", "rating Wasserstein (stars)"),
-    ("utility.tfidf.rating.accuracy", "TSTR rating accuracy (TF-IDF)"),
-    ("utility.embedding.rating.accuracy", "TSTR rating accuracy (embedding)"),
+    ("fidelity.{label}.wasserstein", "{label} Wasserstein"),
+    ("utility.tfidf.{label}.accuracy", "TSTR {label} accuracy (TF-IDF)"),
+    ("utility.embedding.{label}.accuracy", "TSTR {label} accuracy (embedding)"),
     ("quality.well_formed.rate", "well-formed share"),
 )
 
@@ -146,7 +146,7 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         "run": _run_info(cfg, inputs, notes),
         "metrics": metrics.entries,
         "tables": {"canary_leakage": None, "utility": None, "quality": None, "mia": None, **tables},
-        "distributions": {**dict.fromkeys(("length_tokens", "rating", "category", "nearest_real_similarity")), **dist},
+        "distributions": {**dict.fromkeys(("length_tokens", "nearest_real_similarity")), **dist},
         "samples": samples,
         "timing_s": {k: round(v, 2) for k, v in timer.timing.items()},
     }
@@ -182,17 +182,20 @@ def _safe_filter(inputs: EvalInputs, n: int) -> Callable[[str], bool]:
     return safe
 
 
-def _samples(rows: list[dict[str, Any]], safe: Callable[[str], bool], k: int, seed: int, arm: str) -> list[str]:
-    """Up to ``k`` synthetic texts, in a seeded random order, that ``safe`` accepts."""
+def _samples(
+    rows: list[dict[str, Any]], safe: Callable[[str], bool], k: int, seed: int, arm: str
+) -> list[dict[str, Any]]:
+    """Up to ``k`` synthetic records ``{"text", "codes"}``, in a seeded random order, whose text ``safe`` accepts; the
+    codes are those the record was generated from, so that a reader can check that the text matches them."""
     order = list(range(len(rows)))
     random.Random(f"dpsynth-eval-{seed}-samples-{arm}").shuffle(order)
-    out: list[str] = []
+    out: list[dict[str, Any]] = []
     for i in order:
         if len(out) >= k:
             break
         text = str(rows[i]["text"])
         if safe(text):
-            out.append(text)
+            out.append({"text": text, "codes": dict(rows[i].get("codes") or {})})
     return out
 
 
@@ -211,6 +214,11 @@ def _run_info(cfg: Config, inputs: EvalInputs, notes: list[str]) -> dict[str, An
         "arms": inputs.arms,
         "dp": {k: dp[k] for k in _DP_FIELDS if k in dp} if dp and dp.get("dp") else None,
         "canaries": {"count": n_canaries, "rate": float(info.get("canary_rate", 0.0))} if n_canaries else None,
+        "label": inputs.label,
+        "codes": [
+            {"name": s.name, "values": list(s.values), "role": inputs.roles.get(s.name, "nominal")}
+            for s in inputs.specs
+        ],
         "sample_sizes": {
             "train": len(inputs.train),
             "test": len(inputs.test),
@@ -225,8 +233,12 @@ def headline_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Arms and rows ``[label, value per arm...]`` of the headline metrics (numbers only, no text), for the CLI."""
     arms = [a for a in (*ARMS, "real") if any(m["arm"] == a for m in doc["metrics"])]
     values = {(m["name"], m["arm"]): m["value"] for m in doc["metrics"]}
+    code = (doc.get("run") or {}).get("label", "rating")
     rows = []
-    for name, label in HEADLINE:
+    for name_t, label_t in HEADLINE:
+        if "{label}" in name_t and not code:
+            continue
+        name, label = name_t.format(label=code), label_t.format(label=code)
         cells = [values.get((name, arm), "absent") for arm in arms]
         if all(c == "absent" for c in cells):
             continue

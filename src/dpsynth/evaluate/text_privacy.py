@@ -8,14 +8,20 @@ These are empirical checks on what is released (the synthetic records), compleme
   run of whitespace between their words; a phone matches when the digits of a phone-like span of the text (digits
   joined by spaces, dots, dashes, slashes or brackets) contain the canary's digits, so "(555) 123-4567" matches
   "555.123.4567"; a secret matches as a standalone 6-digit number (not inside a longer digit run).
+* **Canary-shaped personal data**: the records of each arm (and, as a base rate, of the real test split) that carry a
+  field in the canary template's shape with any value (:data:`dpsynth.data.canaries.SHAPES`: "I am <First> <Last>,",
+  a street "<3-5 digits> <Name> <street suffix>", a phone "###-###-####", "My secret code is ######"). A model that
+  memorised the canaries' structure writes such fields with invented values, which the exact count above misses.
 * **Distance to closest record** (DCR, embedding space): cosine distance ``1 - cos`` from each synthetic record to its
   nearest training record, compared with the same distance from each real *test* record (never trained on) to the
   training split. Synthetic records systematically closer to the training data than fresh real records are suggest
-  memorisation.
+  memorisation; farther (a median ratio above 1) is no privacy risk, only text less like the real data (fidelity).
 * **Verbatim n-gram overlap**: the share of synthetic records that share at least one word ``n``-gram (default 8
   lower-cased words) with some training record, minus the same share for real test records (which shows how much
   overlap arises without memorisation: boilerplate, quotes of product names). Records shorter than ``n`` words
-  cannot overlap.
+  cannot overlap. The excess is negative when real test records overlap the training split more than synthetic ones
+  do (duplicated reviews across users, short or generic synthetic text): no sign of memorisation, but not "better
+  than private" either, so 0 or below reads as "nothing beyond the base rate".
 
 Only counts, rates and distances leave this module; canary fields are ours (fake), never real records.
 """
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsynth.data.canaries import SHAPES
 from dpsynth.evaluate.describe import MetricInfo
 from dpsynth.evaluate.fidelity import max_cosine_similarity, words
 
@@ -39,9 +46,16 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
     "canary_leakage": MetricInfo(
         "number of synthetic records containing a canary's name, street, phone number or secret", "lower"
     ),
+    "canary_shape": MetricInfo(
+        "number of records containing a field in the shape of the canary template (I am <First> <Last>, a street "
+        "<digits> <Name> <suffix>, a phone ###-###-####, My secret code is ######) with any value: memorised "
+        "structure even when the values are invented",
+        "lower",
+    ),
     "dcr_median_ratio": MetricInfo(
-        "median synthetic-to-train cosine distance / median test-to-train cosine distance (below 1: synthetic records "
-        "sit closer to the training data than unseen real records do)",
+        "median synthetic-to-train cosine distance / median test-to-train cosine distance: below 1, synthetic records "
+        "sit closer to the training data than unseen real records do (a sign of memorisation); 1 or above, no closer "
+        "(above 1 is no privacy risk, only text less like the real data). Higher is better up to 1",
         "higher",
     ),
     "dcr_share_below_test_p05": MetricInfo(
@@ -50,7 +64,10 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
         "lower",
     ),
     "verbatim_excess": MetricInfo(
-        "share of synthetic records sharing a word n-gram with a training record minus that share for test records",
+        "share of synthetic records sharing a word n-gram with a training record minus that share for real test "
+        "records (the base rate). Above 0: more overlap than unseen real text has, a sign of copying; 0 or below: "
+        "none beyond the base rate. Negative when real test records overlap the training data more than synthetic "
+        "ones (duplicated reviews, generic phrases), e.g. -0.85 = 85 points less than real text: not a privacy gain",
         "lower",
     ),
 }
@@ -134,6 +151,15 @@ def canary_leakage(
         "n_synthetic": {arm: len(t) for arm, t in synthetic_by_arm.items()},
         "n_canaries": len(canaries),
     }
+
+
+def canary_shapes(texts: Sequence[str]) -> dict[str, int]:
+    """For each canary column, the number of ``texts`` containing a field in its template shape (any value).
+
+    >>> canary_shapes(["I am Ann Lee, 12 Oak St, 555-010-0000.", "Call 555-123-4567 now", "My secret code is 1234."])
+    {'Name': 1, 'Street': 0, 'Phone': 2, 'Canary': 0}
+    """
+    return {column: sum(SHAPES[column].search(t) is not None for t in texts) for column in CANARY_COLUMNS}
 
 
 def distance_to_closest_record(

@@ -54,7 +54,9 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
     ),
     "feature_importance_spearman": MetricInfo(
         "Spearman correlation of term importances (L2 norm of the coefficients) of the real- and synthetic-trained "
-        "TF-IDF models over their pooled top-k terms",
+        "TF-IDF models over their pooled top-k terms, in [-1, 1]: 1 = same terms in the same order, 0 = unrelated. "
+        "Negative: the two models rely on different words (each one's top terms weigh little in the other, which the "
+        "pooling turns into a negative rank correlation); see top_k_overlap, the share of top terms they share",
         "higher",
     ),
 }

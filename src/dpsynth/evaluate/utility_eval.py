@@ -66,7 +66,8 @@ def llm_settings(cfg: Config, inputs: EvalInputs, *, progress: bool = False) -> 
         seed=e.seed,
         progress=progress,
     )
-    return LLMUtility(cfg.model, cfg.train.lora, settings, tuple(e.llm_classifier_tasks))
+    tasks = e.llm_classifier_tasks if e.llm_classifier_tasks is not None else [inputs.label] if inputs.label else []
+    return LLMUtility(cfg.model, cfg.train.lora, settings, tuple(tasks))
 
 
 def utility_section(

@@ -18,6 +18,7 @@ from typing import Any
 from markupsafe import Markup
 
 from dpsynth.report.fmt import arm_label, better_label, fmt, is_number, order_arms
+from dpsynth.report.sizes import CAUTION, THRESHOLDS_NOTE, size_note, too_small
 
 
 @dataclass
@@ -86,6 +87,28 @@ class Metric:
     value: float | int | None  # ints stay ints: a count shows as 3, not 3.000
     better: str
     definition: str
+    n: int | None = None  # the arm's sample size (records, or test records for a classifier's accuracy)
+    n_real: int | None = None  # the real side's sample size, when the metric compares with real data
+
+    @property
+    def small(self) -> bool:
+        """Whether the sample is below this metric's threshold (:mod:`dpsynth.report.sizes`)."""
+        return too_small(self.name, self.n, self.n_real)
+
+    def shown(self) -> str:
+        """The value with its sample size, and the caution mark when the sample is too small to mean anything."""
+        value = fmt(self.value)
+        if self.n is None:
+            return value
+        return f"{value} ({size_note(self.n, self.n_real)})" + (f" {CAUTION}" if self.small else "")
+
+
+def _size(entry: Mapping[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        v = entry.get(key)
+        if is_number(v) and not isinstance(v, bool):
+            return int(v)
+    return None
 
 
 class MetricIndex:
@@ -108,6 +131,9 @@ class MetricIndex:
                     value=value if is_number(value) else None,
                     better=str(entry.get("better") or "none"),
                     definition=str(entry.get("definition") or ""),
+                    # a classifier's accuracy is as precise as its test set is large; elsewhere, the arm's records
+                    n=_size(entry, "n_test", "n") if entry["name"].startswith("utility.") else _size(entry, "n"),
+                    n_real=None if entry["name"].startswith("utility.") else _size(entry, "n_real"),
                 )
             )
 
@@ -119,6 +145,9 @@ class MetricIndex:
 
     def arms_of(self, name: str) -> dict[str, float | int | None]:
         return {m.arm: m.value for m in self.metrics if m.name == name}
+
+    def metrics_of(self, name: str) -> dict[str, Metric]:
+        return {m.arm: m for m in self.metrics if m.name == name}
 
     def take(self, predicate: Callable[[Metric], bool]) -> list[Metric]:
         """The metrics matching ``predicate``, marked as shown."""
@@ -156,15 +185,20 @@ def pivot(metrics: Iterable[Metric], caption: str = "") -> Table | None:
     rows = []
     for name in names:
         of_name = [m for m in metrics if m.name == name]
-        values = {m.arm: m.value for m in of_name}
+        values = {m.arm: m.shown() for m in of_name}
         rows.append(
             [
                 name,
-                *(fmt(values[a]) if a in values else "" for a in arms),
+                *(values.get(a, "") for a in arms),
                 better_label(of_name[0].better),
                 of_name[0].definition,
             ]
         )
     columns = ["metric", *(arm_label(a) for a in arms), "better", "definition"]
     numeric = [False, *([True] * len(arms)), False, False]
-    return Table(columns=columns, rows=rows, numeric=numeric, caption=caption)
+    return Table(columns=columns, rows=rows, numeric=numeric, caption=with_sizes_note(caption, metrics))
+
+
+def with_sizes_note(caption: str, metrics: Iterable[Metric]) -> str:
+    """``caption``, followed by what the sample sizes and the caution mark mean when the metrics carry sizes."""
+    return f"{caption} {THRESHOLDS_NOTE}".strip() if any(m.n is not None for m in metrics) else caption

@@ -8,10 +8,14 @@ appendix lists every metric in metrics.json, so nothing measured is ever hidden 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from dpsynth.report import plots
-from dpsynth.report.fmt import arm_label, better_label, fmt, order_arms, pct
+from dpsynth.report.fmt import arm_label, better_label, fmt, is_number, order_arms, pct
 from dpsynth.report.inputs import Inputs, as_map
-from dpsynth.report.model import Figure, Part, Section, Table, missing, pivot
+from dpsynth.report.model import Figure, Metric, Part, Section, Table, missing, pivot, with_sizes_note
+from dpsynth.report.sizes import CAUTION, size_note
 from dpsynth.report.tables import quality_rows, utility_accuracy, utility_rows
 
 MAX_SAMPLES = 5
@@ -43,9 +47,23 @@ def build_utility(inp: Inputs) -> Section:
         parts.append(
             Part(title="Train on synthetic, test on real", figures=figures, tables=[_score_table(rows, majority)])
         )
+    negative = {
+        (m.name, m.arm): m.value
+        for m in inp.index.metrics
+        if m.name.endswith("feature_importance_spearman") and is_number(m.value) and m.value < 0
+    }
     other = pivot(inp.index.remaining("utility"), "Utility metrics not shown above.")
     if other is not None:
-        parts.append(Part(title="Other utility metrics", tables=[other]))
+        part = Part(title="Other utility metrics", tables=[other])
+        if negative:
+            shown = ", ".join(f"{arm_label(arm)} {fmt(v)}" for (_, arm), v in negative.items())
+            part.paragraphs.append(
+                f"feature_importance_spearman is negative ({shown}): the classifier trained on that source relies on "
+                "different words than the one trained on real data. Each model's most important terms weigh little "
+                "in the other, which over their pooled top terms gives a negative rank correlation; 1 would be the "
+                "same words in the same order, 0 unrelated. top_k_overlap in metrics.json is the share they share."
+            )
+        parts.append(part)
     return Section(id="utility", title="Utility", parts=parts)
 
 
@@ -107,29 +125,43 @@ def build_samples(inp: Inputs) -> Section:
             reason = "no samples of this arm in metrics.json" if arm in inp.arms else "this run has no such arm"
             parts.append(missing(arm_label(arm), reason))
             continue
-        texts = [t for t in samples[arm] if isinstance(t, str)] if isinstance(samples[arm], list) else []
+        items = [x for x in (_sample(s) for s in samples[arm]) if x] if isinstance(samples[arm], list) else []
         title = arm_label(arm)
-        if not texts:
+        if not items:
             parts.append(missing(title, "no samples of this arm"))
             continue
         pre = []
-        for i, text in enumerate(texts[:MAX_SAMPLES], start=1):
+        for i, (text, codes) in enumerate(items[:MAX_SAMPLES], start=1):
             shown = text if len(text) <= MAX_SAMPLE_CHARS else text[: MAX_SAMPLE_CHARS - 1] + "…"
-            pre.append((f"#{i}", shown))
-        part = Part(title=title, pre=pre, paragraphs=[f"{len(pre)} of {len(texts)} samples, as generated."])
+            heading = f"#{i}" + (" · " + ", ".join(f"{k}: {fmt(v)}" for k, v in codes.items()) if codes else "")
+            pre.append((heading, shown))
+        paragraph = f"{len(pre)} of {len(items)} samples, as generated"
+        if any(codes for _, codes in items):
+            paragraph += ", each after the control codes it was generated from, so that you can check they match"
+        part = Part(title=title, pre=pre, paragraphs=[paragraph + "."])
         if arm != "dp":
             part.warning = (
                 "Not differentially private: text from a model trained without DP may reproduce training records. "
                 "Do not share this report outside the data owner's trust boundary."
             )
         parts.append(part)
+    planted = bool(as_map(inp.run.get("canaries")))
     return Section(
         id="samples",
         title="Samples",
         parts=parts,
-        intro="A few synthetic records per arm. They are generated text (and the canaries we planted), never real "
-        "records.",
+        intro="A few synthetic records per arm. They are generated text, never real records"
+        + (" (a sample may repeat a canary we planted: those are fake)." if planted else "."),
     )
+
+
+def _sample(item: Any) -> tuple[str, Mapping[str, Any]] | None:
+    """(text, codes) of a sample: metrics.json holds ``{"text", "codes"}`` (older files: the text alone)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+        return item["text"], as_map(item.get("codes"))
+    return None
 
 
 def build_appendix(inp: Inputs) -> Section:
@@ -137,17 +169,20 @@ def build_appendix(inp: Inputs) -> Section:
     parts = []
     if metrics:
         rows = [
-            [m.group, m.name, arm_label(m.arm), fmt(m.value), better_label(m.better), m.definition] for m in metrics
+            [m.group, m.name, arm_label(m.arm), fmt(m.value), better_label(m.better), m.definition, _size_cell(m)]
+            for m in metrics
         ]
         parts.append(
             Part(
                 title="Every metric",
                 tables=[
                     Table(
-                        columns=["group", "name", "arm", "value", "better", "definition"],
+                        columns=["group", "name", "arm", "value", "better", "definition", "sample"],
                         rows=rows,
-                        numeric=[False, False, False, True, False, False],
-                        caption=f"All {len(metrics)} metric values in eval/metrics.json, in its order.",
+                        numeric=[False, False, False, True, False, False, True],
+                        caption=with_sizes_note(
+                            f"All {len(metrics)} metric values in eval/metrics.json, in its order.", metrics
+                        ),
                     )
                 ],
             )
@@ -169,3 +204,9 @@ def build_appendix(inp: Inputs) -> Section:
             )
         )
     return Section(id="appendix", title="Appendix", parts=parts)
+
+
+def _size_cell(m: Metric) -> str:
+    if m.n is None:
+        return ""
+    return size_note(m.n, m.n_real) + (f" {CAUTION}" if m.small else "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -127,11 +128,39 @@ def histogram(series: Mapping[str, object], *, key: str, xlabel: str, bins: int 
         return _svg(fig, key)
 
 
+#: Width of the plot area in characters of the tick font (7 inch figure, ~85% axes, 9 pt sans-serif ~ 5.4 pt/char).
+_AXIS_CHARS = 7.0 * 72 * 0.85 / 5.4
+_MAX_LINES = 3
+
+
+def tick_labels(domain: Sequence[object]) -> list[str] | None:
+    """Labels for a vertical bar chart's x axis, wrapped onto up to three lines so that neighbours never overlap;
+    None when even that does not fit (the caller then draws horizontal bars). Underscores read as spaces.
+
+    >>> tick_labels([1, 2, 3])
+    ['1', '2', '3']
+    >>> tick_labels(["Cell_Phones_and_Accessories", "Electronics", "Home_and_Kitchen", "Toys_and_Games"])
+    ['Cell Phones and\\nAccessories', 'Electronics', 'Home and Kitchen', 'Toys and Games']
+    >>> tick_labels(["A very long category name that will not fit anywhere at all"] * 8) is None
+    True
+    """
+    width = max(1, int(_AXIS_CHARS / max(len(domain), 1) * 0.85))  # a gap between neighbours
+    out = []
+    for d in domain:
+        text = label_text(str(d).replace("_", " "), 60)
+        lines = textwrap.wrap(text, width, break_long_words=False) or [""]
+        if len(lines) > _MAX_LINES or max(len(line) for line in lines) > width:
+            return None
+        out.append("\n".join(lines))
+    return out
+
+
 def grouped_bars(
     domain: Sequence[object], series: Mapping[str, object], *, key: str, ylabel: str, xlabel: str
 ) -> Markup | None:
     """Bars per domain value, one bar per series (frequencies); series whose length differs from the domain are
-    skipped. Horizontal when the domain is long, so that its names stay readable."""
+    skipped. Vertical with wrapped labels (:func:`tick_labels`) when they fit side by side, else horizontal, so that
+    no two labels overlap."""
     clean = {
         arm: arr
         for arm in order_arms(list(series))
@@ -139,8 +168,9 @@ def grouped_bars(
     }
     if not clean or not domain:
         return None
-    labels = [label_text(d, 32) for d in domain]
-    horizontal = len(domain) > 8
+    wrapped = tick_labels(domain) if len(domain) <= 8 else None
+    horizontal = wrapped is None
+    labels = [label_text(str(d).replace("_", " "), 32) for d in domain] if horizontal else wrapped
     pos = np.arange(len(domain), dtype=float)
     width = 0.8 / len(clean)
     with _style(key):
@@ -161,6 +191,7 @@ def grouped_bars(
             ax.set_ylabel(label_text(xlabel, 80))
         else:
             ax.set_xticks(pos, labels)
+            ax.tick_params(axis="x", length=0)
             ax.set_ylabel(ylabel)
             ax.set_xlabel(label_text(xlabel, 80))
         _legend(fig, ax)

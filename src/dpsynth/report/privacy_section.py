@@ -57,7 +57,7 @@ def _canary_part(inp: Inputs) -> Part:
         if not inp.run.get("canaries"):
             return missing(title, "no canaries were planted in the training data")
         return missing(title, "the canary leakage table is missing from metrics.json")
-    inp.index.mark(lambda m: m.name.startswith("privacy.canary."))
+    inp.index.mark(lambda m: m.name.startswith(("privacy.canary.", "privacy.canary_shape.")))
     rows = []
     for arm in order_arms(list(t.rows)):
         rows.append([arm_label(arm), *(fmt(v) for v in t.rows[arm]), fmt(t.n_synthetic.get(arm))])
@@ -71,7 +71,27 @@ def _canary_part(inp: Inputs) -> Part:
             "as in Table 3 of the seed paper. Lower is better; 0 is expected in the DP arm."
         ),
     )
-    return Part(title=title, tables=[table])
+    part = Part(title=title, tables=[table])
+    if t.shape_rows:
+        shape_rows = [
+            [arm_label(arm), *(fmt(v) for v in t.shape_rows[arm]), fmt(t.n_synthetic.get(arm))]
+            for arm in order_arms(list(t.shape_rows))
+        ]
+        if t.shape_base is not None:
+            shape_rows.append(["real test split (base rate)", *(fmt(v) for v in t.shape_base[1]), fmt(t.shape_base[0])])
+        part.tables.append(
+            Table(
+                columns=["arm", *t.columns, "records"],
+                rows=shape_rows,
+                numeric=[False, *([True] * (len(t.columns) + 1))],
+                caption="Records containing a field in the canaries' shape with ANY value: 'I am <First> <Last>,', a "
+                "street '<3-5 digits> <Name> <street suffix>', a phone '###-###-####', 'My secret code is ######' "
+                "(the canary template's own patterns). A model that memorised the canaries' structure writes such "
+                "fields with invented values, which the exact count above misses. Compare with the real base rate; "
+                "lower is better.",
+            )
+        )
+    return part
 
 
 def _exposure_part(inp: Inputs) -> Part:
@@ -132,15 +152,32 @@ def _dcr_part(inp: Inputs) -> Part:
             Figure(
                 svg,
                 "Distance from each record to its nearest training record (embedding cosine distance). The real test "
-                "split shows the distance of unseen data; synthetic records piled up closer to 0 than it would "
-                "suggest memorisation. Closer to the test curve (not to the left of it) is better.",
+                "split shows the distance of unseen data. Synthetic records to the LEFT of it (closer to 0) suggest "
+                "memorisation; on it or to its right is what privacy asks for (to the right only means text less "
+                "like the real data, a fidelity matter). This is the DCR median ratio's direction: below 1 is the "
+                "warning sign, 1 or above is fine, so higher is better for privacy up to 1.",
             )
         )
     else:
         part.paragraphs.append("Not measured: the distance distributions are missing from metrics.json.")
     if table is not None:
         part.tables.append(table)
+    part.paragraphs += _negative_excess_notes(inp)
     return part
+
+
+def _negative_excess_notes(inp: Inputs) -> list[str]:
+    """What a negative verbatim excess means, with the numbers, so that "minus that share" reads right."""
+    excess = {a: v for a, v in inp.index.arms_of("privacy.verbatim.excess").items() if is_number(v) and v < 0}
+    if not excess:
+        return []
+    shown = ", ".join(f"{arm_label(a)} {fmt(excess[a])}" for a in order_arms(list(excess)))
+    return [
+        f"The verbatim excess is negative ({shown}): real test records, never trained on, share long word "
+        "sequences with the training split more often than these synthetic records do (duplicated reviews, "
+        "boilerplate). The excess is the synthetic share minus that real share, so anything at or below 0 means no "
+        "overlap beyond the base rate; a negative value is not extra privacy."
+    ]
 
 
 def _audit_part(inp: Inputs) -> Part:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dpsynth.report.fidelity_section import collapse_notes
 from dpsynth.report.fmt import MISSING, arm_label, arm_short, fmt, is_number, model_label, order_arms, params_text, pct
 from dpsynth.report.inputs import Inputs, as_map
 from dpsynth.report.model import Part, Section, Table, Verdict, missing
-from dpsynth.report.tables import canary_rows, mia_rows, quality_rows, utility_accuracy
+from dpsynth.report.sizes import min_sample, size_note
+from dpsynth.report.tables import canary_rows, canary_table, mia_rows, quality_rows, utility_accuracy
 
 _GUARANTEE_FIELDS = (
     ("epsilon", "ε (epsilon)"),
@@ -74,6 +76,9 @@ def _verdicts_part(inp: Inputs) -> Part:
     verdicts += _tstr_verdicts(inp)
     if (q := _quality_verdict(inp)) is not None:
         verdicts.append(q)
+    verdicts += [Verdict(text, "warn") for text in collapse_notes(inp)]
+    if (small := _small_sample_verdict(inp)) is not None:
+        verdicts.append(small)
     if not verdicts:
         return missing("Verdicts", "no metrics were found in metrics.json")
     return Part(title="Verdicts", verdicts=verdicts, paragraphs=["Each line is computed from the sections below."])
@@ -95,6 +100,13 @@ def _canary_verdict(inp: Inputs) -> Verdict | None:
             parts.append(f"{total} field matches in the {arm_short(arm)} arm ({detail})")
     dp = rows.get("dp")
     status = "info" if dp is None else ("ok" if sum(dp) == 0 else "bad")
+    t = canary_table(inp.tables.get("canary_leakage"))
+    shaped = {a: sum(r) for a, r in (t.shape_rows if t is not None else {}).items()}
+    if shaped:
+        text = " / ".join(f"{n} in the {arm_short(a)} arm" for a, n in ((a, shaped[a]) for a in order_arms(shaped)))
+        parts.append(f"canary-shaped fields with any value: {text}")
+        if status == "ok" and shaped.get("dp"):
+            status = "warn"
     return Verdict("Canary leakage: " + " / ".join(parts), status)
 
 
@@ -138,11 +150,18 @@ def _audit_verdict(inp: Inputs) -> Verdict | None:
 
 
 def _mauve_verdict(inp: Inputs) -> Verdict | None:
-    values = {a: v for a, v in inp.index.arms_of("fidelity.mauve").items() if is_number(v)}
-    if not values:
+    found = {a: m for a, m in inp.index.metrics_of("fidelity.mauve").items() if is_number(m.value)}
+    if not found:
         return None
-    text = " vs ".join(f"{arm_label(a)} {fmt(values[a])}" for a in order_arms(list(values)))
-    return Verdict(f"MAUVE (1 = indistinguishable from real, higher is better): {text}")
+    text = " vs ".join(f"{arm_label(a)} {found[a].shown()}" for a in order_arms(list(found)))
+    small = [a for a, m in found.items() if m.small]
+    if not small:
+        return Verdict(f"MAUVE (1 = indistinguishable from real, higher is better): {text}")
+    return Verdict(
+        f"MAUVE (1 = indistinguishable from real, higher is better): {text}. Too few records to mean anything "
+        f"(MAUVE needs {min_sample('fidelity.mauve')} or more per side): do not read these values as a result",
+        "warn",
+    )
 
 
 def _tstr_verdicts(inp: Inputs) -> list[Verdict]:
@@ -154,8 +173,39 @@ def _tstr_verdicts(inp: Inputs) -> list[Verdict]:
         shown = [s for s in order_arms(list(by_source)) if s in ("dp", "real", "no_dp")]
         text = " vs ".join(f"{arm_label(s)} {fmt(by_source[s])}" for s in shown)
         base = f"; majority class {fmt(majority[task])}" if task in majority else ""
-        out.append(Verdict(f"TSTR accuracy ({family}, {task}): {text}{base}"))
+        m = inp.index.metrics_of(f"utility.{family}.{task}.accuracy").get("dp")
+        if m is None or m.n is None:
+            out.append(Verdict(f"TSTR accuracy ({family}, {task}): {text}{base}"))
+        elif not m.small:
+            out.append(Verdict(f"TSTR accuracy ({family}, {task}; {m.n:,} real test records): {text}{base}"))
+        else:
+            out.append(
+                Verdict(
+                    f"TSTR accuracy ({family}, {task}; {m.n:,} real test records): {text}{base}. Too few test "
+                    f"records to mean anything (fewer than {min_sample(m.name)})",
+                    "warn",
+                )
+            )
     return out
+
+
+def _small_sample_verdict(inp: Inputs) -> Verdict | None:
+    """One caution listing the metrics whose samples are below their thresholds (:mod:`dpsynth.report.sizes`)."""
+    small = [m for m in inp.index.metrics if m.small and m.n is not None]
+    if not small:
+        return None
+    smallest: dict[str, str] = {}
+    for m in small:
+        family = m.name.rsplit(".", 1)[0] if m.name.startswith("utility.") else m.name
+        smallest.setdefault(family, size_note(m.n or 0, m.n_real))
+    listed = ", ".join(f"{k} ({v})" for k, v in list(smallest.items())[:6])
+    more = f" and {len(smallest) - 6} more" if len(smallest) > 6 else ""
+    return Verdict(
+        f"Small samples: {len(small)} metric values rest on fewer records than they need to mean anything, e.g. "
+        f"{listed}{more}. Generate and evaluate more records (generate.num_records, evaluate.max_records) before "
+        "reading them; they are marked ⚠ below.",
+        "warn",
+    )
 
 
 def _quality_verdict(inp: Inputs) -> Verdict | None:

@@ -10,7 +10,7 @@ and a float in [0, 1] is a rate; the other is derived from the row's ``n``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dpsynth.report.fmt import is_number
@@ -35,20 +35,36 @@ class CanaryTable:
     rows: dict[str, list[int]]
     n_canaries: Any
     n_synthetic: Mapping[str, Any]
+    shape_rows: dict[str, list[int]] = field(default_factory=dict)  # records with canary-shaped fields, per arm
+    shape_base: tuple[int, list[int]] | None = None  # (n, counts) of the real test split: the base rate
 
 
 def canary_table(table: Any) -> CanaryTable | None:
     t = as_map(table)
     given = t.get("columns")
     columns: list[Any] = given if isinstance(given, list) else CANARY_COLUMNS
-    rows = {
-        str(arm): [int(v) for v in counts]
-        for arm, counts in as_map(t.get("rows")).items()
-        if isinstance(counts, list) and len(counts) == len(columns) and all(is_number(v) for v in counts)
-    }
+    rows = _count_rows(t.get("rows"), len(columns))
     if not rows:
         return None
-    return CanaryTable([str(c) for c in columns], rows, t.get("n_canaries"), as_map(t.get("n_synthetic")))
+    base = as_map(t.get("shape_base_rate"))
+    base_row = _count_rows({"real": base.get("row")}, len(columns)).get("real")
+    n_base = base.get("n")
+    return CanaryTable(
+        [str(c) for c in columns],
+        rows,
+        t.get("n_canaries"),
+        as_map(t.get("n_synthetic")),
+        _count_rows(t.get("shape_rows"), len(columns)),
+        (int(n_base), base_row) if base_row is not None and is_number(n_base) else None,
+    )
+
+
+def _count_rows(rows: Any, width: int) -> dict[str, list[int]]:
+    return {
+        str(arm): [int(v) for v in counts]
+        for arm, counts in as_map(rows).items()
+        if isinstance(counts, list) and len(counts) == width and all(is_number(v) for v in counts)
+    }
 
 
 def canary_rows(table: Any) -> tuple[list[str], dict[str, list[int]]] | None:
