@@ -97,7 +97,16 @@ class GenerateConfig(Section):
     max_new_tokens: int = Field(128, gt=0)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(50, ge=0, description="0: the whole vocabulary; 50 is what HF generate always applied")
     seed: int = 0
+    engine: Literal["auto", "hf", "ctranslate2"] = Field(
+        "auto",
+        description="auto: ctranslate2 on CPU when installed (fastest on 2 cores, bench/bench_generate.py), else hf; "
+        "every engine samples with the same settings and writes the same files",
+    )
+    ctranslate2_quantization: Literal["int8", "float32", "bfloat16", "int8_bfloat16"] = Field(
+        "int8", description="weights of the merged model converted for ctranslate2 (cached beside the adapter)"
+    )
 
 
 class Config(Section):

@@ -1,17 +1,53 @@
-"""Batched sampling from a causal LM (base model + adapter), one prompt per synthetic record.
+"""What sampling means in every engine, and the Hugging Face ``generate`` engine (the fallback that always works).
 
-Prompts are left-padded so that every row's continuation starts at the same position; transformers derives position
-ids from the attention mask, so padding does not shift a row's positions. Each batch is seeded from the run's seed and
-its index, so a run is reproducible and independent of how many batches ran before it in another process.
+Every engine gets the same inputs: the prompts as token ids (built once by
+:func:`dpsynth.data.format.encode_prompt`), the stop ids (:func:`stop_token_ids`) and one
+:class:`SamplingSettings`. Each returns, per prompt, the new token ids up to and excluding the first stop token and
+at most ``max_new_tokens`` of them (:func:`cut_at_stop`); one decoding step (:func:`decode`) turns them into text.
+Top-k keeps the ``top_k`` most likely tokens (0: all), temperature divides the logits, then top-p keeps the smallest
+set of most likely tokens whose probability reaches ``top_p``; transformers' warpers and CTranslate2's sampler both do
+exactly this (top-k commutes with the temperature). ``top_k`` defaults to 50, the value transformers applied
+implicitly on the HF path before it was a setting. Seeds make a run reproducible within an engine; engines draw
+different random numbers, so the same seed gives different (equally distributed) texts in two engines.
+
+HF prompts are left-padded so that every row's continuation starts at the same position; transformers derives
+position ids from the attention mask, so padding does not shift a row's positions. Each HF batch is seeded from the
+run's seed and its index, so a run is reproducible and independent of how many batches ran before it in another
+process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """One meaning of the sampling knobs for every engine (``generate.*`` in the config)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 50
+    seed: int = 0
+    batch_size: int = 32
+
+    @classmethod
+    def from_config(cls, g: Any) -> SamplingSettings:
+        """From a :class:`dpsynth.config.GenerateConfig` (or anything with the same fields)."""
+        return cls(
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            top_k=g.top_k,
+            seed=g.seed,
+            batch_size=g.batch_size,
+        )
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -22,6 +58,28 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
+
+
+def cut_at_stop(ids: Sequence[int], stops: Sequence[int], max_new_tokens: int) -> list[int]:
+    """The tokens before the first stop token, at most ``max_new_tokens`` of them.
+
+    >>> cut_at_stop([5, 6, 2, 7, 2], stops=[2], max_new_tokens=10)
+    [5, 6]
+    >>> cut_at_stop([5, 6, 7], stops=[2], max_new_tokens=2)
+    [5, 6]
+    """
+    out: list[int] = []
+    stop_set = set(stops)
+    for t in ids[:max_new_tokens]:
+        if t in stop_set:
+            break
+        out.append(int(t))
+    return out
+
+
+def decode(tokenizer: Any, outputs: Sequence[Sequence[int]]) -> list[str]:
+    """Texts of the new tokens (special tokens dropped, whitespace stripped): the same step for every engine."""
+    return [t.strip() for t in tokenizer.batch_decode([list(o) for o in outputs], skip_special_tokens=True)]
 
 
 def left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +98,51 @@ def left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, t
     return ids, mask
 
 
-@torch.no_grad()
+class HFEngine:
+    """transformers' ``generate`` on the (peft) model as loaded: works for every model, device and dtype."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+
+    def generate(
+        self,
+        prompts: Sequence[list[int]],
+        stops: Sequence[int],
+        s: SamplingSettings,
+        *,
+        progress: bool = False,
+        desc: str = "generate",
+    ) -> list[list[int]]:
+        batches = self.iter_batches(prompts, stops, s)
+        total = -(-len(prompts) // s.batch_size)
+        return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
+
+    def iter_batches(
+        self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
+    ) -> Iterator[list[list[int]]]:
+        """The outputs batch by batch, computed lazily (the benchmark interleaves engines this way)."""
+        device = next(self.model.parameters()).device
+        for b, start in enumerate(range(0, len(prompts), s.batch_size)):
+            ids, mask = left_pad(prompts[start : start + s.batch_size], self.pad_id)
+            torch.manual_seed(s.seed * 1_000_003 + b)
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    do_sample=True,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    top_k=s.top_k,  # explicit: otherwise transformers' default (50) or the model's generation_config
+                    max_new_tokens=s.max_new_tokens,
+                    eos_token_id=list(stops),
+                    pad_token_id=self.pad_id,
+                )
+            yield [cut_at_stop(row, stops, s.max_new_tokens) for row in out[:, ids.shape[1] :].tolist()]
+
+
 def generate_texts(
     model: Any,
     tokenizer: Any,
@@ -51,30 +153,15 @@ def generate_texts(
     top_p: float,
     batch_size: int,
     seed: int,
+    top_k: int = 50,
     progress: bool = True,
     desc: str = "generate",
 ) -> list[str]:
-    """Sample one continuation per prompt; returns the continuations only (the prompt is never repeated).
+    """Sample one continuation per prompt with HF ``generate``; returns the continuations only (never the prompt).
 
     ``desc`` labels the progress bar (the stage passes ``generate dp`` or ``generate no_dp``).
     """
-    device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0])
-    texts: list[str] = []
-    starts = range(0, len(prompts), batch_size)
-    for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress)):
-        ids, mask = left_pad(prompts[start : start + batch_size], pad_id)
-        torch.manual_seed(seed * 1_000_003 + b)
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stops,
-            pad_token_id=pad_id,
-        )
-        texts.extend(tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True))
-    return [t.strip() for t in texts]
+    s = SamplingSettings(max_new_tokens, temperature, top_p, top_k, seed, batch_size)
+    return decode(tokenizer, HFEngine(model, pad_id).generate(prompts, stops, s, progress=progress, desc=desc))

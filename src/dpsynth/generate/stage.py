@@ -2,7 +2,8 @@
 
 Control codes are drawn from the histogram that the train stage released (``DIR/<arm>/control_codes.json``: with the
 Gaussian mechanism for the DP arm), so generation never reads the private data: everything here is post-processing
-of DP outputs and costs no privacy budget.
+of DP outputs and costs no privacy budget. The engine (``generate.engine``) is chosen in
+:mod:`dpsynth.generate.engine`; every engine writes the same files with the same fields.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data.format import encode_prompt, parse_response
+from dpsynth.data.format import parse_response
 from dpsynth.data.prepare import load_prepare_info
 from dpsynth.errors import DPSynthError
-from dpsynth.generate.sampling import generate_texts
-from dpsynth.models.adapters import load_with_adapter
+from dpsynth.generate.engine import generate_from_codes
 from dpsynth.privacy.codes import CodeRelease, load_code_release
 from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
 
@@ -37,19 +37,8 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     info = load_prepare_info(run)
     include_title = bool(info.get("include_title", False))
     codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed)
-    model, tokenizer = load_with_adapter(cfg.model, run.adapter(arm))
-    prompts = [encode_prompt(tokenizer, c, info["system_prompt"]) for c in codes]
-    texts = generate_texts(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        seed=g.seed,
-        progress=progress,
-        desc=f"generate {arm}",
+    texts = generate_from_codes(
+        cfg.model, run.adapter(arm), codes, info["system_prompt"], g, progress=progress, desc=f"generate {arm}"
     )
     rows = []
     for i, (c, text) in enumerate(zip(codes, texts, strict=True)):

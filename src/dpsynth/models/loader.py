@@ -76,11 +76,17 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("dpsynth")) / "models"
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A model name as a folder name.
+
+    >>> slug("HuggingFaceTB/SmolLM2-135M-Instruct")
+    'HuggingFaceTB--SmolLM2-135M-Instruct'
+    """
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-")
 
 
-def _builtin_gguf(name: str) -> Path | None:
+def builtin_gguf(name: str) -> Path | None:
+    """The GGUF file of a built-in model, when its package is installed."""
     spec = BUILTIN_MODELS.get(name)
     if spec is None:
         return None
@@ -100,7 +106,7 @@ def _clear_gguf_quantizer(model: PreTrainedModel) -> None:
 
 
 def _cached_folder(cfg: ModelConfig) -> Path:
-    return (cfg.cache_dir or default_cache_dir()) / _slug(cfg.name)
+    return (cfg.cache_dir or default_cache_dir()) / slug(cfg.name)
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -133,7 +139,7 @@ def model_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
         return cached, {}
     if local.exists():
         raise ConfigError(f"model.name={name!r}: a path that is neither a model folder (config.json) nor a .gguf file")
-    builtin = _builtin_gguf(name)
+    builtin = builtin_gguf(name)
     if builtin is not None:
         cached = _cached_folder(cfg)
         if not _is_model_folder(cached):

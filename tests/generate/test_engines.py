@@ -1,0 +1,158 @@
+"""Every generation engine gets the same prompts and stop ids and honours the same settings (tiny random Llama).
+
+HF ``generate`` and CTranslate2 (float32, on the merged model) are compared token for token under greedy decoding
+(``top_k=1`` means the single most likely token in both), which checks the merge, the conversion, the prompt ids,
+the stop ids and ``max_new_tokens`` at once; sampling is checked for its seed and its length limit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpsynth.config import GenerateConfig, ModelConfig
+from dpsynth.data.format import encode_prompt
+from dpsynth.generate import engine as engine_module
+from dpsynth.generate.ct2_engine import CT2Engine
+from dpsynth.generate.engine import generate_from_codes, load_engine, resolve_engine
+from dpsynth.generate.sampling import HFEngine, SamplingSettings, stop_token_ids
+from dpsynth.models.convert import converted_dir, ctranslate2_model
+
+pytest.importorskip("ctranslate2", reason="ctranslate2 is a dependency of dpsynth: pip install -e .")
+
+SYSTEM = "You write realistic customer product reviews."
+GREEDY = SamplingSettings(max_new_tokens=12, temperature=1.0, top_p=1.0, top_k=1, seed=0, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A LoRA adapter (q_proj, v_proj) on the tiny Llama with non-zero B, so that merging it changes the outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)
+    path = tmp_path_factory.mktemp("run") / "dp" / "adapter"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_model_dir, tmp_path_factory) -> ModelConfig:
+    return ModelConfig(name=str(tiny_model_dir), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    codes = [{"rating": 1}, {"rating": 5, "category": "Books"}, {"rating": 3}, {"rating": 2}]
+    return [encode_prompt(tokenizer, c, SYSTEM) for c in codes]
+
+
+def _engines(cfg, adapter, tokenizer):
+    hf = load_engine(cfg, adapter, tokenizer, engine="hf")
+    ct2 = load_engine(cfg, adapter, tokenizer, engine="ctranslate2", quantization="float32")
+    assert isinstance(hf, HFEngine) and isinstance(ct2, CT2Engine)
+    return hf, ct2
+
+
+def test_greedy_tokens_equal_across_engines(cfg, adapter_dir, tokenizer, prompts):
+    hf, ct2 = _engines(cfg, adapter_dir, tokenizer)
+    stops = stop_token_ids(tokenizer)
+    a = hf.generate(prompts, stops, GREEDY)
+    b = ct2.generate(prompts, stops, GREEDY)
+    assert a == b
+    assert all(len(x) == GREEDY.max_new_tokens for x in a)  # a random model never says <|im_end|>
+    # The adapter is merged, not dropped: the base model alone continues differently.
+    base = load_engine(cfg, None, tokenizer, engine="ctranslate2", quantization="float32").generate(
+        prompts, stops, GREEDY
+    )
+    assert base != b
+    assert base == load_engine(cfg, None, tokenizer, engine="hf").generate(prompts, stops, GREEDY)
+
+
+def test_both_engines_stop_at_the_stop_token(cfg, adapter_dir, tokenizer, prompts):
+    """A token that greedy decoding emits at step 4 of the first prompt, made a stop token: both cut there."""
+    hf, ct2 = _engines(cfg, adapter_dir, tokenizer)
+    free = hf.generate(prompts, stop_token_ids(tokenizer), GREEDY)
+    stop = free[0][4]
+    stops = [*stop_token_ids(tokenizer), stop]
+    a = hf.generate(prompts, stops, GREEDY)
+    assert a == ct2.generate(prompts, stops, GREEDY)
+    assert a[0] == free[0][: free[0].index(stop)]
+    for cut, full in zip(a, free, strict=True):
+        assert stop not in cut
+        assert cut == (full[: full.index(stop)] if stop in full else full)
+
+
+def test_ctranslate2_sees_the_same_prompt_ids(cfg, adapter_dir, tokenizer, prompts):
+    """The prompts go in as vocabulary strings: the converted vocabulary must map them back to the same ids."""
+    folder = ctranslate2_model(cfg, adapter_dir, "float32")
+    vocab = json.loads((folder / "vocabulary.json").read_text())
+    for p in prompts:
+        assert [vocab.index(t) for t in tokenizer.convert_ids_to_tokens(p)] == p
+    assert [vocab.index(tokenizer.convert_ids_to_tokens(i)) for i in stop_token_ids(tokenizer)] == stop_token_ids(
+        tokenizer
+    )
+
+
+@pytest.mark.parametrize("name", ["hf", "ctranslate2"])
+def test_sampling_respects_max_new_tokens_and_reproduces(name, cfg, adapter_dir, tokenizer, prompts):
+    eng = load_engine(cfg, adapter_dir, tokenizer, engine=name, quantization="int8")
+    stops = stop_token_ids(tokenizer)
+    s = SamplingSettings(max_new_tokens=7, temperature=1.0, top_p=0.9, top_k=0, seed=3, batch_size=2)
+    first = eng.generate(prompts, stops, s)
+    assert first == eng.generate(prompts, stops, s)
+    assert all(len(x) <= s.max_new_tokens for x in first) and max(len(x) for x in first) == s.max_new_tokens
+    other = eng.generate(prompts, stops, SamplingSettings(**{**s.__dict__, "seed": 4}))
+    assert other != first
+
+
+def test_conversion_is_cached_and_follows_the_adapter(cfg, adapter_dir, tmp_path):
+    folder = ctranslate2_model(cfg, adapter_dir, "int8")
+    assert folder == converted_dir(cfg, adapter_dir, "int8") == adapter_dir.with_name("adapter.ctranslate2-int8")
+    stamp = (folder / "model.bin").stat().st_mtime_ns
+    assert ctranslate2_model(cfg, adapter_dir, "int8") == folder
+    assert (folder / "model.bin").stat().st_mtime_ns == stamp  # reused, not converted again
+    # Same folder name, different adapter weights: converted again.
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    moved = tmp_path / "dp" / "adapter"
+    shutil.copytree(adapter_dir, moved)
+    shutil.copytree(folder, converted_dir(cfg, moved, "int8"))
+    weights = load_file(str(moved / "adapter_model.safetensors"))
+    save_file({k: v * 2 for k, v in weights.items()}, str(moved / "adapter_model.safetensors"))
+    before = (converted_dir(cfg, moved, "int8") / "model.bin").read_bytes()
+    ctranslate2_model(cfg, moved, "int8")
+    assert (converted_dir(cfg, moved, "int8") / "model.bin").read_bytes() != before
+    # Without an adapter, the base model's conversion goes to the model cache.
+    assert converted_dir(cfg, None, "int8").parent == cfg.cache_dir
+
+
+def test_auto_engine(cfg, monkeypatch):
+    assert resolve_engine("auto", cfg) == "ctranslate2"
+    assert resolve_engine("hf", cfg) == "hf"
+    real = engine_module.importlib.util.find_spec
+    monkeypatch.setattr(
+        engine_module.importlib.util, "find_spec", lambda n, *a: None if n == "ctranslate2" else real(n, *a)
+    )
+    assert resolve_engine("auto", cfg) == "hf"
+
+
+@pytest.mark.parametrize("name", ["hf", "ctranslate2"])
+def test_generate_from_codes_without_adapter(name, cfg):
+    """The frontier's eps = 0 row: the base model alone, texts in the order of the codes."""
+    g = GenerateConfig(max_new_tokens=5, batch_size=2, engine=name, ctranslate2_quantization="float32")
+    codes = [{"rating": 1}, {"rating": 4}, {"rating": 5}]
+    texts = generate_from_codes(cfg, None, codes, SYSTEM, g)
+    assert len(texts) == 3 and all(isinstance(t, str) and t for t in texts)
+    assert texts == generate_from_codes(cfg, None, codes, SYSTEM, g)
