@@ -68,6 +68,7 @@ EXPECTED_NAMES = {
     "utility.tfidf.rating.macro_f1",
     "utility.embedding.rating.accuracy",
     "utility.embedding.rating.macro_f1",
+    "utility.code_agreement.rating",
     "quality.well_formed.rate",
     "quality.gibberish.rate",
     "quality.abrupt_ending.rate",
@@ -199,6 +200,9 @@ def test_every_group_for_both_arms_with_finite_or_null_values(evaluated):
             assert run_value(doc, name, arm) is not None, (name, arm)
     assert run_value(doc, "utility.tfidf.rating.accuracy", "dp_logreg") is not None
     assert run_value(doc, "quality.well_formed.rate", "real") is not None  # the real base rate
+    for arm in ("dp", "no_dp"):  # code agreement: a share, with the real classifier's own test accuracy beside it
+        (agr,) = [m for m in metrics if m["name"] == "utility.code_agreement.rating" and m["arm"] == arm]
+        assert 0.0 <= agr["value"] <= 1.0 and 0.0 <= agr["reference"] <= 1.0 and agr["n"] > 0
     # MAUVE's real reference uses as many real training records as an arm has (the same sample-size bias).
     mauve = {m["arm"]: m for m in metrics if m["name"] == "fidelity.mauve"}
     assert mauve["real"]["n"] == max(mauve[a]["n"] for a in ("dp", "no_dp")) and mauve["real"]["value"] is not None

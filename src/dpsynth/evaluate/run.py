@@ -79,6 +79,7 @@ HEADLINE = (
     ("fidelity.{label}.wasserstein", "{label} Wasserstein"),
     ("utility.tfidf.{label}.accuracy", "TSTR {label} accuracy (TF-IDF)"),
     ("utility.embedding.{label}.accuracy", "TSTR {label} accuracy (embedding)"),
+    ("utility.code_agreement.{label}", "{label} code agreement"),
     ("quality.well_formed.rate", "well-formed share"),
 )
 

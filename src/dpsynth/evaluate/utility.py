@@ -48,6 +48,12 @@ DP_HASH_FEATURES = 2**10
 DP_NAME = "real_dp"
 
 DESCRIPTIONS: dict[str, MetricInfo] = {
+    "code_agreement": MetricInfo(
+        "share of synthetic records that a classifier trained on the real training sample (embeddings + logistic "
+        "regression) labels as the control code they were generated from; near the reference (that classifier's "
+        "accuracy on real test records) the codes are followed, near the majority share they are ignored",
+        "higher",
+    ),
     "tstr_accuracy": MetricInfo("accuracy on the real test split of a classifier trained on the named set", "higher"),
     "tstr_macro_f1": MetricInfo(
         "macro-F1 on the real test split (mean per-class F1 over the classes in the test split)", "higher"

@@ -125,6 +125,7 @@ def utility_section(
                 "tstr_accuracy",
                 "the constant classifier predicting the real training sample's most frequent class (chance level)",
             )
+        _code_agreement(task, sets, test, inputs.synthetic, metrics)
         for family, by_source in result["results"].items():
             for source, r in by_source.items():
                 name = DP_LOGREG if source == DP_NAME else source
@@ -169,6 +170,35 @@ def utility_section(
                 top_k_overlap=fi.get("top_k_overlap"),
             )
     return table
+
+
+def _code_agreement(
+    task: str, sets: dict[str, LabeledSet], test: LabeledSet, arms: dict[str, Any], metrics: MetricList
+) -> None:
+    """``utility.code_agreement.<task>`` per synthetic arm: do its records read like the code they were generated
+    from, to a classifier trained on the real training sample? (:mod:`dpsynth.evaluate.agreement`)"""
+    from dpsynth.evaluate.agreement import code_agreement
+
+    real = sets["real"]
+    for arm in arms:
+        out = code_agreement(
+            real.features(),
+            list(real.labels),
+            sets[arm].features(),
+            list(sets[arm].labels),
+            test_features=test.features(),
+            test_labels=list(test.labels),
+        )
+        metrics.add(
+            f"utility.code_agreement.{task}",
+            "utility",
+            arm,
+            out["agreement"],
+            "code_agreement",
+            f"label {task}; reference = the same classifier's accuracy on the real test sample",
+            n=out["n"],
+            reference=out["reference"],
+        )
 
 
 def quality_section(

@@ -46,7 +46,8 @@ Units = Sequence[Sequence[Mapping[str, CodeValue]]]  # per privacy unit, the cod
 class CodeRelease(Protocol):
     """What generation needs of a released code distribution."""
 
-    names: tuple[str, ...]
+    @property
+    def names(self) -> tuple[str, ...]: ...
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Cell]: ...
 
