@@ -79,7 +79,9 @@ class TrainConfig(Section):
     )
     prefix_cache: bool = Field(True, description="with lora.top_k_layers: compute the frozen blocks once per example")
     prefix_cache_memory_mb: int = Field(
-        2048, ge=0, description="a larger prefix cache is memory-mapped from a file (unlinked at once) in the arm's folder"
+        2048,
+        ge=0,
+        description="a larger prefix cache is memory-mapped from a file (unlinked at once) in the arm's folder",
     )
     checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints (for --resume)")
     seed: int = Field(0, description="LoRA initialisation and the non-DP arm's shuffling")
