@@ -159,30 +159,18 @@ def _real_rows(root: RunDir, n: int | None, seed: int) -> list[dict[str, Any]]:
 
 
 def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[str, Any]]:
-    """eps = 0: the pretrained model with no adapter, codes uniform over their public domains."""
-    from dpsynth.data.format import encode_prompt, parse_response
-    from dpsynth.generate.sampling import generate_texts
-    from dpsynth.models.loader import load_model_and_tokenizer
+    """eps = 0: the pretrained model with no adapter, codes uniform over their public domains, sampled by the same
+    engine and settings as every other row (:func:`dpsynth.generate.engine.generate_from_codes`)."""
+    from dpsynth.data.format import parse_response
+    from dpsynth.generate.engine import generate_from_codes
 
     info = load_prepare_info(root)
     specs = load_code_specs(root)
     rng = np.random.default_rng(cfg.generate.seed)
-    codes = [
-        {s.name: s.values[int(rng.integers(len(s.values)))] for s in specs} for _ in range(cfg.frontier.n_synthetic)
-    ]
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
-    prompts = [encode_prompt(tokenizer, c, info["system_prompt"]) for c in codes]
-    g = cfg.generate
-    texts = generate_texts(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        seed=g.seed,
-        progress=progress,
+    n = cfg.frontier.n_synthetic
+    codes = [{s.name: s.values[int(rng.integers(len(s.values)))] for s in specs} for _ in range(n)]
+    texts = generate_from_codes(
+        cfg.model, None, codes, info["system_prompt"], cfg.generate, progress=progress, desc="generate eps0"
     )
     include_title = bool(info.get("include_title", False))
     return [{"text": parse_response(t, include_title)[1], "codes": c} for t, c in zip(texts, codes, strict=True)]
