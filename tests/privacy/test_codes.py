@@ -101,3 +101,21 @@ def test_old_joint_files_still_load():
     joint = exact_histogram([[(5, "a")], [(1, "b")]], cells).to_json()  # what control_codes.json used to hold
     rel = load_code_release(joint, ["rating", "category"])
     assert set(rel.sample(50, np.random.default_rng(0))) == {(5, "a"), (1, "b")}
+
+
+def test_a_known_total_replaces_the_noisy_one_when_every_unit_has_one_record():
+    """With one record per unit the marginal total is n / sqrt(k), public: the projection uses it, not the noise."""
+    units = _units(100, seed=2)
+    rel = release_marginals(units, DOMAINS, 5.0, np.random.default_rng(1), one_record_per_unit=True)
+    assert rel.total == pytest.approx(100 / np.sqrt(2))
+    _, counts = rel.counts("rating")
+    expected = project_to_simplex(counts, 100 / np.sqrt(2))
+    assert rel.probabilities("rating") == pytest.approx((expected / expected.sum()).tolist())
+    back = load_code_release(rel.to_json(), list(DOMAINS))
+    assert back.total == pytest.approx(rel.total)
+    estimated = release_marginals(units, DOMAINS, 5.0, np.random.default_rng(1))
+    assert estimated.known_total is None and estimated.total != pytest.approx(rel.total)
+    with pytest.raises(ValueError, match="one_record_per_unit"):
+        release_marginals(
+            [[{"rating": 1, "category": "a"}] * 2], DOMAINS, 5.0, np.random.default_rng(0), one_record_per_unit=True
+        )

@@ -15,8 +15,11 @@ the accountant sees the same ``histogram_mechanism(sigma, cells)`` as for the jo
 of the domain sizes. A unit with one record and k codes contributes ``1/sqrt(k)`` to one cell of each marginal.
 
 Post-processing (free of privacy cost): each marginal is projected onto the nearest non-negative vector (Euclidean)
-whose total is the common total ``T``, the mean of the marginals' noisy totals (every marginal counts the same
-units, so averaging them is a better estimate of that total than any one). The projection subtracts one constant
+whose total is the common total ``T``. When every unit has exactly one record (record-level units, or one record per
+user), ``T`` is known without looking at the data: each unit puts ``1/sqrt(k)`` into every marginal, so
+``T = n / sqrt(k)`` with ``n`` the number of units, which DP-SGD's sample rate already treats as public. Otherwise
+``T`` is the mean of the marginals' noisy totals (every marginal counts the same units, so averaging them is a better
+estimate than any one). The projection subtracts one constant
 from every cell and clips at zero: it removes the positive noise of empty cells together with the negative noise,
 unlike clipping alone, which leaves roughly ``0.4 sigma`` of spurious mass in every empty cell.
 
@@ -73,6 +76,7 @@ class MarginalRelease:
 
     names: tuple[str, ...]
     histogram: HistogramRelease  # over (name, value) cells, in the order of ``names`` and each domain
+    known_total: float | None = None  # n / sqrt(k) when every unit has one record (public); else estimated
 
     def counts(self, name: str) -> tuple[tuple[CodeValue, ...], np.ndarray]:
         """The domain of ``name`` and its noisy counts."""
@@ -87,7 +91,9 @@ class MarginalRelease:
 
     @property
     def total(self) -> float:
-        """The common total of every marginal: the mean of their noisy totals."""
+        """The common total of every marginal: known (``n / sqrt(k)``) or the mean of their noisy totals."""
+        if self.known_total is not None:
+            return float(self.known_total)
         return float(np.mean([self.counts(name)[1].sum() for name in self.names]))
 
     def probabilities(self, name: str) -> tuple[float, ...]:
@@ -114,6 +120,7 @@ class MarginalRelease:
             "names": list(self.names),
             "histogram": self.histogram.to_json(),
             "total": self.total,
+            "known_total": self.known_total,
             "probabilities": {name: list(self.probabilities(name)) for name in self.names},
         }
 
@@ -157,16 +164,30 @@ def _unit_cells(units: Units, names: Sequence[str], kind: str) -> list[list[Cell
 
 
 def release_marginals(
-    units: Units, domains: Mapping[str, Sequence[CodeValue]], sigma: float | None, rng: np.random.Generator | None
+    units: Units,
+    domains: Mapping[str, Sequence[CodeValue]],
+    sigma: float | None,
+    rng: np.random.Generator | None,
+    *,
+    one_record_per_unit: bool = False,
 ) -> MarginalRelease:
-    """Per-code marginals of ``units``: Gaussian with std ``sigma`` (L2 sensitivity 1), or exact when sigma is None."""
+    """Per-code marginals of ``units``: Gaussian with std ``sigma`` (L2 sensitivity 1), or exact when sigma is None.
+
+    ``one_record_per_unit``: a public promise (from the configuration, checked here) that makes the common total
+    ``len(units) / sqrt(k)`` known exactly.
+    """
     names = tuple(domains)
     cells = domain_cells(domains, "marginals")
     per_unit = _unit_cells(units, names, "marginals")
+    known = None
+    if one_record_per_unit:
+        if any(len(u) != 1 for u in units):
+            raise ValueError("one_record_per_unit, but a unit has another number of records")
+        known = len(units) / float(np.sqrt(len(names)))
     if sigma is None:
-        return MarginalRelease(names, exact_histogram(per_unit, cells))
+        return MarginalRelease(names, exact_histogram(per_unit, cells), known)
     assert rng is not None
-    return MarginalRelease(names, gaussian_histogram(per_unit, cells, sigma, rng))
+    return MarginalRelease(names, gaussian_histogram(per_unit, cells, sigma, rng), known)
 
 
 def release_joint(
@@ -188,10 +209,12 @@ def release_codes(
     kind: str,
     sigma: float | None,
     rng: np.random.Generator | None = None,
+    *,
+    one_record_per_unit: bool = False,
 ) -> MarginalRelease | JointRelease:
     """Release the code distribution as configured (``privacy.code_release``)."""
     if kind == "marginals":
-        return release_marginals(units, domains, sigma, rng)
+        return release_marginals(units, domains, sigma, rng, one_record_per_unit=one_record_per_unit)
     if kind == "joint":
         return release_joint(units, domains, sigma, rng)
     raise ValueError(f"unknown code release {kind!r} (marginals or joint)")
@@ -200,5 +223,8 @@ def release_codes(
 def load_code_release(obj: Mapping[str, Any], names: Sequence[str]) -> MarginalRelease | JointRelease:
     """The release stored in ``control_codes.json`` (files written before marginals existed hold a joint one)."""
     if obj.get("kind") == "marginals":
-        return MarginalRelease(tuple(obj["names"]), HistogramRelease.from_json(obj["histogram"]))
+        known = obj.get("known_total")
+        return MarginalRelease(
+            tuple(obj["names"]), HistogramRelease.from_json(obj["histogram"]), None if known is None else float(known)
+        )
     return JointRelease(tuple(names), HistogramRelease.from_json(obj))

@@ -154,11 +154,15 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
     )
     trainer = ArmTrainer(setup, resume=resume)
     if setup.meta.get("histogram") is None:  # drawn once per run; a resume reuses the stored release
+        # one record per unit is a public setting (record-level units, or a bound of one record per user)
+        one = int(info["max_records_per_user"]) == 1 or info["privacy_unit"] == "record"
         if plan is not None:
             seed = None if cfg.train.noise_seed is None else cfg.train.noise_seed + 2
-            release = release_codes(unit_codes, domains, kind, plan.histogram_sigma, noise_rng(seed))
+            release = release_codes(
+                unit_codes, domains, kind, plan.histogram_sigma, noise_rng(seed), one_record_per_unit=one
+            )
         else:
-            release = release_codes(unit_codes, domains, kind, None)
+            release = release_codes(unit_codes, domains, kind, None, one_record_per_unit=one)
         setup.meta["histogram"] = release.to_json()
     summary = trainer.run()
     probe = encode_prompt(tokenizer, {s.name: s.values[0] for s in specs}, info["system_prompt"])
