@@ -33,13 +33,14 @@ def _cfg(model_dir, *extra):
 
 @pytest.fixture(scope="module")
 def frontier_run(tmp_path_factory, tiny_model_dir):
-    import os
-
-    ledger = tmp_path_factory.mktemp("frontier-ledger") / "ledger.sqlite"
-    os.environ["DPSYNTH_LEDGER"] = str(ledger)  # one ledger across the run and its rerun (module scope)
-    out = tmp_path_factory.mktemp("frontier") / "f"
-    cfg = _cfg(tiny_model_dir)
-    doc = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
+    """One sweep for the module, charged to its own ledger; tests that rerun it point DPSYNTH_LEDGER there again
+    (the autouse fixture gives every test a fresh ledger), so a second charge would show."""
+    with pytest.MonkeyPatch.context() as mp:
+        ledger = tmp_path_factory.mktemp("frontier-ledger") / "ledger.sqlite"
+        mp.setenv("DPSYNTH_LEDGER", str(ledger))
+        out = tmp_path_factory.mktemp("frontier") / "f"
+        cfg = _cfg(tiny_model_dir)
+        doc = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
     return cfg, out, doc, ledger
 
 
@@ -59,6 +60,9 @@ def test_outputs_have_the_documented_shape(frontier_run):
     assert len({(r["row"], r["label"], r["classifier"]) for r in rows}) == len(rows)
     real_n = {r["n_train"] for r in rows if r["row"] == "real" and r["label"] == "rating"}
     assert real_n == {12}
+    # real rows name their records by position: no copy of private text outside DIR/data
+    assert not (out / "rows" / "real" / "records.jsonl").exists()
+    assert len(json.loads((out / "rows" / "real" / "real_indices.json").read_text())["indices"]) == 12
     for r in rows:
         assert r["accuracy"] is None or 0 <= r["accuracy"] <= 1
         if r["eps"] == "real":
@@ -85,8 +89,9 @@ def test_each_dp_row_is_one_ledger_release(frontier_run):
     assert read_json(out / "rows" / "eps2" / "dp" / "privacy.json")["ledger"]["status"] == "committed"
 
 
-def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run):
+def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypatch):
     cfg, out, doc, ledger_path = frontier_run
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
     stamps = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
     again = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")} == stamps
@@ -102,7 +107,7 @@ def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir
         run_frontier(_cfg(tiny_model_dir, "train.learning_rate=0.01"), out, progress=False)
 
 
-def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir):
+def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir, monkeypatch):
     """`dpsynth frontier --quick --eps ...` builds the same configuration as the API call: every row is skipped, the
     outputs are rewritten and their paths printed on stdout."""
     from typer.testing import CliRunner
@@ -110,6 +115,7 @@ def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir):
     from dpsynth.cli import app
 
     _, out, _, ledger_path = frontier_run
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
     stamps = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
     args = ["frontier", "--out", str(out), "--quick", "--eps", "0,2,inf", "--quiet", *_overrides(tiny_model_dir)]
     result = CliRunner().invoke(app, args)

@@ -8,7 +8,8 @@ of the frontier and a ``dpsynth run`` at the same settings produce their synthet
 * ``eps<x>`` (``x > 0``): the DP arm trained at ``privacy.target_epsilon = x`` (a release, charged to the ledger),
   codes drawn from its DP code release.
 * ``epsinf``: the non-DP arm (a baseline that must not be released; the ledger does not record it).
-* ``real`` and ``real_all``: ``n_synthetic`` real training records drawn without replacement (seeded), and all of them.
+* ``real`` and ``real_all``: ``n_synthetic`` real training records drawn without replacement (seeded), and all of them
+  (stored as positions in ``DIR/data/train.jsonl``: private text is never copied out of ``DIR/data``).
 
 Each finished row writes ``row.json`` (its records' path, timings and the config fingerprint); a rerun with the same
 configuration skips it, and a crashed DP row resumes its training from its checkpoint (never charging twice).
@@ -126,8 +127,10 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
     records_path = run.root / "records.jsonl"
     extra: dict[str, Any] = {}
     if row.eps == "real":
-        rows = _real_rows(root, None if row.real_n is None else cfg.frontier.n_synthetic, cfg.data.seed)
-        write_jsonl(records_path, rows)
+        # Real rows store which training records they use, never the records: private text stays in DIR/data only.
+        keep = _real_indices(root, None if row.real_n is None else cfg.frontier.n_synthetic, cfg.data.seed)
+        write_json(run.root / "real_indices.json", {"indices": keep})
+        records_path = run.root / "real_indices.json"
     elif row.eps == 0.0:
         start = time.perf_counter()
         rows = _prompted_rows(cfg, root, progress=progress)
@@ -140,7 +143,7 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
         "eps": row.eps,
         "fingerprint": fp,
         "records": str(records_path.relative_to(root.root)),
-        "n_records": len(read_jsonl(records_path)),
+        "n_records": len(load_records(root, records_path)),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         **extra,
     }
@@ -148,14 +151,25 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
     return info
 
 
-def _real_rows(root: RunDir, n: int | None, seed: int) -> list[dict[str, Any]]:
-    """Real training records (canaries excluded) as ``{"text", "codes"}`` rows: ``n`` of them (seeded), or all."""
+def _real_training(root: RunDir) -> list[Any]:
     canaries = {c.unit for c in read_canaries(root.canaries)} if root.canaries.is_file() else set()
-    records = [r for r in read_records(root.train) if r.unit not in canaries]
-    if n is not None and n < len(records):
-        keep = sorted(random.Random(f"dpsynth-frontier-real-{seed}").sample(range(len(records)), n))
-        records = [records[i] for i in keep]
-    return [{"text": r.text, "codes": dict(r.codes)} for r in records]
+    return [r for r in read_records(root.train) if r.unit not in canaries]
+
+
+def _real_indices(root: RunDir, n: int | None, seed: int) -> list[int]:
+    """Positions of ``n`` real training records (canaries excluded), drawn without replacement (seeded), or all."""
+    total = len(_real_training(root))
+    if n is not None and n < total:
+        return sorted(random.Random(f"dpsynth-frontier-real-{seed}").sample(range(total), n))
+    return list(range(total))
+
+
+def load_records(root: RunDir, path: Path) -> list[dict[str, Any]]:
+    """A row's training records as ``{"text", "codes"}``: its generated file, or the real records it names."""
+    if path.name == "real_indices.json":
+        records = _real_training(root)
+        return [{"text": records[i].text, "codes": dict(records[i].codes)} for i in read_json(path)["indices"]]
+    return [{"text": r["text"], "codes": r["codes"]} for r in read_jsonl(path)]
 
 
 def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[str, Any]]:

@@ -29,8 +29,8 @@ from dpsynth.config import Config
 from dpsynth.errors import DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
-from dpsynth.frontier.rows import make_row, row_specs
-from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_text
+from dpsynth.frontier.rows import load_records, make_row, row_specs
+from dpsynth.rundir import RunDir, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def run_frontier(
             entries = cached["entries"]
         else:
             t0 = time.perf_counter()
-            records = read_jsonl(root.root / made["records"])
+            records = load_records(root, root.root / made["records"])
             entries = score_row(cfg, ref, made, records, synthetic=spec.eps != "real")
             seconds = round(time.perf_counter() - t0, 1)
             for e in entries:
