@@ -17,9 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from dpsynth.generate.sampling import SamplingSettings, cut_at_stop
+from dpsynth.generate.sampling import SamplingSettings, collect_batches, cut_at_stop
 
 
 class CT2Engine:
@@ -53,9 +51,7 @@ class CT2Engine:
         progress: bool = False,
         desc: str = "generate",
     ) -> list[list[int]]:
-        batches = self.iter_batches(prompts, stops, s)
-        total = -(-len(prompts) // s.batch_size)
-        return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
+        return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings

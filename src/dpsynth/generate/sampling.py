@@ -98,6 +98,14 @@ def left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, t
     return ids, mask
 
 
+def collect_batches(
+    batches: Iterator[list[list[int]]], n: int, batch_size: int, progress: bool, desc: str
+) -> list[list[int]]:
+    """Every engine's ``generate``: its lazy batches flattened, behind one progress bar (one step per batch)."""
+    total = -(-n // batch_size)
+    return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
+
+
 class HFEngine:
     """transformers' ``generate`` on the (peft) model as loaded: works for every model, device and dtype."""
 
@@ -116,9 +124,7 @@ class HFEngine:
         progress: bool = False,
         desc: str = "generate",
     ) -> list[list[int]]:
-        batches = self.iter_batches(prompts, stops, s)
-        total = -(-len(prompts) // s.batch_size)
-        return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
+        return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
