@@ -46,13 +46,22 @@ def _label_spans(ex):
 
 def test_user_prompt_wording():
     assert user_prompt({"rating": 4, "category": "Cell_Phones_and_Accessories"}) == (
-        "Write a 4-star product review in the category Cell Phones and Accessories."
+        "Write a positive 4-star review in the category Cell Phones and Accessories."
     )
-    assert user_prompt({"category": "Books"}) == "Write a product review in the category Books."
-    assert user_prompt({}) == "Write a product review."
+    assert user_prompt({"category": "Books"}) == "Write a review in the category Books."
+    assert user_prompt({}) == "Write a review."
     assert (
-        user_prompt({"rating": 2, "lang": "en", "tone": "dry"}) == "Write a 2-star product review. lang: en; tone: dry."
+        user_prompt({"rating": 2, "lang": "en", "tone": "dry"})
+        == "Write a negative 2-star review. lang: en; tone: dry."
     )
+    # only a 1-5 integer rating gets its sentiment in words; other scales keep the bare number
+    assert [user_prompt({"rating": r}) for r in (1, 3, 5)] == [
+        "Write a very negative 1-star review.",
+        "Write a mixed 3-star review.",
+        "Write a very positive 5-star review.",
+    ]
+    assert user_prompt({"rating": 10}) == "Write a 10-star review."
+    assert user_prompt({"rating": "3"}) == "Write a 3-star review."
 
 
 def test_prompt_messages_always_carry_our_system_prompt():
@@ -63,7 +72,7 @@ def test_prompt_messages_always_carry_our_system_prompt():
 def test_encode_prompt_renders_our_system_prompt_not_the_default(tokenizer):
     text = tokenizer.decode(encode_prompt(tokenizer, {"rating": 5}, SYSTEM))
     assert text == (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWrite a 5-star product review.<|im_end|>\n"
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWrite a very positive 5-star review.<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
     assert "SmolLM" not in text
@@ -80,7 +89,7 @@ def test_labels_are_exactly_the_responses(tokenizer):
         assert tokenizer.decode(span[:-1]) == response_text(rec, include_title=True)
     # nothing of the prompts is in the loss
     masked = tokenizer.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab == IGNORE_INDEX])
-    assert SYSTEM in masked and "Write a 5-star product review" in masked
+    assert SYSTEM in masked and "Write a very positive 5-star review" in masked
     assert "perfectly" not in masked
 
 

@@ -14,9 +14,9 @@ them is tokenized on its own, and each response is tokenized on its own. The fir
 generation prompt (:func:`encode_prompt`), so a model sees at generation time the token sequence it was trained on.
 
 >>> user_prompt({"rating": 4, "category": "Cell_Phones_and_Accessories"})
-'Write a 4-star product review in the category Cell Phones and Accessories.'
+'Write a positive 4-star review in the category Cell Phones and Accessories.'
 >>> user_prompt({"rating": 1, "language": "en"})
-'Write a 1-star product review. language: en.'
+'Write a very negative 1-star review. language: en.'
 >>> parse_response("Title: Works\\nGood case.", include_title=True)
 ('Works', 'Good case.')
 """
@@ -35,10 +35,26 @@ TITLE_PREFIX = "Title: "
 _MARK = "\ue000DPSYNTH-RESPONSE-{}\ue001"  # private-use characters: no template or text contains them
 
 
+# A 1-5 star rating named in words too: the pretrained model ignores a bare star count (STACK-NOTES), and a small
+# instruct model follows "negative" far better. A public mapping; chosen by the eps-0 rows on the public proxy
+# (bench/results/recipe-search/).
+RATING_WORDS = {1: "very negative", 2: "negative", 3: "mixed", 4: "positive", 5: "very positive"}
+
+
 def user_prompt(codes: Mapping[str, CodeValue]) -> str:
-    """The user turn for a set of control codes (rating and category in words, other codes as ``name: value``)."""
+    """The user turn for a set of control codes (rating and category in words, other codes as ``name: value``).
+
+    The domain ("product", "restaurant") is the system prompt's to say (``data.system_prompt``), so the same user
+    turn serves Amazon, Yelp and generic data.
+    """
     rating = codes.get("rating")
-    text = f"Write a {rating}-star product review" if rating is not None else "Write a product review"
+    word = RATING_WORDS.get(rating) if isinstance(rating, int) and not isinstance(rating, bool) else None
+    if rating is None:
+        text = "Write a review"
+    elif word is None:
+        text = f"Write a {rating}-star review"
+    else:
+        text = f"Write a {word} {rating}-star review"
     category = codes.get("category")
     if category is not None:
         text += f" in the category {category_label(category)}"
