@@ -131,3 +131,11 @@ def test_levels_parse():
     with pytest.raises(ValueError):
         parse_level("-1")
     assert load_config(None, ["frontier.eps=0,4,inf"]).frontier.eps == [0.0, 4.0, "inf"]
+
+
+def test_the_dataset_is_named_with_its_folder():
+    from dpsynth.frontier.run import _dataset_name
+
+    assert _dataset_name({"source": {"path": "../shared/data/yelp/dev.csv.gz"}}) == "yelp/dev.csv.gz"
+    assert _dataset_name({"source": {"path": "reviews.csv"}}) == "reviews.csv"
+    assert _dataset_name({}) == "demo"

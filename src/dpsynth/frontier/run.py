@@ -55,8 +55,12 @@ def _prepare(cfg: Config, root: RunDir) -> dict[str, Any]:
 
 
 def _dataset_name(info: dict[str, Any]) -> str:
+    """The source file with its folder (``yelp/dev.csv.gz``): a bare ``dev.csv.gz`` says nothing of the data set."""
     path = str(info.get("source", {}).get("path", "demo"))
-    return Path(path).name if "/" in path or "\\" in path else path
+    if "/" not in path and "\\" not in path:
+        return path
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 def run_frontier(
