@@ -23,6 +23,7 @@ from dpsynth.data.config import DataConfig
 from dpsynth.errors import ConfigError
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.frontier.config import FrontierConfig
+from dpsynth.pe.config import PEConfig
 from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
 from dpsynth.rundir import ARMS
 
@@ -114,6 +115,11 @@ class GenerateConfig(Section):
 class Config(Section):
     """Everything a run needs. Saved resolved as ``DIR/config.yaml``."""
 
+    generator: Literal["finetune", "pe"] = Field(
+        "finetune",
+        description="finetune: DP fine-tuning (train, then generate the dp/no_dp arms); pe: Private Evolution, "
+        "inference only (DIR/pe, dpsynth.pe)",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
@@ -123,6 +129,7 @@ class Config(Section):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     frontier: FrontierConfig = Field(default_factory=FrontierConfig)
+    pe: PEConfig = Field(default_factory=PEConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)

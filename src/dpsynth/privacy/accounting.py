@@ -57,6 +57,7 @@ ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp")
 
 DP_SGD = "dp_sgd"
 GAUSSIAN_HISTOGRAM = "gaussian_histogram"
+PE_HISTOGRAM = "pe_nn_histogram"
 
 RDP_ORDERS: tuple[float, ...] = (*RDPAccountant.DEFAULT_ALPHAS, 80, 96, 128, 192, 256, 384, 512, 768, 1024)
 """RDP orders used with the RDP accountant: Opacus's defaults plus large orders (see the module docstring)."""
@@ -148,6 +149,19 @@ def histogram_mechanism(sigma: float, cells: int) -> Mechanism:
     if isinstance(cells, bool) or int(cells) != cells or cells < 1:
         raise ValueError(f"a histogram needs a positive number of cells, got {cells!r}")
     return Mechanism(GAUSSIAN_HISTOGRAM, sigma, 1.0, 1, {"sensitivity": 1.0, "cells": int(cells)})
+
+
+def pe_histogram_mechanism(sigma: float, iterations: int, candidates: int) -> Mechanism:
+    """Private Evolution's nearest-neighbour vote histograms: ``iterations`` full-data Gaussian releases.
+
+    Each privacy unit casts one vote per iteration (for its nearest candidate), so one unit moves the histogram by at
+    most 1 in L2: sensitivity 1, and ``sigma`` (the noise standard deviation) is the noise multiplier. ``candidates``
+    (the population voted on, every cell of which gets noise) is kept for the record. :mod:`dpsynth.pe.privacy`.
+    """
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
+        raise ValueError(f"Private Evolution needs at least one iteration, got {iterations!r}")
+    params = {"sensitivity": 1.0, "votes_per_unit": 1, "candidates": int(candidates)}
+    return Mechanism(PE_HISTOGRAM, sigma, 1.0, int(iterations), params)
 
 
 def default_delta(n: int) -> float:
@@ -268,13 +282,16 @@ def calibrate_noise_multiplier(
     steps: int,
     accountant: AccountantName,
     fixed: Sequence[Mechanism] = (),
+    mechanism: Callable[[float], Mechanism] | None = None,
 ) -> float:
     """The smallest DP-SGD noise multiplier such that ``epsilon([*fixed, dp_sgd(sigma)]) <= target_epsilon``.
 
     "Smallest" within a relative tolerance of :data:`CALIBRATION_RTOL`; the returned value never overshoots the
     target (its epsilon was computed and checked). ``fixed`` holds mechanisms of the same release whose noise is
     already decided (the control-code histogram). Raises :class:`ConfigError` when ``fixed`` alone already spends the
-    target or no noise multiplier up to :data:`MAX_NOISE_MULTIPLIER` meets it.
+    target or no noise multiplier up to :data:`MAX_NOISE_MULTIPLIER` meets it. ``mechanism(sigma)`` replaces DP-SGD
+    by another mechanism of the same ``(sigma, sample_rate, steps)`` (Private Evolution's vote histograms:
+    :func:`pe_histogram_mechanism`), so every calibration goes through this one function.
     """
     _check_accounting_args(delta, accountant)
     if not (target_epsilon > 0 and math.isfinite(target_epsilon)):
@@ -295,6 +312,8 @@ def calibrate_noise_multiplier(
             )
 
     def make(sigma: float) -> list[Mechanism]:
+        if mechanism is not None:
+            return [*fixed, mechanism(sigma)]
         return [*fixed, dp_sgd_mechanism(sigma, sample_rate, steps, max_grad_norm=1.0)]
 
     start = 1.0

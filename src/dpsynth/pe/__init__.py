@@ -1,0 +1,1 @@
+"""Private Evolution (Aug-PE): a DP synthetic-text generator that only runs inference (``generator: pe``)."""
