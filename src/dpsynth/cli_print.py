@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from dpsynth.cli_base import out_console
-from dpsynth.rundir import ARMS, RunDir
+from dpsynth.rundir import DP_ARMS, SYNTHETIC_ARMS, RunDir
 
 # Why prepare dropped a record, by the reason names of dpsynth.data (clean, schemas, units, prepare), with the setting
 # that decides it; {key}s are filled from prepare.json. A reason not listed here is printed by its name.
@@ -135,7 +135,7 @@ def print_outputs(out: Path) -> None:
     console = out_console()
     if run.report_html.is_file():
         console.print(f"report: {run.report_html}", highlight=False)
-    for arm in ARMS:
+    for arm in SYNTHETIC_ARMS:
         if run.generated(arm).is_file():
-            note = "DP synthetic data" if arm == "dp" else "non-DP baseline, not private: do not release"
+            note = "DP synthetic data" if arm in DP_ARMS else "non-DP baseline, not private: do not release"
             console.print(f"synthetic {arm}: {run.generated(arm)} ({note})", highlight=False)

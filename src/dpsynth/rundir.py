@@ -12,6 +12,7 @@ Layout::
     DIR/dp/adapter/       DIR/dp/privacy.json  DIR/dp/control_codes.json  DIR/dp/generated_sequences_with_dp.jsonl
     DIR/no_dp/adapter/    DIR/no_dp/privacy.json  DIR/no_dp/control_codes.json
     DIR/no_dp/generated_sequences_no_dp.jsonl
+    DIR/pe/privacy.json  DIR/pe/control_codes.json  DIR/pe/generated_sequences_pe.jsonl  DIR/pe/pe_log.jsonl
     DIR/<arm>/checkpoints/   (private: optimizer state and the accountant's history, for --resume)
     DIR/eval/metrics.json    DIR/report.html
 """
@@ -30,8 +31,18 @@ from typing import Any, Literal
 
 Arm = Literal["dp", "no_dp"]
 ARMS: tuple[Arm, ...] = ("dp", "no_dp")
+"""The arms the train stage fine-tunes."""
 
-_GENERATED_NAME = {"dp": "generated_sequences_with_dp.jsonl", "no_dp": "generated_sequences_no_dp.jsonl"}
+_GENERATED_NAME = {
+    "dp": "generated_sequences_with_dp.jsonl",
+    "no_dp": "generated_sequences_no_dp.jsonl",
+    "pe": "generated_sequences_pe.jsonl",
+}
+SYNTHETIC_ARMS: tuple[str, ...] = tuple(_GENERATED_NAME)
+"""Every arm that writes synthetic records, in the order tables show them: the fine-tuned arms and ``pe`` (Private
+Evolution, :mod:`dpsynth.pe`). Evaluation, report and CLI enumerate this, so a new generator is one entry here."""
+DP_ARMS: tuple[str, ...] = ("dp", "pe")
+"""The arms whose output is a DP release (their ``privacy.json`` names a ledger entry), the guarantee's order."""
 
 
 @dataclass(frozen=True)
@@ -68,25 +79,25 @@ class RunDir:
     def canaries(self) -> Path:
         return self.data_dir / "canaries.jsonl"
 
-    def arm(self, arm: Arm) -> Path:
+    def arm(self, arm: str) -> Path:
         return self.root / arm
 
-    def adapter(self, arm: Arm) -> Path:
+    def adapter(self, arm: str) -> Path:
         return self.arm(arm) / "adapter"
 
-    def privacy_json(self, arm: Arm) -> Path:
+    def privacy_json(self, arm: str) -> Path:
         return self.arm(arm) / "privacy.json"
 
-    def control_codes(self, arm: Arm) -> Path:
+    def control_codes(self, arm: str) -> Path:
         return self.arm(arm) / "control_codes.json"
 
-    def checkpoints(self, arm: Arm) -> Path:
+    def checkpoints(self, arm: str) -> Path:
         return self.arm(arm) / "checkpoints"
 
-    def train_log(self, arm: Arm) -> Path:
+    def train_log(self, arm: str) -> Path:
         return self.arm(arm) / "train_log.jsonl"
 
-    def generated(self, arm: Arm) -> Path:
+    def generated(self, arm: str) -> Path:
         return self.arm(arm) / _GENERATED_NAME[arm]
 
     @property

@@ -34,7 +34,7 @@ from dpsynth.data.records import CodeSpec, Record, read_records
 from dpsynth.data.roles import roles_from_info
 from dpsynth.errors import DPSynthError
 from dpsynth.evaluate.describe import describe
-from dpsynth.rundir import ARMS, Arm, RunDir, read_json, read_jsonl
+from dpsynth.rundir import DP_ARMS, SYNTHETIC_ARMS, Arm, RunDir, read_json, read_jsonl
 
 T = TypeVar("T")
 Group = str  # "privacy" | "fidelity" | "utility" | "quality"
@@ -76,6 +76,15 @@ class EvalInputs:
         return list(self.synthetic)
 
     @property
+    def dp_privacy(self) -> dict[str, Any] | None:
+        """The guarantee the run states: the privacy.json of the first DP arm present (``dp``, else ``pe``)."""
+        for arm in DP_ARMS:
+            p = self.privacy.get(arm)
+            if p and p.get("dp"):
+                return p
+        return None
+
+    @property
     def n_synthetic(self) -> dict[str, int]:
         """Records in each arm's generated file (before the cap)."""
         return {arm: len(texts) for arm, texts in self.synthetic_all.items()}
@@ -107,7 +116,7 @@ def load_inputs(cfg: Config, run: RunDir) -> EvalInputs:
     synthetic_all: dict[str, list[str]] = {}
     privacy: dict[str, dict[str, Any]] = {}
     model_arms: list[Arm] = []
-    for arm in ARMS:
+    for arm in SYNTHETIC_ARMS:
         if run.generated(arm).is_file():
             rows = read_jsonl(run.generated(arm))
             synthetic_all[arm] = [str(row["text"]) for row in rows]
@@ -115,7 +124,7 @@ def load_inputs(cfg: Config, run: RunDir) -> EvalInputs:
         if run.privacy_json(arm).is_file():
             privacy[arm] = read_json(run.privacy_json(arm))
         if (run.adapter(arm) / "adapter_config.json").is_file() and arm in synthetic:
-            model_arms.append(arm)
+            model_arms.append(arm)  # type: ignore[arg-type]  # only fine-tuned arms have adapters
     if not synthetic:
         raise DPSynthError(f"no generated records in {run.root}: run `dpsynth generate --out {run.root}` first")
     label, roles = roles_from_info(info, specs)

@@ -148,9 +148,9 @@ def load_arms(cfg: Config, run: RunDir, arms: Sequence[str]) -> tuple[Any, Any]:
     from dpsynth.models.loader import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    model = PeftModel.from_pretrained(load_model(cfg.model), run.adapter(arms[0]), adapter_name=arms[0])  # type: ignore[arg-type]
+    model = PeftModel.from_pretrained(load_model(cfg.model), run.adapter(arms[0]), adapter_name=arms[0])
     for arm in arms[1:]:
-        model.load_adapter(run.adapter(arm), adapter_name=arm, is_trainable=False)  # type: ignore[arg-type]
+        model.load_adapter(run.adapter(arm), adapter_name=arm, is_trainable=False)
     model.eval()
     return model, tokenizer
 

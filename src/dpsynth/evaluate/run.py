@@ -45,7 +45,7 @@ from dpsynth.evaluate.fidelity_eval import Embeddings, fidelity_section
 from dpsynth.evaluate.privacy_eval import canary_table, dcr, verbatim
 from dpsynth.evaluate.text_privacy import ngram_index, word_ngrams
 from dpsynth.evaluate.utility_eval import llm_settings, quality_section, utility_section
-from dpsynth.rundir import ARMS, RunDir, not_dp_privacy_json, write_json
+from dpsynth.rundir import SYNTHETIC_ARMS, RunDir, not_dp_privacy_json, write_json
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -158,7 +158,7 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         run.eval_privacy_json,
         "metrics computed from the real data (test split, training members for the attacks) and every arm: not "
         "differentially private; share them only with people who may see the data",
-        dp_arm_ledger=(inputs.privacy.get("dp") or {}).get("ledger"),
+        dp_arm_ledger=(inputs.dp_privacy or {}).get("ledger"),
     )
     log.log(timer.level, "evaluate: wrote %s in %.1f s", run.metrics_json, timer.timing["total"])
     return doc
@@ -203,7 +203,7 @@ def _samples(
 def _run_info(cfg: Config, inputs: EvalInputs, notes: list[str]) -> dict[str, Any]:
     info = inputs.info
     counts = info.get("counts", {})
-    dp = inputs.privacy.get("dp")
+    dp = inputs.dp_privacy
     any_privacy = next(iter(inputs.privacy.values()), {})
     n_canaries = len(inputs.canaries)
     return {
@@ -211,7 +211,7 @@ def _run_info(cfg: Config, inputs: EvalInputs, notes: list[str]) -> dict[str, An
         "privacy_unit": info.get("privacy_unit"),
         "training_units": int(any_privacy.get("training_units", counts.get("train_units", 0) + n_canaries)),
         "n_test_records": int(counts.get("test_records", len(inputs.test_all))),
-        "n_synthetic": {arm: inputs.n_synthetic.get(arm, 0) for arm in ARMS},
+        "n_synthetic": {arm: inputs.n_synthetic.get(arm, 0) for arm in SYNTHETIC_ARMS if arm in inputs.n_synthetic},
         "arms": inputs.arms,
         "dp": {k: dp[k] for k in _DP_FIELDS if k in dp} if dp and dp.get("dp") else None,
         "canaries": {"count": n_canaries, "rate": float(info.get("canary_rate", 0.0))} if n_canaries else None,
@@ -232,7 +232,7 @@ def _run_info(cfg: Config, inputs: EvalInputs, notes: list[str]) -> dict[str, An
 
 def headline_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Arms and rows ``[label, value per arm...]`` of the headline metrics (numbers only, no text), for the CLI."""
-    arms = [a for a in (*ARMS, "real") if any(m["arm"] == a for m in doc["metrics"])]
+    arms = [a for a in (*SYNTHETIC_ARMS, "real") if any(m["arm"] == a for m in doc["metrics"])]
     values = {(m["name"], m["arm"]): m["value"] for m in doc["metrics"]}
     code = (doc.get("run") or {}).get("label", "rating")
     rows = []

@@ -39,7 +39,7 @@ def dp_logreg_epsilon(inputs: EvalInputs, e: EvaluateConfig) -> float | None:
     """The baseline's epsilon: ``evaluate.utility_dp_epsilon``, else the DP arm's (None: no DP arm, no baseline)."""
     if e.utility_dp_epsilon is not None:
         return e.utility_dp_epsilon
-    eps = inputs.privacy.get("dp", {}).get("epsilon")
+    eps = (inputs.dp_privacy or {}).get("epsilon")
     return float(eps) if eps is not None else None
 
 

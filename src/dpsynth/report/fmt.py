@@ -20,6 +20,7 @@ MISSING = "—"
 
 ARM_LABELS: Mapping[str, str] = {
     "dp": "DP synthetic",
+    "pe": "DP synthetic (Private Evolution)",
     "no_dp": "non-DP baseline",
     "real": "real",
     "reference": "real-to-real reference",
@@ -36,6 +37,7 @@ ARM_COLORS: Mapping[str, str] = {
     "reference": "#4d4d4d",
     "test": "#4d4d4d",
     "dp": "#1f63b4",
+    "pe": "#7b2d8e",
     "no_dp": "#e07b00",
     "real_dp": "#2b9a3e",
     "dp_logreg": "#2b9a3e",
@@ -43,7 +45,7 @@ ARM_COLORS: Mapping[str, str] = {
 _EXTRA_COLORS = ("#8e44ad", "#c0392b", "#16a085", "#7f8c8d")
 
 #: Preferred order of arms in tables and legends; others follow in order of appearance.
-ARM_ORDER = ("real", "reference", "test", "dp", "no_dp", "real_dp", "dp_logreg")
+ARM_ORDER = ("real", "reference", "test", "dp", "pe", "no_dp", "real_dp", "dp_logreg")
 
 BETTER_LABELS: Mapping[str, str] = {"higher": "↑ higher", "lower": "↓ lower", "none": "—"}
 
@@ -90,7 +92,7 @@ def arm_label(arm: str) -> str:
 
 def arm_short(arm: str) -> str:
     """``DP`` / ``non-DP``, for running text such as "none in the DP arm"."""
-    return {"dp": "DP", "no_dp": "non-DP"}.get(arm, arm)
+    return {"dp": "DP", "no_dp": "non-DP", "pe": "PE"}.get(arm, arm)
 
 
 def model_label(arm: str) -> str:

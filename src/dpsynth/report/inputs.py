@@ -20,7 +20,7 @@ from typing import Any
 from dpsynth.errors import DPSynthError
 from dpsynth.report.fmt import is_number
 from dpsynth.report.model import MetricIndex
-from dpsynth.rundir import RunDir
+from dpsynth.rundir import DP_ARMS, RunDir
 
 SCHEMA_VERSION = 1
 
@@ -61,7 +61,9 @@ class Inputs:
 
     @property
     def guarantee_source(self) -> str:
-        return "dp/privacy.json" if self.privacy is not None else "eval/metrics.json (run.dp)"
+        if self.privacy is None:
+            return "eval/metrics.json (run.dp)"
+        return "pe/privacy.json" if self.privacy.get("generator") == "pe" else "dp/privacy.json"
 
     @property
     def arms(self) -> set[str]:
@@ -104,7 +106,7 @@ def load_inputs(run: RunDir) -> Inputs:
             "so some parts may be missing"
         )
     privacy: Mapping[str, Any] | None = None
-    ppath = run.privacy_json("dp")
+    ppath = next((run.privacy_json(a) for a in DP_ARMS if run.privacy_json(a).is_file()), run.privacy_json("dp"))
     if ppath.is_file():
         try:
             loaded = _read_json(ppath, "privacy.json")

@@ -17,6 +17,7 @@ from dpsynth.report.inputs import Inputs, as_map
 from dpsynth.report.model import Figure, Metric, Part, Section, Table, missing, pivot, with_sizes_note
 from dpsynth.report.sizes import CAUTION, size_note
 from dpsynth.report.tables import quality_rows, utility_accuracy, utility_rows
+from dpsynth.rundir import DP_ARMS
 
 MAX_SAMPLES = 5
 MAX_SAMPLE_CHARS = 1500
@@ -139,7 +140,7 @@ def build_samples(inp: Inputs) -> Section:
         if any(codes for _, codes in items):
             paragraph += ", each after the control codes it was generated from, so that you can check they match"
         part = Part(title=title, pre=pre, paragraphs=[paragraph + "."])
-        if arm != "dp":
+        if arm not in DP_ARMS:
             part.warning = (
                 "Not differentially private: text from a model trained without DP may reproduce training records. "
                 "Do not share this report outside the data owner's trust boundary."

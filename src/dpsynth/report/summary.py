@@ -16,6 +16,7 @@ from dpsynth.report.inputs import Inputs, as_map
 from dpsynth.report.model import Part, Section, Table, Verdict, missing
 from dpsynth.report.sizes import min_sample, size_note
 from dpsynth.report.tables import canary_rows, canary_table, mia_rows, quality_rows, utility_accuracy
+from dpsynth.rundir import DP_ARMS
 
 _GUARANTEE_FIELDS = (
     ("epsilon", "ε (epsilon)"),
@@ -168,12 +169,13 @@ def _tstr_verdicts(inp: Inputs) -> list[Verdict]:
     acc, majority = utility_accuracy(inp.tables.get("utility"))
     out = []
     for (family, task), by_source in acc.items():
-        if "dp" not in by_source:
+        dp_arm = next((a for a in DP_ARMS if a in by_source), None)
+        if dp_arm is None:
             continue
-        shown = [s for s in order_arms(list(by_source)) if s in ("dp", "real", "no_dp")]
+        shown = [s for s in order_arms(list(by_source)) if s in (*DP_ARMS, "real", "no_dp")]
         text = " vs ".join(f"{arm_label(s)} {fmt(by_source[s])}" for s in shown)
         base = f"; majority class {fmt(majority[task])}" if task in majority else ""
-        m = inp.index.metrics_of(f"utility.{family}.{task}.accuracy").get("dp")
+        m = inp.index.metrics_of(f"utility.{family}.{task}.accuracy").get(dp_arm)
         if m is None or m.n is None:
             out.append(Verdict(f"TSTR accuracy ({family}, {task}): {text}{base}"))
         elif not m.small:
