@@ -18,7 +18,7 @@ from dpsynth.errors import DPSynthError
 from dpsynth.rundir import RunDir, read_json, write_text
 
 runner = CliRunner()
-HEAVY = ("torch", "transformers", "opacus", "peft", "sentence_transformers", "sklearn", "mauve", "faiss")
+HEAVY = ("torch", "transformers", "opacus", "peft", "sentence_transformers", "sklearn", "mauve", "faiss", "mlflow")
 
 
 def _invoke(*args: str, **kwargs):

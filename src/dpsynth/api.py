@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config, load_config
 from dpsynth.errors import DPSynthError
-from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
+from dpsynth.rundir import Arm, RunDir, read_json, removed_on_failure, write_text
+from dpsynth.tracking import tracked
 
 StageCallback = Callable[[str, Any], None]
 """``on_stage(stage, result)``: called by :func:`run_pipeline` as each stage ends, with what that stage returned."""
@@ -75,13 +77,17 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
     save_config(cfg, run)
     results: dict[str, dict[str, Any]] = {}
-    for arm in cfg.train.arms:
-        if resume and _arm_finished(run, arm):
-            # Retraining a finished arm would be a second release from the same data: resume never does that.
-            log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
-            results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))  # finishes a crashed commit
-            continue
-        results[arm] = train_arm(cfg, run, arm, resume=resume, progress=progress)
+    with tracked(cfg, run, "train") as tracker:
+        for arm in cfg.train.arms:
+            if resume and _arm_finished(run, arm):
+                # Retraining a finished arm would be a second release from the same data: resume never does that.
+                log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
+                results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))  # finishes a crashed commit
+            else:
+                results[arm] = train_arm(
+                    cfg, run, arm, resume=resume, progress=progress, on_step=partial(tracker.log_step, arm)
+                )
+            tracker.log_privacy(arm, results[arm])
     return results
 
 
@@ -90,19 +96,11 @@ def _arm_finished(run: RunDir, arm: Arm) -> bool:
     return run.privacy_json(arm).is_file() and (run.adapter(arm) / "adapter_config.json").is_file()
 
 
-def generate(cfg: Config, out: Path | str, *, progress: bool = True, resume: bool = False) -> dict[str, dict[str, Any]]:
-    """Generate synthetic records for every arm in ``cfg.generate.arms``; with ``generator: pe``, run Private
-    Evolution instead (``DIR/pe``, a DP release charged to the ledger; ``resume`` continues an interrupted run)."""
-    run = open_run(out)
-    if cfg.generator == "pe":
-        from dpsynth.pe.run import ARM, run_pe
-
-        with removed_on_failure(run.root):
-            save_config(cfg, run)
-            run_pe(cfg, run, resume=resume, progress=progress)
-            return {ARM: {"arm": ARM, "records": len(read_jsonl(run.generated(ARM))), "path": str(run.generated(ARM))}}
+def generate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Generate synthetic records for every arm in ``cfg.generate.arms``."""
     from dpsynth.generate.stage import generate_arm
 
+    run = open_run(out)
     with removed_on_failure(run.root):
         save_config(cfg, run)
         return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
@@ -124,15 +122,18 @@ def evaluate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
     from dpsynth.evaluate.run import evaluate_run
 
     run = open_run(out)
-    with removed_on_failure(run.root):
+    with removed_on_failure(run.root) as keep, tracked(cfg, run, "evaluate") as tracker:
         save_config(cfg, run)
         metrics = evaluate_run(cfg, run, progress=progress)
-    try:
-        from dpsynth.report import build_report
-    except ImportError:
-        log.warning("the report builder is not available yet: wrote %s only", run.metrics_json)
-    else:
-        build_report(run)
+        keep()  # metrics.json is written: a failing report leaves it there
+        tracker.log_metrics(metrics)
+        try:
+            from dpsynth.report import build_report
+        except ImportError:
+            log.warning("the report builder is not available yet: wrote %s only", run.metrics_json)
+        else:
+            build_report(run)
+            tracker.log_report(run.report_html)
     return metrics
 
 
@@ -145,8 +146,7 @@ def run_pipeline(
     stages: tuple[str, ...] | None = None,
     on_stage: StageCallback | None = None,
 ) -> dict[str, Any]:
-    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work. With ``generator: pe``
-    there is nothing to train: generate runs Private Evolution.
+    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work.
 
     Returns each stage's result by name; ``on_stage(name, result)`` is also called as each stage ends (the CLI
     prints the stage's summary then, not after the whole run).
@@ -157,12 +157,12 @@ def run_pipeline(
     steps: dict[str, Callable[[], Any]] = {
         "prepare": lambda: prepare(cfg, out),
         "train": lambda: train(cfg, out, resume=resume, progress=progress),
-        "generate": lambda: generate(cfg, out, progress=progress, resume=resume),
+        "generate": lambda: generate(cfg, out, progress=progress),
         "evaluate": lambda: evaluate(cfg, out, progress=progress),
     }
     with removed_on_failure(run.root) as keep:
         for stage, step in steps.items():
-            if stage not in wanted or (stage == "train" and cfg.generator == "pe"):
+            if stage not in wanted:
                 continue
             if stage == "prepare" and resume and run.prepare_json.is_file():
                 log.info("resume: %s exists, keeping the prepared data", run.prepare_json)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from dpsynth import __version__
 from dpsynth.cli_base import HELP_MARKUP, DPSynthGroup, err_console, out_console
@@ -114,7 +115,8 @@ def _guard(fn: Any) -> Any:
     try:
         return fn()
     except DPSynthError as exc:
-        err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (`pip install 'dpsynth[tracking]'`, a list value) that are not markup
+        err_console().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console().print("interrupted; rerun with --resume to continue from the last checkpoint")
@@ -149,20 +151,13 @@ def train(
 
 
 @app.command()
-def generate(
-    out: OutOpt,
-    config: ConfigOpt = None,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Sample synthetic records from each arm's adapter, with control codes from the released histogram; with
-    generator=pe, run Private Evolution (DIR/pe, a DP release; --resume continues an interrupted run)."""
+def generate(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """Sample synthetic records from each arm's adapter, with control codes from the released histogram."""
     from dpsynth import api
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    print_generated(_guard(lambda: api.generate(cfg, out, progress=not quiet, resume=resume)))
+    print_generated(_guard(lambda: api.generate(cfg, out, progress=not quiet)))
 
 
 @app.command()

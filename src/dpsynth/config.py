@@ -26,6 +26,7 @@ from dpsynth.frontier.config import FrontierConfig
 from dpsynth.pe.config import PEConfig
 from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
 from dpsynth.rundir import ARMS
+from dpsynth.tracking.config import TrackingConfig
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -129,6 +130,7 @@ class Config(Section):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     frontier: FrontierConfig = Field(default_factory=FrontierConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pe: PEConfig = Field(default_factory=PEConfig)
 
     def to_yaml(self) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,9 @@ from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
 log = logging.getLogger(__name__)
+
+StepCallback = Callable[[dict[str, Any]], None]
+"""``on_step(row)``: a finished step's row of ``train_log.jsonl`` (step, batch_size, loss, epsilon where computed)."""
 
 
 @dataclass
@@ -85,6 +88,7 @@ class TrainingSetup:
     steps: int
     meta: dict[str, Any]
     progress: bool = True
+    on_step: StepCallback | None = None
 
 
 class ArmTrainer:
@@ -221,6 +225,8 @@ class ArmTrainer:
             row["epsilon"] = eps
             postfix["eps"] = f"{eps:.2f}"
         self.state.log_rows.append(row)
+        if s.on_step is not None:
+            s.on_step(row)
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
         if self.state.step % s.cfg.train.checkpoint_every == 0 and self.state.step < s.steps:

@@ -22,7 +22,7 @@ from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
-from dpsynth.train.loop import ArmTrainer, TrainingSetup, planned_steps
+from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
 
@@ -132,8 +132,19 @@ def commit_release(cfg: Config, run: RunDir, privacy: dict[str, Any]) -> dict[st
     return privacy
 
 
-def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one arm end to end and write its adapter, ``control_codes.json`` and ``privacy.json``."""
+def train_arm(
+    cfg: Config,
+    run: RunDir,
+    arm: Arm,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Train one arm end to end and write its adapter, ``control_codes.json`` and ``privacy.json``.
+
+    ``on_step(row)`` gets each step's row of ``train_log.jsonl`` as the step ends (experiment tracking).
+    """
     from dpsynth.models.loader import load_tokenizer
 
     info = load_prepare_info(run)
@@ -150,7 +161,15 @@ def train_arm(cfg: Config, run: RunDir, arm: Arm, *, resume: bool = False, progr
     if len(examples) != n:
         raise DPSynthError(f"{run.train} holds {len(examples)} units but prepare.json counted {n}; prepare again")
     setup = TrainingSetup(
-        cfg=cfg, run=run, arm=arm, examples=examples, plan=plan, steps=planned_steps(cfg, n), meta={}, progress=progress
+        cfg=cfg,
+        run=run,
+        arm=arm,
+        examples=examples,
+        plan=plan,
+        steps=planned_steps(cfg, n),
+        meta={},
+        progress=progress,
+        on_step=on_step,
     )
     trainer = ArmTrainer(setup, resume=resume)
     if setup.meta.get("histogram") is None:  # drawn once per run; a resume reuses the stored release
