@@ -22,7 +22,7 @@ from typing import Any
 
 from dpsynth.config import Config, load_config
 from dpsynth.errors import DPSynthError
-from dpsynth.rundir import Arm, RunDir, read_json, removed_on_failure, write_text
+from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
 from dpsynth.tracking import tracked
 
 StageCallback = Callable[[str, Any], None]
@@ -96,11 +96,19 @@ def _arm_finished(run: RunDir, arm: Arm) -> bool:
     return run.privacy_json(arm).is_file() and (run.adapter(arm) / "adapter_config.json").is_file()
 
 
-def generate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Generate synthetic records for every arm in ``cfg.generate.arms``."""
+def generate(cfg: Config, out: Path | str, *, progress: bool = True, resume: bool = False) -> dict[str, dict[str, Any]]:
+    """Generate synthetic records for every arm in ``cfg.generate.arms``; with ``generator: pe``, run Private
+    Evolution instead (``DIR/pe``, a DP release charged to the ledger; ``resume`` continues an interrupted run)."""
+    run = open_run(out)
+    if cfg.generator == "pe":
+        from dpsynth.pe.run import ARM, run_pe
+
+        with removed_on_failure(run.root):
+            save_config(cfg, run)
+            run_pe(cfg, run, resume=resume, progress=progress)
+            return {ARM: {"arm": ARM, "records": len(read_jsonl(run.generated(ARM))), "path": str(run.generated(ARM))}}
     from dpsynth.generate.stage import generate_arm
 
-    run = open_run(out)
     with removed_on_failure(run.root):
         save_config(cfg, run)
         return {arm: generate_arm(cfg, run, arm, progress=progress) for arm in cfg.generate.arms}
@@ -146,7 +154,8 @@ def run_pipeline(
     stages: tuple[str, ...] | None = None,
     on_stage: StageCallback | None = None,
 ) -> dict[str, Any]:
-    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work.
+    """prepare -> train -> generate -> evaluate; ``resume`` skips finished stages' work. With ``generator: pe``
+    there is nothing to train: generate runs Private Evolution.
 
     Returns each stage's result by name; ``on_stage(name, result)`` is also called as each stage ends (the CLI
     prints the stage's summary then, not after the whole run).
@@ -157,12 +166,12 @@ def run_pipeline(
     steps: dict[str, Callable[[], Any]] = {
         "prepare": lambda: prepare(cfg, out),
         "train": lambda: train(cfg, out, resume=resume, progress=progress),
-        "generate": lambda: generate(cfg, out, progress=progress),
+        "generate": lambda: generate(cfg, out, progress=progress, resume=resume),
         "evaluate": lambda: evaluate(cfg, out, progress=progress),
     }
     with removed_on_failure(run.root) as keep:
         for stage, step in steps.items():
-            if stage not in wanted:
+            if stage not in wanted or (stage == "train" and cfg.generator == "pe"):
                 continue
             if stage == "prepare" and resume and run.prepare_json.is_file():
                 log.info("resume: %s exists, keeping the prepared data", run.prepare_json)

@@ -151,13 +151,20 @@ def train(
 
 
 @app.command()
-def generate(out: OutOpt, config: ConfigOpt = None, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
-    """Sample synthetic records from each arm's adapter, with control codes from the released histogram."""
+def generate(
+    out: OutOpt,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sample synthetic records from each arm's adapter, with control codes from the released histogram; with
+    generator=pe, run Private Evolution (DIR/pe, a DP release; --resume continues an interrupted run)."""
     from dpsynth import api
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    print_generated(_guard(lambda: api.generate(cfg, out, progress=not quiet)))
+    print_generated(_guard(lambda: api.generate(cfg, out, progress=not quiet, resume=resume)))
 
 
 @app.command()
