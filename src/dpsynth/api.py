@@ -15,6 +15,7 @@ Importing this module is cheap: every stage imports its heavy libraries (torch, 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -51,6 +52,7 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
     """Read, clean, bound and split the private data into ``DIR/data``; returns prepare.json (counts only)."""
     from dpsynth.data.prepare import prepare_data
 
+    _one_process("prepare")
     run = open_run(out)
     with removed_on_failure(run.root):
         save_config(cfg, run)
@@ -69,26 +71,42 @@ def source_fingerprint(cfg: Config) -> str:
 
 
 def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Train every arm in ``cfg.train.arms``; returns each arm's privacy.json."""
+    """Train every arm in ``cfg.train.arms``; returns each arm's privacy.json.
+
+    Under ``torchrun`` every rank calls this; rank 0 writes every file and returns the results, the other ranks
+    return ``{}`` (:mod:`dpsynth.train.distributed`).
+    """
+    from dpsynth.train import distributed
     from dpsynth.train.stage import commit_release, train_arm
 
     run = open_run(out)
     if not run.train.is_file():
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
-    save_config(cfg, run)
+    dist = distributed.init_from_env()
+    if dist.is_main:
+        save_config(cfg, run)
     results: dict[str, dict[str, Any]] = {}
-    with tracked(cfg, run, "train") as tracker:
+    with tracked(cfg, run, "train", enabled=dist.is_main) as tracker:
         for arm in cfg.train.arms:
             if resume and _arm_finished(run, arm):
                 # Retraining a finished arm would be a second release from the same data: resume never does that.
                 log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
-                results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))  # finishes a crashed commit
+                if dist.is_main:  # finishes a crashed commit
+                    results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))
             else:
                 results[arm] = train_arm(
                     cfg, run, arm, resume=resume, progress=progress, on_step=partial(tracker.log_step, arm)
                 )
-            tracker.log_privacy(arm, results[arm])
-    return results
+            if dist.is_main:
+                tracker.log_privacy(arm, results[arm])
+    distributed.shutdown()
+    return results if dist.is_main else {}
+
+
+def _one_process(stage: str) -> None:
+    """Only training runs on several ranks: N copies of another stage would write the same files at once."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DPSynthError(f"`dpsynth {stage}` runs in one process: only `dpsynth train` runs under torchrun")
 
 
 def _arm_finished(run: RunDir, arm: Arm) -> bool:
@@ -99,6 +117,7 @@ def _arm_finished(run: RunDir, arm: Arm) -> bool:
 def generate(cfg: Config, out: Path | str, *, progress: bool = True, resume: bool = False) -> dict[str, dict[str, Any]]:
     """Generate synthetic records for every arm in ``cfg.generate.arms``; with ``generator: pe``, run Private
     Evolution instead (``DIR/pe``, a DP release charged to the ledger; ``resume`` continues an interrupted run)."""
+    _one_process("generate")
     run = open_run(out)
     if cfg.generator == "pe":
         from dpsynth.pe.run import ARM, run_pe
@@ -129,6 +148,7 @@ def evaluate(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str
     the metrics document."""
     from dpsynth.evaluate.run import evaluate_run
 
+    _one_process("evaluate")
     run = open_run(out)
     with removed_on_failure(run.root) as keep, tracked(cfg, run, "evaluate") as tracker:
         save_config(cfg, run)

@@ -147,7 +147,9 @@ def train(
 
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
-    print_training(_guard(lambda: api.train(cfg, out, resume=resume, progress=not quiet)))
+    results = _guard(lambda: api.train(cfg, out, resume=resume, progress=not quiet))
+    if results:  # empty on every torchrun rank but rank 0
+        print_training(results)
 
 
 @app.command()

@@ -38,9 +38,12 @@ class Tracker:
 
 
 @contextmanager
-def tracked(cfg: Config, run: RunDir, stage: str) -> Iterator[Tracker]:
-    """The tracker of ``stage`` on ``run``; the tracked run is marked finished, or failed if the stage raised."""
-    if cfg.tracking.mlflow is None:
+def tracked(cfg: Config, run: RunDir, stage: str, *, enabled: bool = True) -> Iterator[Tracker]:
+    """The tracker of ``stage`` on ``run``; the tracked run is marked finished, or failed if the stage raised.
+
+    ``enabled=False`` (the ranks of a distributed training other than rank 0) logs nothing.
+    """
+    if cfg.tracking.mlflow is None or not enabled:
         yield Tracker()
         return
     from dpsynth.tracking.mlflow_run import MlflowTracker

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
@@ -142,21 +142,54 @@ class LengthSortedPoissonSampler(UniformWithReplacementSampler):
             yield sorted(batch, key=self.lengths.__getitem__)
 
 
+class ShardedPoissonSampler(LengthSortedPoissonSampler):
+    """The global Poisson batch (drawn identically on every rank), of which this rank takes every N-th example.
+
+    The draws are the parent's (Opacus's sampler over all ``n`` units at rate ``q``), so the accountant's sampling is
+    unchanged; the batch is ordered by length first, so the ranks' shares are alike in length and size.
+    """
+
+    def __init__(self, *, rank: int, world_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in super().__iter__():
+            yield batch[self.rank :: self.world_size]
+
+
 def by_length(indices: Sequence[int], dataset: ExampleDataset) -> list[int]:
     """``indices`` ordered by sequence length (for less padding when a batch is split)."""
     return sorted(indices, key=lambda i: len(dataset[i].input_ids))
 
 
 def poisson_loader(
-    dataset: ExampleDataset, *, q: float, steps: int, generator: torch.Generator, collate: Collator
+    dataset: ExampleDataset,
+    *,
+    q: float,
+    steps: int,
+    generator: torch.Generator,
+    collate: Collator,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader[ExampleLike]:
-    """A loader yielding ``steps`` Poisson-sampled batches (each unit included independently with probability q)."""
-    sampler = LengthSortedPoissonSampler(
-        lengths=[len(e.input_ids) for e in dataset.examples],
-        num_samples=len(dataset),
-        sample_rate=q,
-        generator=generator,
-        steps=steps,
+    """A loader yielding ``steps`` Poisson-sampled batches (each unit included independently with probability q).
+
+    With ``world_size > 1``, this rank's share of each global batch (:class:`ShardedPoissonSampler`); the generator
+    must then be seeded identically on every rank.
+    """
+    kwargs: dict[str, Any] = {
+        "lengths": [len(e.input_ids) for e in dataset.examples],
+        "num_samples": len(dataset),
+        "sample_rate": q,
+        "generator": generator,
+        "steps": steps,
+    }
+    sampler = (
+        ShardedPoissonSampler(rank=rank, world_size=world_size, **kwargs)
+        if world_size > 1
+        else LengthSortedPoissonSampler(**kwargs)
     )
     # The loader's own generator only seeds worker processes; giving it one keeps iterator creation from consuming the
     # global RNG, so dropout masks after a resume are the ones an uninterrupted run would have drawn.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 from tqdm.auto import tqdm
 
@@ -26,6 +27,7 @@ from dpsynth.config import Config
 from dpsynth.errors import DPSynthError
 from dpsynth.models.loader import load_model, load_tokenizer, resolve_device
 from dpsynth.rundir import Arm, RunDir, atomic_path, write_jsonl
+from dpsynth.train import distributed
 from dpsynth.train.batching import (
     Collator,
     ExampleDataset,
@@ -97,11 +99,14 @@ class ArmTrainer:
     def __init__(self, setup: TrainingSetup, *, resume: bool) -> None:
         self.s = setup
         cfg = setup.cfg
-        self.device = resolve_device(cfg.model.device)
+        self.dist = distributed.current()
+        self.device = self.dist.device(resolve_device(cfg.model.device))
         self.tokenizer = load_tokenizer(cfg.model)
         base = load_model(cfg.model, device=self.device)
         self.model = add_lora(base, cfg.train.lora, seed=cfg.train.seed)
         self.model.to(self.device)
+        if self.dist.enabled:  # Opacus's DPDDP makes every rank start from rank 0's weights (a broadcast)
+            DifferentiallyPrivateDistributedDataParallel(self.model)
         self.initial = snapshot(self.model)
         self.optimizer = _make_optimizer(cfg, self.model)
         self.dataset = ExampleDataset(indexed(setup.examples))  # indexed: batches carry positions for the cache
@@ -112,7 +117,8 @@ class ArmTrainer:
         torch.manual_seed(cfg.train.seed)  # dropout; a resume restores the state saved in the checkpoint instead
         ckpt = load_checkpoint(self.ckpt_dir) if resume else None
         seed = cfg.train.noise_seed
-        self.sampler_gen = _generator(torch.device("cpu"), seed)
+        # every rank draws the same global Poisson batches (dpsynth.train.distributed): one seed, rank 0's
+        self.sampler_gen = _generator(torch.device("cpu"), self.dist.shared_seed(seed) if self.dist.enabled else seed)
         self.noise_gen = _generator(self.device, None if seed is None else seed + 1)
         if ckpt is not None:
             self._restore(ckpt)
@@ -170,8 +176,9 @@ class ArmTrainer:
         s = self.s
         remaining = s.steps - self.state.step
         self.model.train()
-        bar = tqdm(total=s.steps, initial=self.state.step, desc=f"train {s.arm}", disable=not s.progress, leave=True)
-        if self.state.step == 0:
+        shown = s.progress and self.dist.is_main
+        bar = tqdm(total=s.steps, initial=self.state.step, desc=f"train {s.arm}", disable=not shown, leave=True)
+        if self.state.step == 0 and self.dist.is_main:
             self._save()  # step 0: the histogram release and the generators are fixed before any gradient
         if remaining > 0:
             self._build_prefix_cache()
@@ -214,22 +221,24 @@ class ArmTrainer:
     def _after_step(self, losses: list[float], batch_size: int, bar: Any) -> None:
         s = self.s
         self.state.step += 1
-        mean_loss = sum(losses) / len(losses) if losses else float("nan")
-        row: dict[str, Any] = {"step": self.state.step, "batch_size": batch_size}
-        if losses:
+        # the global batch's size and mean loss (this rank's share alone in a distributed run)
+        loss_sum, count, batch = self.dist.sum([sum(losses), len(losses), batch_size])
+        mean_loss = loss_sum / count if count else float("nan")
+        row: dict[str, Any] = {"step": self.state.step, "batch_size": int(batch)}
+        if count:
             row["loss"] = mean_loss
         every = max(1, s.steps // 20)
-        postfix: dict[str, str] = {"loss": f"{mean_loss:.3f}"} if losses else {}
+        postfix: dict[str, str] = {"loss": f"{mean_loss:.3f}"} if count else {}
         if s.plan is not None and (self.state.step % every == 0 or self.state.step == s.steps):
             eps = s.plan.epsilon(self.state.step)
             row["epsilon"] = eps
             postfix["eps"] = f"{eps:.2f}"
         self.state.log_rows.append(row)
-        if s.on_step is not None:
+        if s.on_step is not None and self.dist.is_main:
             s.on_step(row)
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
-        if self.state.step % s.cfg.train.checkpoint_every == 0 and self.state.step < s.steps:
+        if self.state.step % s.cfg.train.checkpoint_every == 0 and self.state.step < s.steps and self.dist.is_main:
             self._save()
 
     def _dp_steps(self, remaining: int, bar: Any) -> None:
@@ -240,13 +249,21 @@ class ArmTrainer:
             self.optimizer,
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.max_grad_norm,
-            expected_batch_size=max(1, round(plan.sample_rate * plan.n)),
+            # this rank's share of the expected batch: the all-reduce averages the ranks' (sum / (B / N))
+            expected_batch_size=max(1, round(plan.sample_rate * plan.n)) / self.dist.world_size,
             mode=s.cfg.train.clipping_mode,
             noise_generator=self.noise_gen,
             loss=HeadLoss(self.forward.head),
+            distributed=self.dist.enabled,
         )
         loader = poisson_loader(
-            self.dataset, q=plan.sample_rate, steps=remaining, generator=self.sampler_gen, collate=self.collate
+            self.dataset,
+            q=plan.sample_rate,
+            steps=remaining,
+            generator=self.sampler_gen,
+            collate=self.collate,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         check_poisson(loader, q=plan.sample_rate, n=plan.n)
         private = self.private
@@ -287,12 +304,15 @@ class ArmTrainer:
         for _, indices in zip(range(remaining), batches, strict=False):
             self.optimizer.zero_grad()
             losses: list[float] = []
-            for chunk in physical_chunks(by_length(indices, self.dataset), s.cfg.train.physical_batch_size):
+            mine = by_length(indices, self.dataset)[self.dist.rank :: self.dist.world_size]  # all of it in one process
+            for chunk in physical_chunks(mine, s.cfg.train.physical_batch_size):
                 per_seq = self.forward.losses(self.collate([self.dataset[i] for i in chunk]))
                 (per_seq.sum() / len(indices)).backward()
                 losses.extend(per_seq.detach().tolist())
+            if self.dist.enabled:
+                distributed.all_reduce_sum_grads(list(trainable_parameters(self.model).values()))
             self.optimizer.step()
-            self._after_step(losses, len(indices), bar)
+            self._after_step(losses, len(mine), bar)  # summed over ranks there
 
     # -- after training ----------------------------------------------------------------------------------------------
 

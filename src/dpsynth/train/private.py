@@ -69,16 +69,21 @@ def make_private(
     *,
     noise_multiplier: float,
     max_grad_norm: float,
-    expected_batch_size: int,
+    expected_batch_size: float,
     mode: ClippingMode,
     noise_generator: torch.Generator,
     loss: SequenceLoss | None = None,
+    distributed: bool = False,
 ) -> PrivateTraining:
     """Attach per-sample gradient computation to ``model`` and turn ``optimizer`` into a DP optimizer.
 
     ``loss`` is the per-sequence criterion (default: :class:`SequenceLoss` on logits; the training loop passes
     :class:`~dpsynth.train.objective.HeadLoss` on hidden states). Per-sample gradients are computed in float32 even
     under bfloat16 autocast (:func:`~dpsynth.train.precision.float32_grad_samplers`).
+
+    ``distributed``: Opacus's distributed optimizer (one of several torchrun ranks, :mod:`dpsynth.train.distributed`):
+    rank 0 alone adds the noise and the gradients are all-reduced; ``expected_batch_size`` is then this rank's share
+    of the expected logical batch, ``B / world_size``.
     """
     ModuleValidator.validate(model, strict=True)  # refuses BatchNorm and other cross-example layers
     kwargs: dict[str, Any] = {"batch_first": True, "loss_reduction": "mean"}
@@ -86,7 +91,7 @@ def make_private(
         kwargs["max_grad_norm"] = max_grad_norm
     hooks = prepare_module(model, grad_sample_mode=mode, wrap_model=False, **kwargs)
     float32_grad_samplers(hooks)
-    optim_cls = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=mode)
+    optim_cls = get_optimizer_class(clipping="flat", distributed=distributed, grad_sample_mode=mode)
     dp_optimizer = optim_cls(
         optimizer,
         noise_multiplier=noise_multiplier,

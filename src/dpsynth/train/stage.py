@@ -15,13 +15,14 @@ from dpsynth.config import Config
 from dpsynth.data.format import encode_prompt, encode_unit
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import group_by_unit, read_records
-from dpsynth.errors import DPSynthError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
+from dpsynth.train import distributed
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
@@ -154,7 +155,11 @@ def train_arm(
     cells = domain_cells(domains, kind)
     n = _planned_units(info)
     plan = make_plan(cfg, n=n, histogram_cells=len(cells)) if arm == "dp" else None
-    ledger_entry = _ledger_begin(cfg, run, plan, info) if plan is not None else None  # before any record is read
+    dist = distributed.current()
+    if dist.enabled and cfg.train.clipping_mode == "ghost":
+        raise ConfigError("train.clipping_mode=ghost is not supported with several ranks yet (use hooks)")
+    # before any record is read; by rank 0 alone, whose refusal stops every rank
+    ledger_entry = dist.run_on_main(lambda: _ledger_begin(cfg, run, plan, info) if plan is not None else None)
 
     tokenizer = load_tokenizer(cfg.model)
     examples, unit_codes, _, _ = _examples_and_cells(cfg, run, tokenizer)
@@ -172,7 +177,7 @@ def train_arm(
         on_step=on_step,
     )
     trainer = ArmTrainer(setup, resume=resume)
-    if setup.meta.get("histogram") is None:  # drawn once per run; a resume reuses the stored release
+    if setup.meta.get("histogram") is None and dist.is_main:  # drawn once per run; a resume reuses the stored one
         # one record per unit is a public setting (record-level units, or a bound of one record per user)
         one = int(info["max_records_per_user"]) == 1 or info["privacy_unit"] == "record"
         if plan is not None:
@@ -184,6 +189,8 @@ def train_arm(
             release = release_codes(unit_codes, domains, kind, None, one_record_per_unit=one)
         setup.meta["histogram"] = release.to_json()
     summary = trainer.run()
+    if not dist.is_main:  # rank 0 saves, verifies, writes and commits the one release
+        return {"rank": dist.rank, "steps": summary["steps"]}
     probe = encode_prompt(tokenizer, {s.name: s.values[0] for s in specs}, info["system_prompt"])
     checks = trainer.save_and_verify(probe)
     write_json(

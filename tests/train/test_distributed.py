@@ -1,0 +1,170 @@
+"""Distributed DP training (torchrun, gloo on CPU): the same mechanism, the same accounting, one release.
+
+- the ranks' shares of every Poisson batch are the one-process batch, split (no draw, no empty step lost);
+- the noise of the all-reduced gradient has standard deviation ``sigma * C / B`` for the global batch (noise added
+  once, by rank 0, not once per rank), in 2 ranks spawned here;
+- ``torchrun --nproc_per_node 2 -m dpsynth train`` on a prepared tiny run: the same epsilon as one process, with a
+  fixed noise seed the same adapters (both arms) within float tolerance, one committed ledger release, rank 0's files
+  only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from dpsynth import api
+from dpsynth.config import load_config
+from dpsynth.errors import DPSynthError
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.rundir import RunDir, read_json, read_jsonl
+from dpsynth.train import distributed
+from dpsynth.train.batching import LengthSortedPoissonSampler, ShardedPoissonSampler
+from dpsynth.train.private import make_private
+
+SIGMA, CLIP, BATCH, STEPS = 0.8, 2.0, 10.0, 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_ranks_shares_are_the_one_process_batch_split():
+    lengths = [3, 9, 1, 7, 5, 2, 8, 4, 6, 10, 11, 12]
+
+    def batches(**shard):
+        cls = ShardedPoissonSampler if shard else LengthSortedPoissonSampler
+        g = torch.Generator().manual_seed(5)
+        return list(cls(lengths=lengths, num_samples=12, sample_rate=0.2, generator=g, steps=40, **shard))
+
+    whole = batches()
+    shares = [batches(rank=r, world_size=3) for r in range(3)]
+    assert all(len(s) == 40 for s in shares)  # every rank takes every step, even with an empty share
+    assert any(len(b) == 0 for s in shares for b in s)
+    for step, batch in enumerate(whole):
+        assert sorted(i for s in shares for i in s[step]) == sorted(batch)
+    assert sum(len(b) for b in whole) > 0
+
+
+def _noise_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank: STEPS DP steps of empty batches, so that the gradient is the noise alone, divided by B."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    dist = distributed.init_from_env()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    private = make_private(
+        model,
+        optimizer,
+        noise_multiplier=SIGMA,
+        max_grad_norm=CLIP,
+        expected_batch_size=BATCH / world,
+        mode="hooks",
+        noise_generator=torch.Generator().manual_seed(100 + rank),  # distinct per rank: double noise would show
+        distributed=dist.enabled,
+    )
+    grads = []
+    for _ in range(STEPS):
+        private.prepare_empty_batch()
+        private.optimizer.step()
+        grads.append(model[0].weight.grad.detach().clone().flatten())
+        private.optimizer.zero_grad()
+    torch.save({"grads": torch.cat(grads), "steps": private.noisy_steps}, Path(out) / f"rank{rank}.pt")
+    distributed.shutdown()
+
+
+def test_noise_is_added_once_for_the_global_batch(tmp_path):
+    mp.spawn(_noise_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == STEPS
+    assert torch.equal(ranks[0]["grads"], ranks[1]["grads"])  # every rank applies the same all-reduced update
+    expected = SIGMA * CLIP / BATCH
+    std = ranks[0]["grads"].std().item()  # 20,480 draws: about 0.5% standard error
+    assert std == pytest.approx(expected, rel=0.03), (std, expected)
+    assert abs(ranks[0]["grads"].mean().item()) < 0.05 * expected
+
+
+def test_other_stages_refuse_to_run_on_several_ranks(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = load_config(None, [])
+    for call in (lambda: api.prepare(cfg, tmp_path / "a"), lambda: api.evaluate(cfg, tmp_path / "a")):
+        with pytest.raises(DPSynthError, match="only `dpsynth train` runs under torchrun"):
+            call()
+    assert not (tmp_path / "a").exists()
+
+
+def _weights(run: RunDir, arm: str) -> dict[str, torch.Tensor]:
+    return load_file(str(run.adapter(arm) / "adapter_model.safetensors"))
+
+
+def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.demo_records=80",
+            "data.max_tokens=24",
+            "train.batch_size=16",
+            "train.physical_batch_size=4",
+            "train.max_steps=3",
+            "train.noise_seed=11",
+            "train.lora.dropout=0",  # dropout masks are drawn per rank: the one randomness that differs
+        ],
+    )
+    one, two = RunDir(tmp_path / "one"), RunDir(tmp_path / "two")
+    api.prepare(cfg, one.root)
+    shutil.copytree(one.root, two.root)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(tmp_path / "ledger-one.sqlite"))
+    api.train(cfg, one.root, progress=False)
+
+    ledger_two = tmp_path / "ledger-two.sqlite"
+    env = {**os.environ, "DPSYNTH_LEDGER": str(ledger_two), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*command, "-m", "dpsynth", "train", "--out", str(two.root), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("epsilon") >= 1 and done.stdout.count("training units") <= 1  # rank 0 prints, alone
+
+    p1, p2 = read_json(one.privacy_json("dp")), read_json(two.privacy_json("dp"))
+    for key in ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "mechanisms"):
+        assert p2[key] == p1[key], key
+    assert p2["steps"] == 3
+
+    # the same global batches and the same noise: the same updates, up to the order of float sums
+    for arm in ("dp", "no_dp"):
+        w1, w2 = _weights(one, arm), _weights(two, arm)
+        assert set(w1) == set(w2)
+        for name in w1:
+            assert torch.allclose(w1[name], w2[name], rtol=1e-4, atol=1e-6), (arm, name)
+        l1, l2 = read_jsonl(one.train_log(arm)), read_jsonl(two.train_log(arm))
+        assert [r["batch_size"] for r in l2] == [r["batch_size"] for r in l1]  # the global batch, summed over ranks
+        assert [r.get("loss") for r in l2] == pytest.approx([r.get("loss") for r in l1], rel=1e-4)
+    assert read_json(two.control_codes("dp")) == read_json(one.control_codes("dp"))
+
+    releases = Ledger(ledger_two).releases(p2["ledger"]["source"])
+    assert len(releases) == 1 and p2["ledger"]["status"] == "committed"
+    files = {p.relative_to(r.root) for r in (one, two) for p in r.root.rglob("*")}
+    assert {p.relative_to(two.root) for p in two.root.rglob("*")} == {
+        p.relative_to(one.root) for p in one.root.rglob("*")
+    }, files  # rank 1 wrote nothing of its own
