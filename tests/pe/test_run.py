@@ -91,6 +91,7 @@ def test_evaluate_and_the_report_treat_pe_as_an_arm(pe_run_dir):
     assert read_json(run.eval_privacy_json)["dp_arm_ledger"]["status"] == "committed"
     html = run.report_html.read_text()
     assert "DP synthetic (Private Evolution)" in html and "pe/privacy.json" in html
+    assert "iterations (vote histograms)" in html and "DP-SGD" not in html  # PE's guarantee in PE's terms
 
 
 def test_a_crashed_run_resumes_without_a_second_charge_or_a_second_vote(tmp_path, tiny_model_dir, monkeypatch):

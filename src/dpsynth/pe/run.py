@@ -191,7 +191,13 @@ def _start(
         quota=[[list(cell), q] for cell, q in quota.items()],
         noise_state=dict(noise_rng(_seed(cfg, 3)).bit_generator.state),
         population=population,
-        log=[{"iteration": 0, "random_samples": len(population), "seconds": {"random": time.perf_counter() - start}}],
+        log=[
+            {
+                "iteration": 0,
+                "random_samples": len(population),
+                "seconds": {"random": round(time.perf_counter() - start, 2)},
+            }
+        ],
     )
     save_state(_state_path(run), state)
     return state
@@ -218,7 +224,10 @@ def _iterate(
     if state.iteration >= plan.iterations:
         return
     pe, b = cfg.pe, cfg.pe.embed_batch_size
-    unit_vectors = [_embed([r.text for r in recs], b) for recs in units]  # private: kept in memory only
+    flat = _embed([r.text for recs in units for r in recs], b)  # private: kept in memory only, never written
+    bounds = np.cumsum([0, *(len(recs) for recs in units)])
+    unit_vectors = [flat[bounds[u] : bounds[u + 1]] for u in range(len(units))]
+    known: dict[str, np.ndarray] = {}  # embeddings of synthetic texts: kept samples are voted on again
     unit_cells = [[code_key(r.codes, names) for r in recs] for recs in units]
     quota = {tuple(cell): int(q) for cell, q in state.quota}
     while state.iteration < plan.iterations:
@@ -227,7 +236,10 @@ def _iterate(
         start = time.perf_counter()
         pop = state.population
         cand_cells = [code_key(p["codes"], names) for p in pop]
-        cand = _embed([p["text"] for p in pop], b)
+        fresh = list(dict.fromkeys(p["text"] for p in pop if p["text"] not in known))
+        kept_known = {p["text"]: known[p["text"]] for p in pop if p["text"] in known}
+        known = {**kept_known, **dict(zip(fresh, _embed(fresh, b), strict=True))}
+        cand = np.stack([known[p["text"]] for p in pop])
         seconds["embed"] = time.perf_counter() - start
         start = time.perf_counter()
         rng = state.noise_rng()

@@ -28,6 +28,16 @@ _GUARANTEE_FIELDS = (
     ("max_grad_norm", "max gradient norm (clipping)"),
     ("target_epsilon", "target ε"),
 )
+_PE_GUARANTEE_FIELDS = (  # Private Evolution (dpsynth.pe): no gradients, T noisy vote histograms on all units
+    ("epsilon", "ε (epsilon)"),
+    ("delta", "δ (delta)"),
+    ("accountant", "accountant"),
+    ("noise_multiplier", "noise multiplier (vote histograms, sensitivity 1)"),
+    ("iterations", "iterations (vote histograms)"),
+    ("variations", "variations per kept record"),
+    ("population", "candidates voted on per iteration"),
+    ("target_epsilon", "target ε"),
+)
 
 
 def _kv(rows: list[tuple[str, Any]], caption: str = "") -> Table:
@@ -56,7 +66,8 @@ def _release_part(inp: Inputs) -> Part:
     if g is None:
         part.warning = "No differentially private arm in this run: nothing here carries a DP guarantee."
         return part
-    grows = [(label, g.get(key)) for key, label in _GUARANTEE_FIELDS if key in g]
+    fields = _PE_GUARANTEE_FIELDS if g.get("generator") == "pe" else _GUARANTEE_FIELDS
+    grows = [(label, g.get(key)) for key, label in fields if key in g]
     part.tables.append(_kv(grows, f"The DP arm's guarantee, from {inp.guarantee_source}."))
     eps, delta = g.get("epsilon"), g.get("delta")
     part.paragraphs.append(
