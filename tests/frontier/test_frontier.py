@@ -69,6 +69,9 @@ def test_outputs_have_the_documented_shape(frontier_run):
             assert r["code_agreement"] is None  # an agreement of real records with themselves means nothing
         elif r["label"] != "sentiment" or r["n_train"]:
             assert r["code_agreement"] is None or 0 <= r["code_agreement"] <= 1
+        if r["eps"] in (2.0, "inf"):  # a trained row's time, stage by stage, adds up to its total
+            parts = (r["seconds_train"], r["seconds_generate"], r["seconds_evaluate"])
+            assert all(p > 0 for p in parts) and sum(parts) == pytest.approx(r["seconds"], abs=0.2)
         if r["eps"] == 2.0:
             assert r["dp_logreg_accuracy"] is not None and r["privacy"]["epsilon"] <= 2.0 + 1e-9
         else:
@@ -139,3 +142,15 @@ def test_the_dataset_is_named_with_its_folder():
     assert _dataset_name({"source": {"path": "../shared/data/yelp/dev.csv.gz"}}) == "yelp/dev.csv.gz"
     assert _dataset_name({"source": {"path": "reviews.csv"}}) == "reviews.csv"
     assert _dataset_name({}) == "demo"
+
+
+def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_dir):
+    from dpsynth.frontier.rows import RowSpec, fingerprint
+
+    row = RowSpec("eps4", 4.0)
+    base = fingerprint(_cfg(tiny_model_dir), row)
+    assert fingerprint(_cfg(tiny_model_dir, "tracking.mlflow=sqlite:///x.db"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "pe.iterations=7"), row) == base
+    # ...while anything a fine-tuned row reads does change it
+    assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
+    assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base

@@ -156,6 +156,8 @@ def score_row(
                 "code_agreement": agreement,
                 "well_formed": quality.get("well_formed"),
                 "seconds": sum(row.get("seconds", {}).values()),
+                # each stage's share (train, generate; evaluate is added by run.py): where a row's time goes
+                **{f"seconds_{k}": v for k, v in row.get("seconds", {}).items()},
                 "dp_logreg_accuracy": None,
                 "dp_logreg_macro_f1": None,
             }

@@ -74,9 +74,18 @@ def level_key(level: Level) -> str:
 
 
 def fingerprint(cfg: Config, row: RowSpec) -> str:
-    """What a finished row depends on: the whole configuration except the list of levels, and the row itself."""
+    """What a finished row depends on: the whole configuration except the list of levels, and the row itself.
+
+    Left out too: where runs are tracked (``tracking``), and the settings of a generator the sweep does not run
+    (``generator`` when it is the default fine-tuning, ``pe``): a new key that cannot change a row must not make every
+    finished sweep refuse its rows.
+    """
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
+    dump.pop("tracking", None)
+    if dump.get("generator", "finetune") == "finetune":
+        dump.pop("generator", None)
+        dump.pop("pe", None)
     text = repr((sorted(_flatten(dump)), row.key, row.eps, row.real_n))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
