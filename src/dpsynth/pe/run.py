@@ -40,7 +40,7 @@ from dpsynth.pe.state import PEState, load_state, save_state
 from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, load_code_release, release_codes
-from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.ledger import Ledger, reserve_release
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import RunDir, read_json, write_json, write_jsonl
 
@@ -63,20 +63,7 @@ def _log_path(run: RunDir) -> Any:
 
 
 def _begin(cfg: Config, run: RunDir, plan: PEPlan, info: dict[str, Any]) -> dict[str, Any] | None:
-    if not cfg.ledger.enabled:
-        return None
-    ledger = Ledger.from_config(cfg.ledger)
-    source = info["source"]["fingerprint"]
-    entry = ledger.begin(
-        source,
-        planned=plan.mechanisms(),
-        delta=plan.delta,
-        accountant=plan.accountant,  # type: ignore[arg-type]
-        privacy_unit=info["privacy_unit"],
-        run_dir=run.root,
-        arm=ARM,
-    )
-    return {"path": str(ledger.path), "entry": entry, "source": source, "status": "pending"}
+    return reserve_release(cfg.ledger, plan, info, run.root, ARM)
 
 
 def commit(run: RunDir, privacy: dict[str, Any]) -> dict[str, Any]:

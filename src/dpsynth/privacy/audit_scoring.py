@@ -82,7 +82,7 @@ def score_arms(
 
     out = {"base": losses(load_model(cfg.model), "base")}
     for arm in arms:
-        out[arm] = losses(attach_adapter(load_model(cfg.model), audit.adapter(arm)), arm)  # type: ignore[arg-type]
+        out[arm] = losses(attach_adapter(load_model(cfg.model), audit.adapter(arm)), arm)
     return out
 
 

@@ -19,7 +19,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
-from dpsynth.privacy.ledger import Ledger
+from dpsynth.privacy.ledger import Ledger, reserve_release
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
 from dpsynth.train import distributed
@@ -81,21 +81,8 @@ def _planned_units(info: dict[str, Any]) -> int:
 
 
 def _ledger_begin(cfg: Config, run: RunDir, plan: PrivacyPlan, info: dict[str, Any]) -> dict[str, Any] | None:
-    """Reserve the release in the ledger (refused, with what is spent and left, if it would exceed the budget)."""
-    if not cfg.ledger.enabled:
-        return None
-    ledger = Ledger.from_config(cfg.ledger)
-    source = info["source"]["fingerprint"]
-    entry = ledger.begin(
-        source,
-        planned=plan.mechanisms(),
-        delta=plan.delta,
-        accountant=plan.accountant,  # type: ignore[arg-type]
-        privacy_unit=info["privacy_unit"],
-        run_dir=run.root,
-        arm="dp",
-    )
-    return {"path": str(ledger.path), "entry": entry, "source": source, "status": "pending"}
+    """Reserve the DP arm's release in the ledger (refused, with what is spent and left, if over the budget)."""
+    return reserve_release(cfg.ledger, plan, info, run.root, "dp")
 
 
 def release_files(run: RunDir, arm: Arm) -> list[Path]:
