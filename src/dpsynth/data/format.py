@@ -35,9 +35,9 @@ TITLE_PREFIX = "Title: "
 _MARK = "\ue000DPSYNTH-RESPONSE-{}\ue001"  # private-use characters: no template or text contains them
 
 
-# A 1-5 star rating named in words too: the pretrained model ignores a bare star count (STACK-NOTES), and a small
-# instruct model follows "negative" far better. A public mapping; chosen by the eps-0 rows on the public proxy
-# (bench/results/recipe-search/).
+# A 1-5 star rating named in words too: the pretrained model ignores a bare star count (STACK-NOTES). A public
+# mapping, chosen on the public proxy's eps-0 rows (bench/results/recipe-search/: well-formed 0.10 -> 0.22, sentiment
+# macro-F1 0.42 -> 0.51 with the embedding classifier but 0.57 -> 0.53 with TF-IDF; a weak signal).
 RATING_WORDS = {1: "very negative", 2: "negative", 3: "mixed", 4: "positive", 5: "very positive"}
 
 
