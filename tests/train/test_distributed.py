@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -148,7 +149,8 @@ def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monke
 
     p1, p2 = read_json(one.privacy_json("dp")), read_json(two.privacy_json("dp"))
     for key in ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "mechanisms"):
-        assert p2[key] == p1[key], key
+        # the accountant's FFTs run with another thread count in each process: equal to ~1e-12, not bit for bit
+        assert _close(p2[key], p1[key]), (key, p2[key], p1[key])
     assert p2["steps"] == 3
 
     # the same global batches and the same noise: the same updates, up to the order of float sums
@@ -168,3 +170,14 @@ def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monke
     assert {p.relative_to(two.root) for p in two.root.rglob("*")} == {
         p.relative_to(one.root) for p in one.root.rglob("*")
     }, files  # rank 1 wrote nothing of its own
+
+
+def _close(a, b) -> bool:
+    """Equal, with floats compared to a relative 1e-9 (lists and dicts walked, other values exactly)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    return bool(a == b)
