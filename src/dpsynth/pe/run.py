@@ -37,11 +37,10 @@ from dpsynth.data.records import code_key, group_by_unit, read_records
 from dpsynth.errors import DPSynthError
 from dpsynth.pe.privacy import PEPlan, initial_size, make_pe_plan, nearest_votes, noisy_histogram, select
 from dpsynth.pe.state import PEState, load_state, save_state
-from dpsynth.privacy.accounting import Mechanism
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, load_code_release, release_codes
-from dpsynth.privacy.ledger import Ledger, reserve_release
 from dpsynth.privacy.mechanisms import noise_rng
+from dpsynth.privacy.releases import commit_release, reserve_release
 from dpsynth.rundir import RunDir, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -68,27 +67,7 @@ def _begin(cfg: Config, run: RunDir, plan: PEPlan, info: dict[str, Any]) -> dict
 
 def commit(run: RunDir, privacy: dict[str, Any]) -> dict[str, Any]:
     """Commit the pending ledger entry named in ``privacy`` (idempotent: a crashed commit is finished on resume)."""
-    entry = privacy.get("ledger")
-    if not entry or entry.get("status") == "committed":
-        return privacy
-    ledger = Ledger(entry["path"])
-    release = ledger.commit(
-        int(entry["entry"]),
-        mechanisms=[Mechanism.from_json(m) for m in privacy["mechanisms"]],
-        epsilon=privacy["epsilon"],
-        delta=privacy["delta"],
-        files=[run.generated(ARM), run.control_codes(ARM)],
-    )
-    entry.update(
-        status="committed",
-        composed_epsilon=release.composed_epsilon,
-        composed_delta=release.composed_delta,
-        releases_of_source=len(ledger.releases(release.source)),
-    )
-    budget = ledger.get_budget(release.source)
-    entry["budget"] = None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta}
-    write_json(run.privacy_json(ARM), privacy)
-    return privacy
+    return commit_release(privacy, run.privacy_json(ARM), [run.generated(ARM), run.control_codes(ARM)])
 
 
 def _finished(run: RunDir) -> bool:

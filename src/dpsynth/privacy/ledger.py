@@ -43,7 +43,7 @@ import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dpsynth.errors import BudgetExceededError, ConfigError, DPSynthError, PrivacyCheckError
 from dpsynth.privacy import accounting
@@ -361,37 +361,3 @@ class Ledger:
         """Epsilon at ``delta`` of all the source's committed releases (and pending reservations) composed."""
         with self._connect() as con:
             return accounting.epsilon(self._history(con, source, pending=include_pending), delta, accountant)
-
-
-class PlannedRelease(Protocol):
-    """What a generator's privacy plan gives the ledger: its mechanisms, delta and accountant (DP-SGD, PE)."""
-
-    @property
-    def delta(self) -> float: ...
-
-    @property
-    def accountant(self) -> Any: ...
-
-    def mechanisms(self) -> list[Mechanism]: ...
-
-
-def reserve_release(
-    cfg: LedgerConfig, plan: PlannedRelease, info: dict[str, Any], run_dir: str | Path, arm: str
-) -> dict[str, Any] | None:
-    """Reserve an arm's release as PENDING before any record is read (refused, with what is spent and left, if it
-    would exceed the budget); None when the ledger is off. Every DP generator calls this one function, so the
-    reservation, and the ``ledger`` field it leaves in the arm's privacy.json, are the same for all of them."""
-    if not cfg.enabled:
-        return None
-    ledger = Ledger.from_config(cfg)
-    source = info["source"]["fingerprint"]
-    entry = ledger.begin(
-        source,
-        planned=plan.mechanisms(),
-        delta=plan.delta,
-        accountant=plan.accountant,
-        privacy_unit=info["privacy_unit"],
-        run_dir=run_dir,
-        arm=arm,
-    )
-    return {"path": str(ledger.path), "entry": entry, "source": source, "status": "pending"}

@@ -17,10 +17,9 @@ from dpsynth.data.format import encode_prompt, encode_unit
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import group_by_unit, read_records
 from dpsynth.errors import ConfigError, DPSynthError
-from dpsynth.privacy.accounting import Mechanism
+from dpsynth.privacy import releases
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
-from dpsynth.privacy.ledger import Ledger, reserve_release
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, write_json
 from dpsynth.train import distributed
@@ -85,7 +84,7 @@ def _planned_units(info: dict[str, Any]) -> int:
 
 def _ledger_begin(cfg: Config, run: RunDir, plan: PrivacyPlan, info: dict[str, Any]) -> dict[str, Any] | None:
     """Reserve the DP arm's release in the ledger (refused, with what is spent and left, if over the budget)."""
-    return reserve_release(cfg.ledger, plan, info, run.root, "dp")
+    return releases.reserve_release(cfg.ledger, plan, info, run.root, "dp")
 
 
 def release_files(run: RunDir, arm: Arm) -> list[Path]:
@@ -95,32 +94,9 @@ def release_files(run: RunDir, arm: Arm) -> list[Path]:
 
 
 def commit_release(cfg: Config, run: RunDir, privacy: dict[str, Any]) -> dict[str, Any]:
-    """Commit a DP arm's pending ledger entry from its privacy.json and record the result in privacy.json.
-
-    Idempotent, so that a crash between writing privacy.json and committing is finished by ``--resume`` without
-    training again or spending twice.
-    """
-    entry = privacy.get("ledger")
-    if not entry or entry.get("status") == "committed":
-        return privacy
-    ledger = Ledger(entry["path"])
-    release = ledger.commit(
-        int(entry["entry"]),
-        mechanisms=[Mechanism.from_json(m) for m in privacy["mechanisms"]],
-        epsilon=privacy["epsilon"],
-        delta=privacy["delta"],
-        files=release_files(run, "dp"),
-    )
-    entry.update(
-        status="committed",
-        composed_epsilon=release.composed_epsilon,
-        composed_delta=release.composed_delta,
-        releases_of_source=len(ledger.releases(release.source)),
-    )
-    budget = ledger.get_budget(release.source)
-    entry["budget"] = None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta}
-    write_json(run.privacy_json("dp"), privacy)
-    return privacy
+    """Commit the DP arm's pending ledger entry (:func:`dpsynth.privacy.releases.commit_release`); idempotent, so
+    that a crash between writing privacy.json and committing is finished by ``--resume`` without training again."""
+    return releases.commit_release(privacy, run.privacy_json("dp"), release_files(run, "dp"))
 
 
 def train_arm(

@@ -1,0 +1,83 @@
+"""A DP arm's release in the ledger, from reservation to commit: the same two steps for every generator.
+
+Why one module: DP fine-tuning (:mod:`dpsynth.train.stage`) and Private Evolution (:mod:`dpsynth.pe.run`) release
+different files under different mechanisms, but the discipline is one. The release is reserved as PENDING before any
+record is read (:func:`reserve_release`), the arm writes its ``privacy.json`` with the ``ledger`` field that the
+reservation returned, and only then is it committed (:func:`commit_release`), which records the result in
+``privacy.json`` again. A crash between the two leaves a ``privacy.json`` whose entry is still pending; ``--resume``
+commits it without running the arm again or spending twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dpsynth.privacy.accounting import Mechanism
+from dpsynth.privacy.config import LedgerConfig
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.rundir import write_json
+
+
+class PlannedRelease(Protocol):
+    """What a generator's privacy plan gives the ledger: its mechanisms, delta and accountant (DP-SGD, PE)."""
+
+    @property
+    def delta(self) -> float: ...
+
+    @property
+    def accountant(self) -> Any: ...
+
+    def mechanisms(self) -> list[Mechanism]: ...
+
+
+def reserve_release(
+    cfg: LedgerConfig, plan: PlannedRelease, info: dict[str, Any], run_dir: str | Path, arm: str
+) -> dict[str, Any] | None:
+    """Reserve an arm's release as PENDING before any record is read (refused, with what is spent and left, if it
+    would exceed the budget); None when the ledger is off. The ``ledger`` field of the arm's privacy.json."""
+    if not cfg.enabled:
+        return None
+    ledger = Ledger.from_config(cfg)
+    source = info["source"]["fingerprint"]
+    entry = ledger.begin(
+        source,
+        planned=plan.mechanisms(),
+        delta=plan.delta,
+        accountant=plan.accountant,
+        privacy_unit=info["privacy_unit"],
+        run_dir=run_dir,
+        arm=arm,
+    )
+    return {"path": str(ledger.path), "entry": entry, "source": source, "status": "pending"}
+
+
+def commit_release(privacy: dict[str, Any], privacy_path: Path, files: Sequence[Path]) -> dict[str, Any]:
+    """Commit the pending entry named in an arm's ``privacy`` (its privacy.json at ``privacy_path``), hashing
+    ``files`` into the ledger, and write the result back to privacy.json; returns the updated document.
+
+    Idempotent (an entry already committed, or no ledger, is returned unchanged), so that ``--resume`` can finish a
+    commit that a crash interrupted.
+    """
+    entry = privacy.get("ledger")
+    if not entry or entry.get("status") == "committed":
+        return privacy
+    ledger = Ledger(entry["path"])
+    release = ledger.commit(
+        int(entry["entry"]),
+        mechanisms=[Mechanism.from_json(m) for m in privacy["mechanisms"]],
+        epsilon=privacy["epsilon"],
+        delta=privacy["delta"],
+        files=list(files),
+    )
+    entry.update(
+        status="committed",
+        composed_epsilon=release.composed_epsilon,
+        composed_delta=release.composed_delta,
+        releases_of_source=len(ledger.releases(release.source)),
+    )
+    budget = ledger.get_budget(release.source)
+    entry["budget"] = None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta}
+    write_json(privacy_path, privacy)
+    return privacy
