@@ -8,7 +8,7 @@ import re
 import pytest
 
 from dpsynth.config import load_config
-from dpsynth.errors import DPSynthError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.config import QUICK_OVERRIDES, parse_level
 from dpsynth.frontier.run import run_frontier
 from dpsynth.privacy.ledger import Ledger
@@ -154,3 +154,31 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
+
+
+def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):
+    """generator=pe: the eps > 0 rows are PE runs (no training, one PE release each in the ledger, the row's
+    records are PE's output); the doc names the generator; an eps = inf row is refused before anything runs."""
+    ledger = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger))
+    pe = ["generator=pe", "pe.iterations=2", "pe.variations=1", "frontier.real_all=false"]
+    with pytest.raises(ConfigError, match="no eps=inf row"):
+        run_frontier(_cfg(tiny_model_dir, *pe), tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "pe"
+    doc = run_frontier(_cfg(tiny_model_dir, *pe, "frontier.eps=[0, 2]"), out, progress=False)
+    assert doc["generator"] == "pe" and {r["eps"] for r in doc["rows"]} == {0.0, 2.0, "real"}
+    row = out / "rows" / "eps2"
+    privacy = read_json(row / "pe" / "privacy.json")
+    assert privacy["generator"] == "pe" and privacy["ledger"]["status"] == "committed"
+    assert not (row / "dp").exists()  # nothing was trained
+    records = [json.loads(x) for x in (row / "records.jsonl").read_text().splitlines()]
+    generated = [json.loads(x) for x in (row / "pe" / "generated_sequences_pe.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and [r["text"] for r in records] == [g["text"] for g in generated]
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    releases = Ledger(ledger).releases(source)
+    assert len(releases) == 1 and releases[0].epsilon <= 2.0 + 1e-9
+    made = read_json(row / "row.json")
+    assert made["arm"] == "pe" and made["privacy"]["steps"] == 2 and "train" not in made["seconds"]
+    assert "Private Evolution" in (out / "frontier.md").read_text()

@@ -46,7 +46,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
         f"real test records: {doc['n_test']}",
         "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
-        "inf: the same fine-tuning without DP (not releasable); real: real training records.",
+        + (
+            "eps > 0: Private Evolution at that epsilon (the same model, no training); "
+            if doc["generator"] == "pe"
+            else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP (not releasable); "
+        )
+        + "real: real training records.",
         "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
         "DP-LR: DP logistic regression trained on the real training split at the row's epsilon.",

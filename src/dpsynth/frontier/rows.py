@@ -5,9 +5,10 @@ of the frontier and a ``dpsynth run`` at the same settings produce their synthet
 
 * ``eps0``: no private data. The pretrained model, no adapter, prompted with control codes drawn uniformly from
   their public domains (the prompt format of every other row). This is the floor any DP method must beat.
-* ``eps<x>`` (``x > 0``): the DP arm trained at ``privacy.target_epsilon = x`` (a release, charged to the ledger),
-  codes drawn from its DP code release.
-* ``epsinf``: the non-DP arm (a baseline that must not be released; the ledger does not record it).
+* ``eps<x>`` (``x > 0``): the DP release at ``privacy.target_epsilon = x`` (charged to the ledger), codes drawn from
+  its DP code release: the DP fine-tuned arm, or with ``generator: pe`` a Private Evolution run (:mod:`dpsynth.pe`).
+* ``epsinf``: the non-DP fine-tuned arm (a baseline that must not be released; the ledger does not record it). A PE
+  sweep has no such row: PE without noise is not a baseline this sweep defines, and it is refused.
 * ``real`` and ``real_all``: ``n_synthetic`` real training records drawn without replacement (seeded), and all of them
   (stored as positions in ``DIR/data/train.jsonl``: private text is never copied out of ``DIR/data``).
 
@@ -32,7 +33,7 @@ from dpsynth.config import Config
 from dpsynth.data.canaries import read_canaries
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records
-from dpsynth.errors import DPSynthError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.config import Level
 from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
 
@@ -105,7 +106,12 @@ def copy_prepared(src: RunDir, dst: RunDir) -> None:
 
 
 def row_config(cfg: Config, row: RowSpec) -> Config:
-    """The run configuration of a trained row: one arm, ``n_synthetic`` records, the row's epsilon."""
+    """The run configuration of a generated row: one arm (or PE), ``n_synthetic`` records, the row's epsilon."""
+    if cfg.generator == "pe" and row.eps == "inf":
+        raise ConfigError(
+            "frontier: a generator=pe sweep has no eps=inf row (PE without noise is not its non-DP baseline); "
+            "drop inf from frontier.eps, and read the non-DP fine-tuned row from a generator=finetune sweep"
+        )
     arm = "no_dp" if row.eps == "inf" else "dp"
     raw = cfg.model_dump(mode="json", by_alias=True)
     raw["train"]["arms"] = [arm]
@@ -206,13 +212,22 @@ def _trained_row(
     from dpsynth import api
 
     rcfg = row_config(cfg, row)
-    arm = rcfg.train.arms[0]
-    start = time.perf_counter()
-    privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
-    timings["train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    api.generate(rcfg, run.root, progress=progress)
-    timings["generate"] = time.perf_counter() - start
+    if rcfg.generator == "pe":
+        # Training-free: the whole Private Evolution run is generation (model calls, votes, selection); an
+        # interrupted run continues from its last iteration under the ledger entry it reserved.
+        arm = "pe"
+        start = time.perf_counter()
+        api.generate(rcfg, run.root, progress=progress, resume=True)
+        timings["generate"] = time.perf_counter() - start
+        privacy = read_json(run.privacy_json(arm))
+    else:
+        arm = rcfg.train.arms[0]
+        start = time.perf_counter()
+        privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
+        timings["train"] = time.perf_counter() - start
+        start = time.perf_counter()
+        api.generate(rcfg, run.root, progress=progress)
+        timings["generate"] = time.perf_counter() - start
     rows = [{"text": r["text"], "codes": r["codes"]} for r in read_jsonl(run.generated(arm))]
     write_jsonl(records_path, rows)
     out: dict[str, Any] = {"arm": arm}

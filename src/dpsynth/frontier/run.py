@@ -29,7 +29,7 @@ from dpsynth.config import Config
 from dpsynth.errors import DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
-from dpsynth.frontier.rows import load_records, make_row, row_specs
+from dpsynth.frontier.rows import RowSpec, load_records, make_row, row_config, row_specs
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def run_frontier(
     on_row: Callable[[str, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep configured in ``cfg.frontier`` in ``out``; returns the frontier.json document."""
+    if cfg.generator == "pe" and "inf" in cfg.frontier.eps:
+        row_config(cfg, RowSpec("epsinf", "inf"))  # refused before anything is written, with the reason
     root = RunDir(Path(out))
     root.root.mkdir(parents=True, exist_ok=True)
     write_text(root.config, cfg.to_yaml())
@@ -103,7 +105,7 @@ def run_frontier(
     counts = info["counts"]
     doc = {
         "dataset": _dataset_name(info),
-        "generator": "finetune",
+        "generator": cfg.generator,
         "model": cfg.model.name,
         "n_private": int(counts["train_units"]),
         "n_synthetic": cfg.frontier.n_synthetic,
