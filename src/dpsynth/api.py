@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config, load_config
-from dpsynth.errors import DPSynthError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
 from dpsynth.tracking import tracked
 
@@ -79,6 +79,11 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
     from dpsynth.train import distributed
     from dpsynth.train.stage import commit_release, train_arm
 
+    if cfg.generator == "pe":
+        raise ConfigError(
+            "generator=pe trains nothing (Private Evolution only calls the model): run `dpsynth generate` or "
+            "`dpsynth run` with generator=pe, or train with generator=finetune"
+        )
     run = open_run(out)
     if not run.train.is_file():
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")

@@ -132,3 +132,13 @@ def test_a_crashed_run_resumes_without_a_second_charge_or_a_second_vote(tmp_path
     # a resume of a finished run neither runs nor charges again
     api.generate(cfg, out, progress=False, resume=True)
     assert calls["n"] == 12 and len(ledger.releases(include_pending=True)) == 1
+
+
+def test_train_refuses_generator_pe_and_says_what_to_run(pe_run_dir, tiny_model_dir):
+    """PE never trains: `dpsynth train generator=pe` must not quietly fine-tune a model (a DP-SGD release the user
+    did not ask for); it exits with the command to use, and the run directory gains no trained arm."""
+    run, _, _ = pe_run_dir
+    result = CliRunner().invoke(app, ["train", "--out", str(run.root), "--quiet", *_overrides(tiny_model_dir)])
+    assert result.exit_code != 0
+    assert "generator=pe trains nothing" in result.output and "dpsynth generate" in result.output
+    assert not run.adapter("dp").exists() and not run.adapter("no_dp").exists()
