@@ -26,8 +26,8 @@ class PrivacyConfig(Section):
         gt=0,
         description="per-example clipping norm C. 0.1 (Li et al. 2022) sits below every per-example LoRA gradient "
         "norm measured on the public proxy (median 0.19, 10th percentile 0.15: bench/results/dp-snr), so each example "
-        "contributes its gradient's direction at norm C; at 1.0 nothing was clipped and the noise, which scales with "
-        "C, was 5x larger for the same signal",
+        "contributes its gradient's direction at norm C; at 1.0 nothing was clipped, and the noise (which scales with "
+        "C) grew 10x while the signal grew 2x: a 5x lower signal-to-noise per step",
     )
     accountant: Literal["prv", "rdp"] = "prv"
     histogram_epsilon_fraction: float = Field(
