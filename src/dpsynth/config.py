@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from dpsynth._base import Section
 from dpsynth.data.config import DataConfig
@@ -42,6 +42,16 @@ class ModelConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
     cache_dir: Path | None = Field(None, description="where converted models are cached (default: user cache)")
+    api_base: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that serves the model: "
+        "generator=pe calls it instead of loading the model here (dpsynth.generate.api_engine)",
+    )
+    api_model: str | None = Field(None, description="the model's name on the endpoint (default: model.name)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
+    api_concurrency: int = Field(4, gt=0, description="requests in flight at once")
+    api_timeout: float = Field(600.0, gt=0, description="seconds before one request fails")
 
 
 class LoraSettings(Section):
@@ -132,6 +142,15 @@ class Config(Section):
     frontier: FrontierConfig = Field(default_factory=FrontierConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pe: PEConfig = Field(default_factory=PEConfig)
+
+    @model_validator(mode="after")
+    def _api_base_serves_pe(self) -> Config:
+        if self.model.api_base is not None and self.generator != "pe":
+            raise ValueError(
+                "model.api_base serves generator=pe only: fine-tuning needs the model's weights here (use "
+                "model.name), and generation needs the trained adapter"
+            )
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.data.format import parse_response, user_prompt
+from dpsynth.data.format import parse_response, prompt_messages, user_prompt
 from dpsynth.generate.engine import load_engine
 from dpsynth.generate.sampling import SamplingSettings, decode, stop_token_ids
 from dpsynth.models.loader import load_tokenizer
@@ -62,36 +62,59 @@ def variation_request(
 
 
 class PEModel:
-    """The model behind both APIs: tokenizer, engine and sampling settings, loaded once."""
+    """The model behind both APIs, loaded (or connected to) once: a local engine on token ids, or with
+    ``model.api_base`` an OpenAI-compatible endpoint on messages. Both get the same messages: the local path renders
+    them with the tokenizer's chat template, a server with its own."""
 
     def __init__(self, cfg: Any, system_prompt: str, include_title: bool, *, progress: bool = False) -> None:
         self.cfg = cfg
         self.system_prompt = system_prompt
         self.include_title = include_title
         self.progress = progress
-        self.tokenizer = load_tokenizer(cfg.model)
-        g = cfg.generate
+        self.settings = SamplingSettings.from_config(cfg.generate)
+        m = cfg.model
+        if m.api_base is not None:
+            from dpsynth.generate.api_engine import OpenAIChatEngine
+
+            self.api: Any = OpenAIChatEngine(
+                m.api_base,
+                m.api_model or m.name,
+                api_key_env=m.api_key_env,
+                concurrency=m.api_concurrency,
+                timeout=m.api_timeout,
+            )
+            return
+        self.api = None
+        self.tokenizer = load_tokenizer(m)
         self.engine = load_engine(
-            cfg.model, None, self.tokenizer, engine=g.engine, quantization=g.ctranslate2_quantization
+            m, None, self.tokenizer, engine=cfg.generate.engine, quantization=cfg.generate.ctranslate2_quantization
         )
         self.stops = stop_token_ids(self.tokenizer)
-        self.settings = SamplingSettings.from_config(g)
+
+    @property
+    def engine_name(self) -> str:
+        return str(self.api.name if self.api is not None else self.engine.name)
 
     def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
 
-    def _generate(self, prompts: Sequence[list[int]], seed: int, desc: str) -> list[tuple[str | None, str]]:
+    def _generate(
+        self, conversations: Sequence[list[dict[str, str]]], seed: int, desc: str
+    ) -> list[tuple[str | None, str]]:
         s = replace(self.settings, seed=seed)
-        ids = self.engine.generate(prompts, self.stops, s, progress=self.progress, desc=f"{desc} ({self.engine.name})")
-        return [parse_response(t, self.include_title) for t in decode(self.tokenizer, ids)]
+        label = f"{desc} ({self.engine_name})"
+        if self.api is not None:
+            texts = self.api.complete(conversations, s, progress=self.progress, desc=label)
+        else:
+            prompts = [self._tokens(m) for m in conversations]
+            ids = self.engine.generate(prompts, self.stops, s, progress=self.progress, desc=label)
+            texts = decode(self.tokenizer, ids)
+        return [parse_response(t, self.include_title) for t in texts]
 
     def random_api(self, codes: Sequence[Mapping[str, Any]], seed: int) -> list[tuple[str | None, str]]:
         """One sample (title or None, body) per code combination: the prompt every arm uses."""
-        from dpsynth.data.format import encode_prompt
-
-        prompts = [encode_prompt(self.tokenizer, c, self.system_prompt) for c in codes]
-        return self._generate(prompts, seed, "PE random")
+        return self._generate([prompt_messages(c, self.system_prompt) for c in codes], seed, "PE random")
 
     def variation_api(
         self, texts: Sequence[str], codes: Sequence[Mapping[str, Any]], seed: int
@@ -99,11 +122,12 @@ class PEModel:
         """One variation (title or None, body) of each ``texts[i]``, generated for ``codes[i]``."""
         pe = self.cfg.pe
         rng = np.random.default_rng([seed, 7])  # blanks and lengths: public randomness, seeded for reproducibility
-        prompts = []
+        conversations = []
         for text, c in zip(texts, codes, strict=True):
             words = target_words(text, pe.length_std, pe.min_words, rng)
             blanked = blank_words(text, pe.blank_probability, rng) if pe.variation == "blanks" else None
             request = variation_request(c, text, mode=pe.variation, words=words, blanked=blanked)
-            messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": request}]
-            prompts.append(self._tokens(messages))
-        return self._generate(prompts, seed, "PE variation")
+            conversations.append(
+                [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": request}]
+            )
+        return self._generate(conversations, seed, "PE variation")

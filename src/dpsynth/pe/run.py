@@ -302,7 +302,8 @@ def _finish(
         "privacy_unit": info["privacy_unit"],
         "max_records_per_user": info["max_records_per_user"],
         "training_units": plan.n,
-        "model": cfg.model.name,
+        "model": cfg.model.api_model or cfg.model.name,
+        "model_api_base": cfg.model.api_base,
         "embedding_model": "all-MiniLM-L6-v2",
         "mechanisms": [m.to_json() for m in mechanisms],
         "epsilon_by_mechanism": {
