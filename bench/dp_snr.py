@@ -69,7 +69,7 @@ def clipped_signal(raw, c: float) -> dict[str, float]:  # type: ignore[no-untype
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="YAML config of the PUBLIC proxy data set and the recipe")
+    ap.add_argument("--config", default=None, help="YAML config of the PUBLIC proxy data set (default: the demo data)")
     ap.add_argument("--n", default="1200,5000", help="private units to plan for (comma-separated)")
     ap.add_argument("--batch", default="32,128,512", help="expected batch sizes (comma-separated)")
     ap.add_argument("--clip", default="0.05,0.1,0.2,0.5,1.0", help="clipping norms C (comma-separated)")

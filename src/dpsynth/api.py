@@ -84,6 +84,8 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
             "generator=pe trains nothing (Private Evolution only calls the model): run `dpsynth generate` or "
             "`dpsynth run` with generator=pe, or train with generator=finetune"
         )
+    if cfg.train.distributed and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(cfg, out, resume=resume, progress=progress)
     run = open_run(out)
     if not run.train.is_file():
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
@@ -106,6 +108,35 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
                 tracker.log_privacy(arm, results[arm])
     distributed.shutdown()
     return results if dist.is_main else {}
+
+
+def _launch_torchrun(cfg: Config, out: Path | str, *, resume: bool, progress: bool) -> dict[str, dict[str, Any]]:
+    """``train.distributed``: run ``dpsynth train`` under torchrun (PyTorch's launcher, not a home-made one) with
+    ``train.nproc_per_node`` ranks on this machine and the run's saved configuration; returns each arm's privacy.json.
+
+    Rank 0 prints the progress; a failed rank fails the launch, and the checkpoints it left resume with ``--resume``
+    (no ledger release is committed before an arm has finished)."""
+    import subprocess
+    import sys
+
+    run = open_run(out)
+    if not run.train.is_file():
+        raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
+    save_config(cfg, run)
+    n = cfg.train.nproc_per_node
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
+    cmd += ["-m", "dpsynth", "train", "--out", str(run.root), "--config", str(run.config)]
+    cmd += (["--resume"] if resume else []) + ([] if progress else ["--quiet"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores // n)))}
+    log.info("train.distributed: %s", " ".join(cmd))
+    done = subprocess.run(cmd, env=env, check=False)
+    if done.returncode != 0:
+        raise DPSynthError(
+            f"torchrun with {n} training processes exited with status {done.returncode}; finished arms are kept, "
+            f"and an interrupted one continues from its checkpoint with `dpsynth train --out {run.root} --resume`"
+        )
+    return {arm: read_json(run.privacy_json(arm)) for arm in cfg.train.arms}
 
 
 def _one_process(stage: str) -> None:

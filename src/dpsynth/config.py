@@ -84,6 +84,12 @@ class TrainConfig(Section):
         "hooks", description="per-sample gradient mode; hooks was faster on a 2-core CPU (bench/bench_train.py)"
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    distributed: bool = Field(
+        False,
+        description="train under torchrun with nproc_per_node ranks on this machine (dpsynth train and run launch "
+        "it; Opacus's distributed DP, dpsynth.train.distributed); several machines: call torchrun yourself",
+    )
+    nproc_per_node: int = Field(2, gt=0, description="ranks that train.distributed launches")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="forward/backward under bfloat16 autocast (LoRA weights, per-sample gradients, clipping, noise "

@@ -181,3 +181,48 @@ def _close(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     return bool(a == b)
+
+
+def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir, monkeypatch):
+    """`train.distributed=true`: the pipeline's train stage runs as torchrun ranks (privacy.json says 2 processes), one
+    ledger release per DP arm, and the later stages take the run directory unchanged."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.demo_records=80",
+            "data.max_tokens=24",
+            "train.batch_size=16",
+            "train.physical_batch_size=4",
+            "train.max_steps=2",
+            "train.distributed=true",
+            "train.nproc_per_node=2",
+            "generate.num_records=4",
+            "generate.max_new_tokens=4",
+        ],
+    )
+    out = tmp_path / "run"
+    results = api.run_pipeline(cfg, out, progress=False, stages=("prepare", "train", "generate"))
+    run = RunDir(out)
+    privacy = read_json(run.privacy_json("dp"))
+    assert privacy["processes"] == 2 and privacy["steps"] == 2
+    assert results["train"]["dp"]["epsilon"] == privacy["epsilon"]
+    assert read_json(run.privacy_json("no_dp"))["dp"] is False
+    assert len(Ledger(privacy["ledger"]["path"]).releases(privacy["ledger"]["source"])) == 1
+    assert len(read_jsonl(run.generated("dp"))) == 4
+
+
+def test_a_failed_torchrun_launch_is_a_clear_error(tmp_path, tiny_model_dir, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    base = [f"model.name={tiny_model_dir}", "data.demo_records=80", "data.max_tokens=24"]
+    out = tmp_path / "run"
+    api.prepare(load_config(None, base), out)
+    missing = f"model.name={tmp_path / 'no-such-model'}"  # every rank fails to load it
+    cfg = load_config(None, [*base, missing, "train.distributed=true", "train.nproc_per_node=2"])
+    with pytest.raises(DPSynthError, match="torchrun with 2 training processes exited"):
+        api.train(cfg, out, progress=False)
+    assert not RunDir(out).privacy_json("dp").exists()

@@ -67,6 +67,7 @@ def _privacy_record(plan: PrivacyPlan, steps_done: int, info: dict[str, Any], cf
         "training_units": plan.n,
         "clipping_mode": cfg.train.clipping_mode,
         "sampling": "poisson",
+        "processes": distributed.current().world_size,
         "mechanisms": [m.to_json() for m in mechanisms],
         "epsilon_by_mechanism": {
             m.name: compute_epsilon([m], plan.delta, plan.accountant)  # type: ignore[arg-type]
