@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,7 @@ class ArmTrainer:
         elif resume:
             log.warning("--resume: no checkpoint in %s, starting from step 0", self.ckpt_dir)
         self.private: PrivateTraining | None = None
+        self._step_start = time.perf_counter()
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class ArmTrainer:
             self._save()  # step 0: the histogram release and the generators are fixed before any gradient
         if remaining > 0:
             self._build_prefix_cache()
+            self._step_start = time.perf_counter()
             if s.plan is not None:
                 self._dp_steps(remaining, bar)
             else:
@@ -224,7 +227,11 @@ class ArmTrainer:
         # the global batch's size and mean loss (this rank's share alone in a distributed run)
         loss_sum, count, batch = self.dist.sum([sum(losses), len(losses), batch_size])
         mean_loss = loss_sum / count if count else float("nan")
+        now = time.perf_counter()
+        # wall time of the step on this rank (rank 0's in the log): what bench/bench_distributed.py compares
         row: dict[str, Any] = {"step": self.state.step, "batch_size": int(batch)}
+        row["seconds"] = round(now - self._step_start, 3)
+        self._step_start = now
         if count:
             row["loss"] = mean_loss
         every = max(1, s.steps // 20)
