@@ -112,15 +112,22 @@ def _weights(run: RunDir, arm: str) -> dict[str, torch.Tensor]:
     return load_file(str(run.adapter(arm) / "adapter_model.safetensors"))
 
 
+def _tiny(model_dir) -> list[str]:
+    """The tiny Llama on 80 demo records, batches of 16 in physical chunks of 4."""
+    return [
+        f"model.name={model_dir}",
+        "data.demo_records=80",
+        "data.max_tokens=24",
+        "train.batch_size=16",
+        "train.physical_batch_size=4",
+    ]
+
+
 def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monkeypatch):
     cfg = load_config(
         None,
         [
-            f"model.name={tiny_model_dir}",
-            "data.demo_records=80",
-            "data.max_tokens=24",
-            "train.batch_size=16",
-            "train.physical_batch_size=4",
+            *_tiny(tiny_model_dir),
             "train.max_steps=3",
             "train.noise_seed=11",
             "train.lora.dropout=0",  # dropout masks are drawn per rank: the one randomness that differs
@@ -192,11 +199,7 @@ def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir
     cfg = load_config(
         None,
         [
-            f"model.name={tiny_model_dir}",
-            "data.demo_records=80",
-            "data.max_tokens=24",
-            "train.batch_size=16",
-            "train.physical_batch_size=4",
+            *_tiny(tiny_model_dir),
             "train.max_steps=2",
             "train.distributed=true",
             "train.nproc_per_node=2",
@@ -218,7 +221,7 @@ def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir
 def test_a_failed_torchrun_launch_is_a_clear_error(tmp_path, tiny_model_dir, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    base = [f"model.name={tiny_model_dir}", "data.demo_records=80", "data.max_tokens=24"]
+    base = _tiny(tiny_model_dir)
     out = tmp_path / "run"
     api.prepare(load_config(None, base), out)
     missing = f"model.name={tmp_path / 'no-such-model'}"  # every rank fails to load it
