@@ -17,8 +17,9 @@ For each (n, B) the script prints ``sigma``, the steps of ``--epochs`` epochs, a
 
 Choosing the recipe from this reads only public data (the proxy's gradients) and public quantities (n, B, epsilon).
 
-    OMP_NUM_THREADS=1 python bench/dp_snr.py --config bench/proxy_electronics.yaml --n 1200,5000 \\
-        --batch 32,128,512 --json bench/results/dp-snr.json train.lora.top_k_layers=8
+    OMP_NUM_THREADS=1 python bench/dp_snr.py --config bench/proxy_electronics.yaml --examples 128 --n 1200,5000 \\
+        --batch 32,128,256,512 --clip 0.02,0.05,0.1,0.2,0.5,1.0 \\
+        --json bench/results/dp-snr/electronics-top8-r8.json train.lora.top_k_layers=8
 """
 
 from __future__ import annotations

@@ -134,7 +134,9 @@ def _launch_torchrun(cfg: Config, out: Path | str, *, resume: bool, progress: bo
     if done.returncode != 0:
         raise DPSynthError(
             f"torchrun with {n} training processes exited with status {done.returncode}; finished arms are kept, "
-            f"and an interrupted one continues from its checkpoint with `dpsynth train --out {run.root} --resume`"
+            f"and an interrupted one continues from its checkpoint, under the ledger reservation it made, with "
+            f"`dpsynth train --out {run.root} --resume` (or give the reservation up: `dpsynth budget show`, then "
+            "`dpsynth budget abandon`)"
         )
     return {arm: read_json(run.privacy_json(arm)) for arm in cfg.train.arms}
 
@@ -173,6 +175,11 @@ def audit(cfg: Config, out: Path | str, *, progress: bool = True) -> dict[str, A
     """One-run privacy audit of the run's training in ``DIR/audit`` (trains its own arms); returns audit.json."""
     from dpsynth.privacy.audit_run import run_audit
 
+    if cfg.generator == "pe":
+        raise ConfigError(
+            "the one-run audit tests DP-SGD training (canaries in the training set); generator=pe trains nothing, "
+            "so auditing it would fine-tune and release a model the run never used"
+        )
     run = open_run(out)
     if not run.prepare_json.is_file():
         raise DPSynthError(f"{run.prepare_json} is missing: run `dpsynth prepare --out {run.root}` first")

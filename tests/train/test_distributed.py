@@ -226,6 +226,11 @@ def test_a_failed_torchrun_launch_is_a_clear_error(tmp_path, tiny_model_dir, mon
     api.prepare(load_config(None, base), out)
     missing = f"model.name={tmp_path / 'no-such-model'}"  # every rank fails to load it
     cfg = load_config(None, [*base, missing, "train.distributed=true", "train.nproc_per_node=2"])
-    with pytest.raises(DPSynthError, match="torchrun with 2 training processes exited"):
+    ledger = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger))
+    with pytest.raises(DPSynthError, match=r"torchrun with 2 training processes exited.*dpsynth budget abandon"):
         api.train(cfg, out, progress=False)
     assert not RunDir(out).privacy_json("dp").exists()
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    if ledger.exists():  # a rank may have reserved before it failed: never a committed release
+        assert Ledger(ledger).releases(source) == []

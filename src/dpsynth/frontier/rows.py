@@ -117,6 +117,7 @@ def row_config(cfg: Config, row: RowSpec) -> Config:
     raw["train"]["arms"] = [arm]
     raw["generate"]["arms"] = [arm]
     raw["generate"]["num_records"] = cfg.frontier.n_synthetic
+    raw["pe"]["candidates"] = None  # PE writes generate.num_records: every row has n_synthetic records
     if isinstance(row.eps, float):
         raw["privacy"]["target_epsilon"] = row.eps
         raw["privacy"]["noise_multiplier"] = None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.config import Config
-from dpsynth.errors import DPSynthError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import RowSpec, load_records, make_row, row_config, row_specs
@@ -72,6 +72,11 @@ def run_frontier(
     on_row: Callable[[str, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep configured in ``cfg.frontier`` in ``out``; returns the frontier.json document."""
+    if cfg.model.api_base is not None:
+        raise ConfigError(
+            "frontier: model.api_base is not supported yet (the eps 0 row and the evaluation run model.name on this "
+            "machine, so the rows would compare two models); run the sweep with model.name"
+        )
     if cfg.generator == "pe" and "inf" in cfg.frontier.eps:
         row_config(cfg, RowSpec("epsinf", "inf"))  # refused before anything is written, with the reason
     root = RunDir(Path(out))
