@@ -142,3 +142,12 @@ def test_train_refuses_generator_pe_and_says_what_to_run(pe_run_dir, tiny_model_
     assert result.exit_code != 0
     assert "generator=pe trains nothing" in result.output and "dpsynth generate" in result.output
     assert not run.adapter("dp").exists() and not run.adapter("no_dp").exists()
+
+
+def test_the_audit_refuses_generator_pe(tmp_path, tiny_model_dir):
+    """The one-run audit fine-tunes DP-SGD arms: on a PE run that would release a model nobody asked for."""
+    from dpsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="generator=pe trains nothing"):
+        api.audit(load_config(None, _overrides(tiny_model_dir)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
