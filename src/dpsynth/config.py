@@ -101,6 +101,12 @@ class TrainConfig(Section):
         ge=0,
         description="a larger prefix cache is memory-mapped from a file (unlinked at once) in the arm's folder",
     )
+    prefix_cache_dir: Path | None = Field(
+        None,
+        description="keep the prefix cache in this folder and reuse it in any run over the same examples and model "
+        "(a frontier's rows share DIR/prefix_cache); it holds the training examples' hidden states: private, "
+        "keep it beside the data",
+    )
     checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints (for --resume)")
     seed: int = Field(0, description="LoRA initialisation and the non-DP arm's shuffling")
     noise_seed: int | None = Field(

@@ -182,3 +182,23 @@ def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_mode
     made = read_json(row / "row.json")
     assert made["arm"] == "pe" and made["privacy"]["steps"] == 2 and "train" not in made["seconds"]
     assert "Private Evolution" in (out / "frontier.md").read_text()
+
+
+def test_the_trained_rows_share_one_prefix_cache(tmp_path, tiny_model_dir, monkeypatch):
+    """With LoRA on the top blocks, the frozen blocks run once per sweep, not once per trained row."""
+    from dpsynth.train.prefix import PrefixCache
+
+    builds = []
+    real_build = PrefixCache.build
+
+    def spy(*args, **kwargs):
+        builds.append(real_build(*args, **kwargs))
+        return builds[-1]
+
+    monkeypatch.setattr(PrefixCache, "build", spy)
+    extra = ["train.lora.top_k_layers=1", "frontier.eps=[2, inf]", "frontier.real_all=false"]
+    run_frontier(_cfg(tiny_model_dir, *extra), tmp_path / "f", progress=False)
+    assert len(builds) == 1  # the eps 2 row built it, the inf row loaded it
+    assert len(list((tmp_path / "f" / "prefix_cache").glob("prefix-*.pt"))) == 1
+    for key in ("eps2", "epsinf"):
+        assert (tmp_path / "f" / "rows" / key / "row.json").is_file()

@@ -176,6 +176,36 @@ def test_prefix_cache_spills_to_a_memory_mapped_file(tmp_path):
     torch.testing.assert_close(mapped.storage, in_memory.storage, atol=0, rtol=0)
 
 
+def test_a_shared_prefix_cache_is_built_once_and_reused(tmp_path):
+    """train.prefix_cache_dir: the first run builds and saves the cache, a run over the same examples and model loads
+    it (memory-mapped, equal to the built one, checked against the model), other examples get another key."""
+    from dpsynth.train.prefix import cache_key, self_check
+
+    model = _model(layers=3, top_k=1)
+    examples = indexed(_examples(LENGTHS, seed=3))
+    kwargs = {"start": 2, "collate": COLLATE, "batch_size": 4, "device": torch.device("cpu")}
+    builds: list[PrefixCache] = []
+
+    def build():
+        builds.append(PrefixCache.build(model, examples, **kwargs))
+        return builds[-1]
+
+    def check(c):
+        self_check(model, c, examples, COLLATE, torch.device("cpu"))
+
+    key = cache_key("tiny", 2, "None", examples)
+    first = PrefixCache.shared(tmp_path, key, build, check)
+    second = PrefixCache.shared(tmp_path, key, build, check)
+    assert len(builds) == 1 and [p.name for p in tmp_path.iterdir()] == [f"prefix-{key}.pt"]
+    assert second is not first and second.storage.data_ptr() != first.storage.data_ptr()  # loaded, not rebuilt
+    torch.testing.assert_close(second.storage, first.storage, atol=0, rtol=0)
+    assert (second.offsets, second.lengths, second.start) == (first.offsets, first.lengths, first.start)
+    assert cache_key("tiny", 2, "None", examples[:-1]) != key and cache_key("tiny", 1, "None", examples) != key
+    other = _model(layers=3, top_k=1, seed=1)  # a cache that does not fit the model is refused, not used
+    with pytest.raises(Exception, match="differs from the full model"):
+        self_check(other, second, examples, COLLATE, torch.device("cpu"))
+
+
 def test_prefix_cache_refuses_trainable_blocks_below_the_split():
     model = _model(layers=4, top_k=2)
     examples = indexed(_examples([5, 6]))

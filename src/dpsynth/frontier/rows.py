@@ -105,7 +105,7 @@ def copy_prepared(src: RunDir, dst: RunDir) -> None:
             shutil.copy2(src.data_dir / name, dst.data_dir / name)
 
 
-def row_config(cfg: Config, row: RowSpec) -> Config:
+def row_config(cfg: Config, row: RowSpec, *, prefix_cache_dir: Path | None = None) -> Config:
     """The run configuration of a generated row: one arm (or PE), ``n_synthetic`` records, the row's epsilon."""
     if cfg.generator == "pe" and row.eps == "inf":
         raise ConfigError(
@@ -118,6 +118,8 @@ def row_config(cfg: Config, row: RowSpec) -> Config:
     raw["generate"]["arms"] = [arm]
     raw["generate"]["num_records"] = cfg.frontier.n_synthetic
     raw["pe"]["candidates"] = None  # PE writes generate.num_records: every row has n_synthetic records
+    if raw["train"].get("prefix_cache_dir") is None and prefix_cache_dir is not None:
+        raw["train"]["prefix_cache_dir"] = str(prefix_cache_dir)  # every trained row, the same examples: one cache
     if isinstance(row.eps, float):
         raw["privacy"]["target_epsilon"] = row.eps
         raw["privacy"]["noise_multiplier"] = None
@@ -212,7 +214,7 @@ def _trained_row(
     """A fine-tuned row: train the one arm (resuming a crashed one), generate, keep text and codes."""
     from dpsynth import api
 
-    rcfg = row_config(cfg, row)
+    rcfg = row_config(cfg, row, prefix_cache_dir=run.root.parent.parent / "prefix_cache")
     if rcfg.generator == "pe":
         # Training-free: the whole Private Evolution run is generation (model calls, votes, selection); an
         # interrupted run continues from its last iteration under the ledger entry it reserved.

@@ -46,7 +46,7 @@ from dpsynth.train.lora import add_lora, num_layers, snapshot, trainable_paramet
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
 from dpsynth.train.precision import resolve_precision
-from dpsynth.train.prefix import PrefixCache
+from dpsynth.train.prefix import PrefixCache, cache_key, self_check
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -203,17 +203,32 @@ class ArmTrainer:
         start = num_layers(self.model.get_base_model()) - cfg.lora.top_k_layers
         if start == 0:
             return  # LoRA on every block: nothing is frozen below
-        self.forward.cache = PrefixCache.build(
-            self.model,
-            self.dataset.examples,
-            start=start,
-            collate=self.collate,
-            batch_size=cfg.physical_batch_size,
-            device=self.device,
-            context=self.forward.context,
-            memory_mb=cfg.prefix_cache_memory_mb,
-            spill_dir=self.s.run.arm(self.s.arm),
-        )
+        examples = self.dataset.examples
+
+        def build() -> PrefixCache:
+            return PrefixCache.build(
+                self.model,
+                examples,
+                start=start,
+                collate=self.collate,
+                batch_size=cfg.physical_batch_size,
+                device=self.device,
+                context=self.forward.context,
+                memory_mb=cfg.prefix_cache_memory_mb,
+                spill_dir=self.s.run.arm(self.s.arm),
+            )
+
+        if cfg.prefix_cache_dir is None:
+            self.forward.cache = build()
+        else:
+            m = self.s.cfg.model
+            key = cache_key(f"{m.name}@{m.revision}", start, str(self.forward.autocast_dtype), examples)
+            self.forward.cache = PrefixCache.shared(
+                cfg.prefix_cache_dir,
+                key,
+                build,
+                lambda c: self_check(self.model, c, examples, self.collate, self.device, self.forward.context),
+            )
         log.info(
             "prefix cache: blocks 0-%d of %s examples, %.0f MB",
             start - 1,

@@ -14,8 +14,9 @@ rescales ``inputs_embeds``, for instance), and it refuses bottom blocks with dro
 a fixed function of the example).
 
 Privacy: nothing changes in the analysis. The cache holds, for each example, a deterministic function of that
-example alone and of public weights; it is never released (it lives in the training process or in the arm's
-checkpoint folder, removed after training) and shapes nothing but the computation. Sampling is still Poisson over
+example alone and of public weights; it is never released (it lives in the training process, in the arm's
+folder, or with ``train.prefix_cache_dir`` in a folder that a sweep's rows share, beside the private data) and shapes
+nothing but the computation. Sampling is still Poisson over
 all examples, and the per-example gradients of the trainable weights are the ones the full model gives (a test
 compares them); clipping and noise are applied to them exactly as before.
 """
@@ -23,6 +24,7 @@ compares them); clipping and noise are applied to them exactly as before.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -154,6 +156,60 @@ class PrefixCache:
         cache = cls(storage, offsets, lengths, start)
         _self_check(model, cache, examples, order[-1], collate, device, context)
         return cache
+
+    def save(self, path: Path) -> None:
+        """Write the cache to ``path`` (atomically: a reader never sees half a file)."""
+        tmp = path.with_name(path.name + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"storage": self.storage, "offsets": self.offsets, "lengths": self.lengths, "start": self.start}
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> PrefixCache:
+        """A saved cache, memory-mapped (its states are read from the file as batches need them)."""
+        obj = torch.load(path, mmap=True, weights_only=True)
+        return cls(obj["storage"], list(obj["offsets"]), list(obj["lengths"]), int(obj["start"]))
+
+    @classmethod
+    def shared(
+        cls, store: Path, key: str, build: Callable[[], PrefixCache], check: Callable[[PrefixCache], None]
+    ) -> PrefixCache:
+        """The cache saved under ``store`` for ``key`` (checked on one example, like a new one), else ``build()``
+        and save it: the rows of a sweep train on the same examples and model, so they compute the frozen blocks
+        once between them (:func:`cache_key`)."""
+        path = store / f"prefix-{key}.pt"
+        if path.is_file():
+            cache = cls.load(path)
+            check(cache)
+            log.info("prefix cache: reused %s", path)
+            return cache
+        cache = build()
+        cache.save(path)
+        return cache
+
+
+def cache_key(model: str, start: int, dtype: str, examples: Sequence[ExampleLike]) -> str:
+    """What a cache is a function of: the base model, the first trained block, the compute dtype and every
+    example's token ids (in order: a cache row is found by the example's position)."""
+    h = hashlib.sha256(repr((model, start, dtype, len(examples))).encode())
+    for e in examples:
+        h.update(torch.tensor(e.input_ids, dtype=torch.int64).numpy().tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:32]
+
+
+def self_check(
+    model: torch.nn.Module,
+    cache: PrefixCache,
+    examples: Sequence[ExampleLike],
+    collate: Collator,
+    device: torch.device,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> None:
+    """Refuse ``cache`` unless the longest example's output through it equals the full model's."""
+    longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    _self_check(model, cache, examples, longest, collate, device, context)
 
 
 def _allocate(rows: int, width: int, dtype: torch.dtype, memory_mb: float, spill_dir: Path | None) -> torch.Tensor:
