@@ -125,10 +125,11 @@ class GenerateConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(50, ge=0, description="0: the whole vocabulary; 50 is what HF generate always applied")
     seed: int = 0
-    engine: Literal["auto", "hf", "ctranslate2"] = Field(
+    engine: Literal["auto", "hf", "ctranslate2", "vllm"] = Field(
         "auto",
         description="auto: ctranslate2 on CPU when installed (fastest on 2 cores, bench/bench_generate.py), else hf; "
-        "every engine samples with the same settings and writes the same files",
+        "every engine samples with the same settings and writes the same files; vllm: on a GPU, the adapter as a "
+        "LoRARequest (optional: pip install vllm in a CUDA environment)",
     )
     ctranslate2_quantization: Literal["int8", "float32", "bfloat16", "int8_bfloat16"] = Field(
         "int8", description="weights of the merged model converted for ctranslate2 (cached beside the adapter)"

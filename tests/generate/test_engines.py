@@ -156,3 +156,30 @@ def test_generate_from_codes_without_adapter(name, cfg):
     texts = generate_from_codes(cfg, None, codes, SYSTEM, g)
     assert len(texts) == 3 and all(isinstance(t, str) and t for t in texts)
     assert texts == generate_from_codes(cfg, None, codes, SYSTEM, g)
+
+
+def test_vllm_is_refused_with_its_reason_where_it_cannot_run(cfg, adapter_dir, tokenizer):
+    """No GPU or no vLLM (every CI machine of this project): generate.engine=vllm is a clear configuration error."""
+    from dpsynth.errors import ConfigError
+    from dpsynth.generate.vllm_engine import vllm_available
+
+    why = vllm_available()
+    if why is None:
+        pytest.skip("vLLM can run here: test_vllm_greedy_tokens_equal_hf checks it instead")
+    with pytest.raises(ConfigError, match=r"generate\.engine=vllm"):
+        load_engine(cfg, adapter_dir, tokenizer, engine="vllm")
+
+
+def test_vllm_greedy_tokens_equal_hf(cfg, adapter_dir, tokenizer, prompts):
+    """Where a GPU and vLLM are present: the adapter served as a LoRARequest continues the same prompt ids greedily as
+    HF generate on the peft model (top_k=1), stops at the same ids, honours max_new_tokens; the base alone differs."""
+    from dpsynth.generate.vllm_engine import vllm_available
+
+    why = vllm_available()
+    if why is not None:
+        pytest.skip(why)
+    stops = stop_token_ids(tokenizer)
+    hf = load_engine(cfg, adapter_dir, tokenizer, engine="hf").generate(prompts, stops, GREEDY)
+    vllm = load_engine(cfg, adapter_dir, tokenizer, engine="vllm")
+    assert vllm.generate(prompts, stops, GREEDY) == hf
+    assert load_engine(cfg, None, tokenizer, engine="vllm").generate(prompts, stops, GREEDY) != hf

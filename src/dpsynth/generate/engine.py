@@ -7,6 +7,7 @@
   (``bench/bench_generate.py``; the README has the figures). On CUDA ``auto`` means HF (not measured there).
 - ``hf``: transformers' ``generate`` on the peft model; works for every model, device and dtype.
 - ``ctranslate2``: the adapter merged into the base model and converted once (:mod:`dpsynth.models.convert`).
+- ``vllm``: vLLM on a GPU with the adapter as a ``LoRARequest`` (:mod:`dpsynth.generate.vllm_engine`; optional).
 
 :func:`generate_from_codes` is the whole path for control codes (also without an adapter: the base model alone).
 :func:`sample_texts` takes token-id prompts. Both return one text per prompt, in order.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EngineName = Literal["auto", "hf", "ctranslate2"]
+EngineName = Literal["auto", "hf", "ctranslate2", "vllm"]
 
 
 class Engine(Protocol):
@@ -79,6 +80,12 @@ def load_engine(
     explicit ``engine=ctranslate2`` raises instead.
     """
     name = resolve_engine(engine, model_cfg)
+    if name == "vllm":
+        from dpsynth.generate.vllm_engine import VLLMEngine
+        from dpsynth.models.loader import model_source
+
+        source, kwargs = model_source(model_cfg)
+        return VLLMEngine(source, adapter_dir, revision=kwargs.get("revision"))
     if name == "ctranslate2":
         from dpsynth.errors import ConfigError
         from dpsynth.generate.ct2_engine import CT2Engine
