@@ -17,10 +17,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dpsynth.generate.sampling import SamplingSettings, collect_batches, cut_at_stop
+from dpsynth.generate.sampling import BatchedEngine, SamplingSettings, cut_at_stop
 
 
-class CT2Engine:
+class CT2Engine(BatchedEngine):
     """Sampling with a ``ctranslate2.Generator`` on CPU (or CUDA) from a converted model folder."""
 
     name = "ctranslate2"
@@ -41,17 +41,6 @@ class CT2Engine:
             inter_threads=1,
             intra_threads=self.threads,
         )
-
-    def generate(
-        self,
-        prompts: Sequence[list[int]],
-        stops: Sequence[int],
-        s: SamplingSettings,
-        *,
-        progress: bool = False,
-        desc: str = "generate",
-    ) -> list[list[int]]:
-        return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings

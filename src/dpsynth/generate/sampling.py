@@ -106,14 +106,13 @@ def collect_batches(
     return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
 
 
-class HFEngine:
-    """transformers' ``generate`` on the (peft) model as loaded: works for every model, device and dtype."""
+class BatchedEngine:
+    """What every local engine shares: ``generate`` is its lazy ``iter_batches`` flattened behind a progress bar."""
 
-    name = "hf"
-
-    def __init__(self, model: Any, pad_id: int) -> None:
-        self.model = model
-        self.pad_id = pad_id
+    def iter_batches(
+        self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
+    ) -> Iterator[list[list[int]]]:
+        raise NotImplementedError
 
     def generate(
         self,
@@ -125,6 +124,16 @@ class HFEngine:
         desc: str = "generate",
     ) -> list[list[int]]:
         return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
+
+
+class HFEngine(BatchedEngine):
+    """transformers' ``generate`` on the (peft) model as loaded: works for every model, device and dtype."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings

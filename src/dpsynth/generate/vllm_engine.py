@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth.errors import ConfigError
-from dpsynth.generate.sampling import SamplingSettings, collect_batches, cut_at_stop
+from dpsynth.generate.sampling import BatchedEngine, SamplingSettings, cut_at_stop
 
 
 def vllm_available() -> str | None:
@@ -40,7 +40,7 @@ def vllm_available() -> str | None:
     return None
 
 
-class VLLMEngine:
+class VLLMEngine(BatchedEngine):
     """``vllm.LLM`` on the base model; the adapter (if any) as one ``LoRARequest`` for every prompt."""
 
     name = "vllm"
@@ -61,17 +61,6 @@ class VLLMEngine:
             dtype="auto",
         )
         self.lora = LoRARequest("dpsynth", 1, str(adapter_dir)) if adapter_dir is not None else None
-
-    def generate(
-        self,
-        prompts: Sequence[list[int]],
-        stops: Sequence[int],
-        s: SamplingSettings,
-        *,
-        progress: bool = False,
-        desc: str = "generate",
-    ) -> list[list[int]]:
-        return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
