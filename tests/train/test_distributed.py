@@ -234,3 +234,64 @@ def test_a_failed_torchrun_launch_is_a_clear_error(tmp_path, tiny_model_dir, mon
     source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
     if ledger.exists():  # a rank may have reserved before it failed: never a committed release
         assert Ledger(ledger).releases(source) == []
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of torchrun's worker with ``RANK=rank`` (Linux /proc), or None while it is not started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != parent:
+                continue
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through Linux /proc")
+def test_a_rank_that_dies_leaves_a_resumable_checkpoint_and_no_release(tmp_path, tiny_model_dir):
+    """Rank 1 is killed (SIGKILL) once rank 0 has checkpointed a step: torchrun fails, the ledger holds no committed
+    release and the checkpoint is there; `--resume` under torchrun finishes the planned steps with one release."""
+    import signal
+    import time
+
+    steps = ["train.epochs=50", "train.max_steps=60", "train.checkpoint_every=2"]  # 60 planned steps
+    cfg = load_config(None, [*_tiny(tiny_model_dir), "train.arms=[dp]", *steps])
+    run = RunDir(tmp_path / "run")
+    api.prepare(cfg, run.root)
+    ledger = tmp_path / "ledger.sqlite"
+    env = {**os.environ, "DPSYNTH_LEDGER": str(ledger), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    train = ["-m", "dpsynth", "train", "--out", str(run.root), "--quiet"]
+    proc = subprocess.Popen([*command, *train], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = run.checkpoints("dp") / "meta.json"
+    killed_at = None
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        step = read_json(meta).get("step", 0) if meta.is_file() else 0
+        pid = _rank_pid(proc.pid, 1)
+        if step >= 2 and pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed_at = step
+            break
+        time.sleep(0.05)
+    assert killed_at is not None, "training ended (or timed out) before a rank could be killed"
+    assert proc.wait(timeout=120) != 0
+    assert not run.privacy_json("dp").exists()
+    source = read_json(run.prepare_json)["source"]["fingerprint"]
+    assert Ledger(ledger).releases(source) == []  # nothing committed by a run that died
+    saved = read_json(meta)["step"]
+    assert 2 <= saved < 60
+
+    done = subprocess.run([*command, *train, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    privacy = read_json(run.privacy_json("dp"))
+    assert privacy["steps"] == 60 and privacy["processes"] == 2 and privacy["ledger"]["status"] == "committed"
+    assert len(Ledger(ledger).releases(source)) == 1
+    log = read_jsonl(run.train_log("dp"))
+    assert [r["step"] for r in log] == list(range(1, 61))  # the steps before the crash kept, the rest trained once
