@@ -84,11 +84,11 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
             "generator=pe trains nothing (Private Evolution only calls the model): run `dpsynth generate` or "
             "`dpsynth run` with generator=pe, or train with generator=finetune"
         )
-    if cfg.train.distributed and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(cfg, out, resume=resume, progress=progress)
     run = open_run(out)
     if not run.train.is_file():
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
+    if cfg.train.distributed and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(cfg, run, resume=resume, progress=progress)
     dist = distributed.init_from_env()
     if dist.is_main:
         save_config(cfg, run)
@@ -110,7 +110,7 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
     return results if dist.is_main else {}
 
 
-def _launch_torchrun(cfg: Config, out: Path | str, *, resume: bool, progress: bool) -> dict[str, dict[str, Any]]:
+def _launch_torchrun(cfg: Config, run: RunDir, *, resume: bool, progress: bool) -> dict[str, dict[str, Any]]:
     """``train.distributed``: run ``dpsynth train`` under torchrun (PyTorch's launcher, not a home-made one) with
     ``train.nproc_per_node`` ranks on this machine and the run's saved configuration; returns each arm's privacy.json.
 
@@ -119,9 +119,6 @@ def _launch_torchrun(cfg: Config, out: Path | str, *, resume: bool, progress: bo
     import subprocess
     import sys
 
-    run = open_run(out)
-    if not run.train.is_file():
-        raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
     save_config(cfg, run)
     n = cfg.train.nproc_per_node
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]

@@ -151,6 +151,8 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     base = fingerprint(_cfg(tiny_model_dir), row)
     assert fingerprint(_cfg(tiny_model_dir, "tracking.mlflow=sqlite:///x.db"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "pe.iterations=7"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "train.prefix_cache_dir=/tmp/cache"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "train.distributed=true", "train.nproc_per_node=4"), row) == base
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base

@@ -74,16 +74,31 @@ def level_key(level: Level) -> str:
     return f"eps{float(level):g}"
 
 
+_NEUTRAL_KEYS = (
+    ("train", "prefix_cache_dir"),
+    ("train", "distributed"),
+    ("train", "nproc_per_node"),
+    ("model", "api_base"),
+    ("model", "api_model"),
+    ("model", "api_key_env"),
+    ("model", "api_concurrency"),
+    ("model", "api_timeout"),
+)
+
+
 def fingerprint(cfg: Config, row: RowSpec) -> str:
     """What a finished row depends on: the whole configuration except the list of levels, and the row itself.
 
-    Left out too: where runs are tracked (``tracking``), and the settings of a generator the sweep does not run
-    (``generator`` when it is the default fine-tuning, ``pe``): a new key that cannot change a row must not make every
-    finished sweep refuse its rows.
+    Left out too: where runs are tracked (``tracking``), how training is laid out on this machine (the shared prefix
+    cache, torchrun ranks: the same mechanism and numbers), the served-model keys (refused by the frontier), and the
+    settings of a generator the sweep does not run (``generator`` when it is the default fine-tuning, ``pe``): a new
+    key that cannot change a row must not make every finished sweep refuse its rows.
     """
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
     dump.pop("tracking", None)
+    for section, key in _NEUTRAL_KEYS:
+        dump.get(section, {}).pop(key, None)
     if dump.get("generator", "finetune") == "finetune":
         dump.pop("generator", None)
         dump.pop("pe", None)

@@ -222,7 +222,7 @@ class ArmTrainer:
             self.forward.cache = build()
         else:
             m = self.s.cfg.model
-            key = cache_key(f"{m.name}@{m.revision}", start, str(self.forward.autocast_dtype), examples)
+            key = cache_key(f"{m.name}@{m.revision}:{m.dtype}", start, str(self.forward.autocast_dtype), examples)
             self.forward.cache = PrefixCache.shared(
                 cfg.prefix_cache_dir,
                 key,

@@ -208,8 +208,9 @@ def warn_if_loss_flat(log: list[dict[str, Any]]) -> bool:
     if last > first * (1 - FLAT_LOSS_DROP):
         logger.warning(
             "the DP arm's training loss did not fall (%.3f over its first %d steps, %.3f over its last %d): DP noise "
-            "drowned the gradient, so its records will read much like the base model's. More privacy units, a "
-            "larger epsilon or fewer trained parameters help; more epochs do not (bench/results/recipe-search/).",
+            "drowned the gradient, so its records will read much like the base model's. A clipping norm below the "
+            "per-example gradient norms and a larger batch (bench/dp_snr.py), more privacy units or a larger epsilon "
+            "help; more epochs do not (bench/results/dp-snr/, bench/results/recipe-search/).",
             first,
             k,
             last,
