@@ -28,3 +28,40 @@ def test_empty_input_and_batch_size(embedder):
     assert embed([], model=embedder).shape == (0, EMBEDDING_DIM)
     texts = [f"review number {i} is fine" for i in range(5)]
     np.testing.assert_allclose(embed(texts, batch_size=2, model=embedder), embed(texts, model=embedder), atol=1e-5)
+
+
+def test_memo_embeds_each_text_once_and_matches(embedder, monkeypatch):
+    from dpsynth.evaluate import embeddings
+
+    embeddings.forget()
+    texts = ["the battery lasts two days", "the screen cracked", "the battery lasts two days"]
+    plain = embed(texts, device="cpu")
+    calls: list[int] = []
+    encode = embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda t, **kw: calls.append(len(t)) or encode(t, **kw))
+    first = embed(texts, device="cpu", memo=True)
+    assert calls == [2]  # the repeated text is embedded once
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    again = embed(["the screen cracked", "a new text"], device="cpu", memo=True)
+    assert calls == [2, 1]  # only the unseen text reaches the model
+    np.testing.assert_array_equal(again[0], first[1])
+    embeddings.forget()
+    embed(["the screen cracked"], device="cpu", memo=True)
+    assert calls == [2, 1, 1]  # forgotten: embedded again
+
+
+def test_remember_primes_the_memo(embedder, monkeypatch):
+    from dpsynth.evaluate import embeddings
+
+    embeddings.forget()
+    vec = np.eye(EMBEDDING_DIM, dtype=np.float32)[:1]
+    embeddings.remember(["stored text"], vec)
+    monkeypatch.setattr(embedder, "encode", lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded")))
+    np.testing.assert_array_equal(embed(["stored text"], device="cpu", memo=True), vec)
+    embeddings.forget()
+    try:
+        embeddings.remember(["a", "b"], vec)
+    except ValueError as exc:
+        assert "2 texts but 1 vectors" in str(exc)
+    else:
+        raise AssertionError("remember accepted a length mismatch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
@@ -161,9 +162,15 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):
     """generator=pe: the eps > 0 rows are PE runs (no training, one PE release each in the ledger, the row's
     records are PE's output); the doc names the generator; an eps = inf row is refused before anything runs."""
+    from dpsynth.evaluate import embeddings
+
     ledger = tmp_path / "ledger.sqlite"
     monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger))
     pe = ["generator=pe", "pe.iterations=2", "pe.variations=1", "frontier.real_all=false"]
+    embeddings.forget()
+    embedder, encoded = embeddings.load_embedder(), Counter()
+    encode = embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda t, **kw: encoded.update(t) or encode(t, **kw))
     with pytest.raises(ConfigError, match="no eps=inf row"):
         run_frontier(_cfg(tiny_model_dir, *pe), tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
@@ -184,6 +191,35 @@ def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_mode
     made = read_json(row / "row.json")
     assert made["arm"] == "pe" and made["privacy"]["steps"] == 2 and "train" not in made["seconds"]
     assert "Private Evolution" in (out / "frontier.md").read_text()
+    private = [json.loads(x)["text"] for x in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert {encoded[t] for t in private} == {1}  # scored and voted with the same vectors: embedded once per sweep
+
+
+def test_reference_embeddings_are_stored_and_reused(frontier_run, monkeypatch):
+    """The real references' vectors live in DIR/data (a resumed sweep does not embed them again); a store that does
+    not match its texts is embedded again, never trusted."""
+    import numpy as np
+
+    from dpsynth.evaluate import embeddings
+    from dpsynth.frontier.metrics import stored_embeddings
+
+    _, out, _, _ = frontier_run
+    stores = sorted((out / "data").glob("embeddings-*.npy"))
+    assert len(stores) == 2  # the test split and the training split
+    texts = [json.loads(x)["text"] for x in (out / "data" / "train.jsonl").read_text().splitlines()]
+    embeddings.forget()
+    real_embed = embeddings.embed
+    monkeypatch.setattr(embeddings, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded")))
+    loaded = stored_embeddings(texts, out / "data")
+    assert loaded.shape == (len(texts), embeddings.EMBEDDING_DIM)
+    np.testing.assert_array_equal(real_embed(texts, memo=True), loaded)  # primed the memo with the stored rows
+    store = next(p for p in stores if np.load(p).shape[0] == len(texts))
+    np.save(store, loaded[:3])  # a damaged store
+    monkeypatch.setattr(embeddings, "embed", real_embed)
+    embeddings.forget()
+    again = stored_embeddings(texts, out / "data")
+    np.testing.assert_allclose(again, loaded, atol=1e-5)
+    assert np.load(store).shape == loaded.shape  # replaced whole
 
 
 def test_the_trained_rows_share_one_prefix_cache(tmp_path, tiny_model_dir, monkeypatch):

@@ -8,11 +8,17 @@ other, downloaded model would not be comparable.
 
 Vectors are L2-normalised, so the dot product of two embeddings is their cosine similarity; nearest-neighbour searches
 (:mod:`dpsynth.evaluate.fidelity`, :mod:`dpsynth.evaluate.text_privacy`) rely on it.
+
+``embed(..., memo=True)`` keeps each vector in this process's memory, keyed by the text's digest, and embeds only texts
+not seen before: a frontier embeds its 5,000 private training records for scoring and every Private Evolution row
+embeds the same records to vote (6 minutes each on one core); with the memo they are embedded once per process. The
+memo holds private vectors in memory only; :func:`remember` primes it from a store the caller keeps beside the data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,6 +35,29 @@ if TYPE_CHECKING:
 EMBEDDING_DIM = 384
 _CACHE: dict[str, SentenceTransformer] = {}
 _LOCK = threading.Lock()
+_MEMO: dict[bytes, np.ndarray] = {}  # sha256(text) -> unit vector, for embed(memo=True)
+_MEMO_MAX = 200_000  # about 300 MB of float32 vectors: past it the memo is emptied, never grown
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def remember(texts: Sequence[str], vectors: np.ndarray) -> None:
+    """Put known embeddings of ``texts`` (rows of ``vectors``, from :func:`embed`) into the in-process memo."""
+    if len(texts) != len(vectors):
+        raise ValueError(f"remember: {len(texts)} texts but {len(vectors)} vectors")
+    with _LOCK:
+        if len(_MEMO) + len(texts) > _MEMO_MAX:
+            _MEMO.clear()
+        for text, vec in zip(texts, vectors, strict=True):
+            _MEMO[_digest(text)] = np.asarray(vec, dtype=np.float32)
+
+
+def forget() -> None:
+    """Empty the in-process memo (tests; a long process that has finished with its private data)."""
+    with _LOCK:
+        _MEMO.clear()
 
 
 def model_path() -> Path:
@@ -86,14 +115,28 @@ def embed(
     *,
     model: SentenceTransformer | None = None,
     device: str | None = None,
+    memo: bool = False,
 ) -> np.ndarray:
     """Embed ``texts``: a ``(len(texts), 384)`` float32 array of unit-norm rows (an empty input gives ``(0, 384)``).
 
     Texts longer than the model's window (256 word pieces) are truncated by the model, which is fine for reviews.
+    ``memo``: reuse (and keep) vectors of texts this process has embedded with the bundled model; a text's vector
+    does not depend on its batch beyond float rounding (padding is masked). Ignored when ``model`` is given.
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
     texts = list(texts)
+    if memo and model is None and texts:
+        keys = [_digest(t) for t in texts]
+        with _LOCK:
+            missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in _MEMO))
+        if missing:
+            remember(missing, embed(missing, batch_size, device=device))
+        with _LOCK:
+            found = [_MEMO.get(k) for k in keys]
+        if all(v is not None for v in found):
+            return np.stack(found)  # type: ignore[arg-type]
+        return embed(texts, batch_size, device=device)  # the memo was emptied meanwhile (past _MEMO_MAX)
     if model is None:
         model = load_embedder(device)
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension

@@ -10,13 +10,20 @@ row's epsilon (:func:`dpsynth.evaluate.utility.dp_train_and_test`); per row, MAU
 The real references (the test split, capped at ``evaluate.max_records`` by a seeded draw, and the whole real training
 split) are read and embedded once, so every row is scored against exactly the same test records. Like every number in
 a run's metrics.json, these read the private data: the frontier's outputs are not DP.
+
+Their embeddings are kept in ``DIR/data/embeddings-<digest>.npy`` (private like the ``train.jsonl`` beside them, and
+never copied out of ``DIR/data``): a resumed sweep does not embed 5,000 records again, and the in-process memo of
+:func:`dpsynth.evaluate.embeddings.embed` hands them to every Private Evolution row, which votes with the same vectors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,9 +73,32 @@ class Reference:
         return float(np.mean([y == top for y in test]))
 
 
+def stored_embeddings(texts: list[str], folder: Path) -> np.ndarray:
+    """``embed(texts)``, kept in ``folder`` under the digest of the texts (and the model): computed once per data set.
+
+    A stored file that does not hold one row per text is embedded again (and replaced), never trusted.
+    """
+    from dpsynth.evaluate.embeddings import EMBEDDING_DIM, embed, model_path, remember
+
+    h = hashlib.sha256(model_path().name.encode())
+    for text in texts:
+        h.update(hashlib.sha256(text.encode("utf-8")).digest())
+    path = folder / f"embeddings-{h.hexdigest()[:16]}.npy"
+    if path.is_file():
+        vectors = np.load(path)
+        if vectors.shape == (len(texts), EMBEDDING_DIM):
+            remember(texts, vectors)
+            return vectors
+        log.warning("frontier: %s does not match its texts; embedding them again", path.name)
+    vectors = embed(texts, memo=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)  # whole or absent: a crash leaves no half-written store
+    return vectors
+
+
 def load_reference(cfg: Config, root: RunDir) -> Reference:
-    """Read and embed the frontier's real references once."""
-    from dpsynth.evaluate.embeddings import embed
+    """Read and embed the frontier's real references once (kept in ``DIR/data`` for a resumed sweep)."""
 
     specs = load_code_specs(root)
     info = load_prepare_info(root)
@@ -89,10 +119,10 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
         domains=domains,
         test_texts=[r.text for r in test],
         test_labels=[derive_labels(r.codes, labels) for r in test],
-        test_emb=embed([r.text for r in test]),
+        test_emb=stored_embeddings([r.text for r in test], root.data_dir),
         train_texts=[r.text for r in train],
         train_labels=[derive_labels(r.codes, labels) for r in train],
-        train_emb=embed([r.text for r in train]),
+        train_emb=stored_embeddings([r.text for r in train], root.data_dir),
         unit_contribution=int(info.get("max_records_per_user", 1)),
     )
 
@@ -117,7 +147,7 @@ def score_row(
     from dpsynth.evaluate.quality import quality_counts
 
     texts = [str(r["text"]) for r in records]
-    emb = embed(texts)
+    emb = embed(texts, memo=not synthetic)  # real rows: the reference's vectors of the same records
     labels = [derive_labels(r.get("codes") or {}, ref.labels) for r in records]
     try:
         mauve = _mauve(emb, ref, cfg.evaluate.seed)

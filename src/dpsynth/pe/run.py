@@ -169,10 +169,10 @@ def _start(
     return state
 
 
-def _embed(texts: list[str], batch_size: int) -> np.ndarray:
+def _embed(texts: list[str], batch_size: int, *, memo: bool = False) -> np.ndarray:
     from dpsynth.evaluate.embeddings import embed
 
-    return embed(texts, batch_size=batch_size)
+    return embed(texts, batch_size=batch_size, memo=memo)
 
 
 def _iterate(
@@ -190,7 +190,8 @@ def _iterate(
     if state.iteration >= plan.iterations:
         return
     pe, b = cfg.pe, cfg.pe.embed_batch_size
-    flat = _embed([r.text for recs in units for r in recs], b)  # private: kept in memory only, never written
+    # private: kept in memory only, never written; the memo reuses a frontier's vectors of the same records
+    flat = _embed([r.text for recs in units for r in recs], b, memo=True)
     bounds = np.cumsum([0, *(len(recs) for recs in units)])
     unit_vectors = [flat[bounds[u] : bounds[u + 1]] for u in range(len(units))]
     known: dict[str, np.ndarray] = {}  # embeddings of synthetic texts: kept samples are voted on again
