@@ -98,8 +98,9 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
             if resume and _arm_finished(run, arm):
                 # Retraining a finished arm would be a second release from the same data: resume never does that.
                 log.info("resume: the %s arm already finished (%s), not training it again", arm, run.privacy_json(arm))
-                if dist.is_main:  # finishes a crashed commit
-                    results[arm] = commit_release(cfg, run, read_json(run.privacy_json(arm)))
+                if dist.is_main:  # finishes a crashed commit of the DP arm (the non-DP arm has none)
+                    done = read_json(run.privacy_json(arm))
+                    results[arm] = commit_release(cfg, run, done) if arm == "dp" else done
             else:
                 results[arm] = train_arm(
                     cfg, run, arm, resume=resume, progress=progress, on_step=partial(tracker.log_step, arm)

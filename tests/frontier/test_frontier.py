@@ -107,8 +107,37 @@ def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypat
 
 def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir):
     _, out, _, _ = frontier_run
-    with pytest.raises(DPSynthError, match="another configuration"):
-        run_frontier(_cfg(tiny_model_dir, "train.learning_rate=0.01"), out, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    for change in ("train.learning_rate=0.01", "privacy.max_grad_norm=0.5"):
+        with pytest.raises(DPSynthError, match="another configuration"):
+            run_frontier(_cfg(tiny_model_dir, change), out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """frontier.n_synthetic (or sampling) changed in a copy of a finished sweep: the trained rows generate again from
+    their kept arms (no training, no new ledger charge: post-processing), the other rows are remade, at the new N."""
+    import shutil
+
+    from dpsynth.train import stage
+
+    _, out, _, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    doc = run_frontier(
+        _cfg(tiny_model_dir, "frontier.n_synthetic=16", "generate.temperature=0.8"), copy, progress=False
+    )
+    assert doc["n_synthetic"] == 16
+    for key in ("eps0", "eps2", "epsinf", "real"):
+        made = read_json(copy / "rows" / key / "row.json")
+        assert made["n_records"] == 16, key
+    assert read_json(copy / "rows" / "eps2" / "dp" / "privacy.json") == read_json(
+        out / "rows" / "eps2" / "dp" / "privacy.json"
+    )
+    source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1
 
 
 def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir, monkeypatch):

@@ -14,6 +14,11 @@ of the frontier and a ``dpsynth run`` at the same settings produce their synthet
 
 Each finished row writes ``row.json`` (its records' path, timings and the config fingerprint); a rerun with the same
 configuration skips it, and a crashed DP row resumes its training from its checkpoint (never charging twice).
+
+A rerun that changes only what comes after training (``generate.*``, ``evaluate.*``, ``frontier.n_synthetic``: more
+records, other sampling) keeps every fine-tuned row's trained arm and DP release and generates again from it
+(post-processing: no new charge, no new training); eps 0 and real rows are remade. Any other change, or any change to
+a Private Evolution row (whose release *is* its generation), is refused before a row is touched.
 """
 
 from __future__ import annotations
@@ -94,16 +99,53 @@ def fingerprint(cfg: Config, row: RowSpec) -> str:
     settings of a generator the sweep does not run (``generator`` when it is the default fine-tuning, ``pe``): a new
     key that cannot change a row must not make every finished sweep refuse its rows.
     """
+    text = repr((_view(cfg), row.key, row.eps, row.real_n))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_AFTER_TRAINING = ("generate", "evaluate", "frontier")
+
+
+def _view(cfg: Config, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
-    dump.pop("tracking", None)
+    for section in ("tracking", *drop):
+        dump.pop(section, None)
     for section, key in _NEUTRAL_KEYS:
         dump.get(section, {}).pop(key, None)
     if dump.get("generator", "finetune") == "finetune":
         dump.pop("generator", None)
         dump.pop("pe", None)
-    text = repr((sorted(_flatten(dump)), row.key, row.eps, row.real_n))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sorted(_flatten(dump))
+
+
+def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
+    """Refuse, before any row is touched, a rerun whose change would mix two configurations in one frontier.
+
+    A finished fine-tuned row may be kept when its run's configuration (``rows/<key>/config.yaml``) differs from the
+    new one only after training; a Private Evolution row only when nothing changed.
+    """
+    run = RunDir(root.root / "rows" / row.key)
+    done = run.root / "row.json"
+    if not done.is_file() or read_json(done).get("fingerprint") == fingerprint(cfg, row):
+        return
+    arm = read_json(done).get("arm")
+    if arm is None:
+        return  # eps 0 and real rows hold no release and train nothing: remade under the new configuration
+    from dpsynth.config import load_config
+
+    new = row_config(cfg, row, prefix_cache_dir=root.root / "prefix_cache")
+    if (
+        arm != "pe"
+        and run.config.is_file()
+        and _view(load_config(run.config), _AFTER_TRAINING) == _view(new, _AFTER_TRAINING)
+    ):
+        return
+    raise DPSynthError(
+        f"{done} was made with another configuration: use a new --out directory (or delete {run.root}) "
+        "rather than mixing rows of two configurations in one frontier (a fine-tuned row is kept, and generated "
+        "again, only when generate.*, evaluate.* or frontier.n_synthetic alone changed)"
+    )
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -151,10 +193,13 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
         if info.get("fingerprint") == fp:
             log.info("frontier: row %s already finished, kept", row.key)
             return info
-        raise DPSynthError(
-            f"{done} was made with another configuration: use a new --out directory (or delete {run.root}) "
-            "rather than mixing rows of two configurations in one frontier"
+        check_reuse(cfg, root, row)
+        log.warning(
+            "frontier: row %s: only settings after training changed; %s",
+            row.key,
+            "its trained arm and release are kept and it generates again" if info.get("arm") else "remade",
         )
+        done.unlink()  # a crash from here on remakes the row; a trained arm is found finished and not trained again
     copy_prepared(root, run)
     timings: dict[str, float] = {}
     records_path = run.root / "records.jsonl"

@@ -12,7 +12,9 @@ Layout of ``DIR``::
     DIR/frontier.json  DIR/frontier.md  DIR/frontier.html
 
 Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same;
-an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved.
+an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved. Changing only
+``generate.*``, ``evaluate.*`` or ``frontier.n_synthetic`` keeps the trained arms and generates again
+(:func:`dpsynth.frontier.rows.check_reuse`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
-from dpsynth.frontier.rows import RowSpec, load_records, make_row, row_config, row_specs
+from dpsynth.frontier.rows import RowSpec, check_reuse, load_records, make_row, row_config, row_specs
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -80,13 +82,16 @@ def run_frontier(
     if cfg.generator == "pe" and "inf" in cfg.frontier.eps:
         row_config(cfg, RowSpec("epsinf", "inf"))  # refused before anything is written, with the reason
     root = RunDir(Path(out))
+    specs = row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all)
+    for spec in specs:
+        check_reuse(cfg, root, spec)  # every refusal before anything is written or any row is touched
     root.root.mkdir(parents=True, exist_ok=True)
     write_text(root.config, cfg.to_yaml())
     start = time.perf_counter()
     info = _prepare(cfg, root)
     ref = load_reference(cfg, root)
     rows: list[dict[str, Any]] = []
-    for spec in row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all):
+    for spec in specs:
         log.info("frontier: row %s", spec.key)
         made = make_row(cfg, root, spec, progress=progress)
         scores_path = root.root / "rows" / spec.key / "scores.json"
