@@ -76,11 +76,12 @@ def main() -> None:
 
     from dpsynth import api
     from dpsynth.config import load_config
+    from dpsynth.machine import usable_cores
     from dpsynth.models.loader import load_tokenizer
     from dpsynth.rundir import RunDir
     from dpsynth.train.stage import _examples_and_cells
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     fixed = ["train.arms=[dp]", f"train.max_steps={args.steps}", "train.noise_seed=7", "train.lora.dropout=0"]
     cfg = load_config(args.config, [*fixed, *args.overrides])
     results: dict[str, dict[str, float]] = {}

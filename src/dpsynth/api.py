@@ -125,8 +125,11 @@ def _launch_torchrun(cfg: Config, run: RunDir, *, resume: bool, progress: bool) 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
     cmd += ["-m", "dpsynth", "train", "--out", str(run.root), "--config", str(run.config)]
     cmd += (["--resume"] if resume else []) + ([] if progress else ["--quiet"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from dpsynth.machine import usable_cores
+
+    cores = usable_cores()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores // n)))}
+    env[LAUNCHED_ENV] = "1"  # the ranks leave the summary to this process, which prints it once
     log.info("train.distributed: %s", " ".join(cmd))
     done = subprocess.run(cmd, env=env, check=False)
     if done.returncode != 0:
@@ -137,6 +140,9 @@ def _launch_torchrun(cfg: Config, run: RunDir, *, resume: bool, progress: bool) 
             "`dpsynth budget abandon`)"
         )
     return {arm: read_json(run.privacy_json(arm)) for arm in cfg.train.arms}
+
+
+LAUNCHED_ENV = "DPSYNTH_TORCHRUN_CHILD"  # set for the ranks that `train.distributed` launches
 
 
 def _one_process(stage: str) -> None:

@@ -148,7 +148,8 @@ def train(
     _setup_logging(quiet)
     cfg = _guard(lambda: api.load_run_config(out, config, overrides))
     results = _guard(lambda: api.train(cfg, out, resume=resume, progress=not quiet))
-    if results:  # empty on every torchrun rank but rank 0
+    # empty on every torchrun rank but rank 0; a rank launched by `train.distributed` leaves it to its launcher
+    if results and api.LAUNCHED_ENV not in os.environ:
         print_training(results)
 
 

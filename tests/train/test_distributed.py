@@ -190,9 +190,10 @@ def _close(a, b) -> bool:
     return bool(a == b)
 
 
-def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir, monkeypatch):
+def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir, monkeypatch, capfd):
     """`train.distributed=true`: the pipeline's train stage runs as torchrun ranks (privacy.json says 2 processes), one
-    ledger release per DP arm, and the later stages take the run directory unchanged."""
+    ledger release per DP arm, and the later stages take the run directory unchanged; the ranks print no summary of
+    their own (the launching command prints it once)."""
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -216,6 +217,7 @@ def test_train_distributed_inside_run_launches_torchrun(tmp_path, tiny_model_dir
     assert read_json(run.privacy_json("no_dp"))["dp"] is False
     assert len(Ledger(privacy["ledger"]["path"]).releases(privacy["ledger"]["source"])) == 1
     assert len(read_jsonl(run.generated("dp"))) == 4
+    assert "accountant" not in capfd.readouterr().out  # rank 0's training table is left to the launcher
 
 
 def test_a_failed_torchrun_launch_is_a_clear_error(tmp_path, tiny_model_dir, monkeypatch):

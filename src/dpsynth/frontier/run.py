@@ -32,6 +32,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import RowSpec, check_reuse, load_records, make_row, row_config, row_specs
+from dpsynth.machine import usable_cores
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,9 @@ def run_frontier(
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {_cores()} CPU cores",
+        "machine": f"{platform.machine()}, {usable_cores()} CPU cores",
         "seconds_total": round(time.perf_counter() - start, 1),
         "rows": rows,
     }
     doc["paths"] = write_outputs(root, doc)
     return doc
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
