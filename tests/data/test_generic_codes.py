@@ -11,7 +11,8 @@ from dpsynth.data.config import DataConfig, FieldMap
 from dpsynth.data.prepare import load_prepare_info, prepare_data, read_source
 from dpsynth.data.records import CodeSpec, read_records
 from dpsynth.data.roles import code_roles, positions, resolve_label, roles_from_info
-from dpsynth.data.schemas import INCOMPLETE, build_schema
+from dpsynth.data.schema_build import build_schema
+from dpsynth.data.schemas import INCOMPLETE
 from dpsynth.errors import ConfigError
 from dpsynth.rundir import RunDir
 from tests.data.files import write_csv

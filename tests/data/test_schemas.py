@@ -11,7 +11,8 @@ from dpsynth.data.categories import (
     canonical_2023_category,
 )
 from dpsynth.data.config import DataConfig, FieldMap
-from dpsynth.data.schemas import INCOMPLETE, NO_METADATA, OUT_OF_DOMAIN, build_schema
+from dpsynth.data.schema_build import build_schema
+from dpsynth.data.schemas import INCOMPLETE, NO_METADATA, OUT_OF_DOMAIN
 from dpsynth.errors import ConfigError, InputError
 from tests.data.files import review_2014, write_jsonl
 

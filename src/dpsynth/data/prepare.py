@@ -43,7 +43,8 @@ from dpsynth.data.demo import DEMO_CODE_DOMAINS, DEMO_FIELDS, demo_records
 from dpsynth.data.fingerprint import Fingerprint
 from dpsynth.data.readers import inspect_file, iter_rows
 from dpsynth.data.records import CodeSpec, Record, write_records
-from dpsynth.data.schemas import RawRecord, Schema, build_schema
+from dpsynth.data.schema_build import build_schema
+from dpsynth.data.schemas import RawRecord, Schema
 from dpsynth.data.units import OVER_USER_BOUND, build_units, split_units
 from dpsynth.errors import InputError
 from dpsynth.rundir import RunDir, not_dp_privacy_json, read_json, write_json

@@ -200,7 +200,7 @@ class ArmTrainer:
         cfg = self.s.cfg.train
         if cfg.lora.top_k_layers is None or not cfg.prefix_cache:
             return
-        start = num_layers(self.model.get_base_model()) - cfg.lora.top_k_layers
+        start = max(0, num_layers(self.model.get_base_model()) - cfg.lora.top_k_layers)
         if start == 0:
             return  # LoRA on every block: nothing is frozen below
         examples = self.dataset.examples

@@ -53,12 +53,14 @@ def top_layers(model: torch.nn.Module, k: int | None) -> list[int] | None:
     """Indices of the top ``k`` blocks (peft's ``layers_to_transform``), or None for all blocks.
 
     Training only the top blocks lets :mod:`dpsynth.train.prefix` compute the frozen blocks below once per example.
+    A model with ``k`` blocks or fewer gets LoRA on all of them (None), so that the default ``k`` suits small
+    models too.
     """
     if k is None:
         return None
     n = num_layers(model)
-    if k > n:
-        raise ConfigError(f"train.lora.top_k_layers={k} but the model has {n} blocks")
+    if k >= n:
+        return None
     return list(range(n - k, n))
 
 
