@@ -88,7 +88,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     batch["index"] = torch.arange(args.batch)
     forward = TrainForward(model, device, resolve_precision(precision, device))  # type: ignore[arg-type]
     cache_s = None
-    if top_k is not None and defaults.prefix_cache and top_k < num_layers(base):
+    if top_k is not None and defaults.prefix_cache and top_k < (num_layers(base) or 0):
         examples = [
             SimpleNamespace(input_ids=ids.tolist(), labels=lab.tolist())
             for ids, lab in zip(raw["input_ids"], raw["labels"], strict=True)
@@ -97,7 +97,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
         forward.cache = PrefixCache.build(
             model,
             indexed(examples),
-            start=num_layers(base) - top_k,
+            start=(num_layers(base) or 0) - top_k,
             collate=Collator(pad_id=0),
             batch_size=args.batch,
             device=device,

@@ -23,7 +23,7 @@ from typing import Any
 
 from dpsynth.config import Config, load_config
 from dpsynth.errors import ConfigError, DPSynthError
-from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
+from dpsynth.rundir import ARMS, Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
 from dpsynth.tracking import tracked
 
 StageCallback = Callable[[str, Any], None]
@@ -89,6 +89,8 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
     if cfg.train.distributed and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(cfg, run, resume=resume, progress=progress)
+    if resume:
+        _check_resumable(cfg, run)
     dist = distributed.init_from_env()
     if dist.is_main:
         save_config(cfg, run)
@@ -149,6 +151,26 @@ def _one_process(stage: str) -> None:
     """Only training runs on several ranks: N copies of another stage would write the same files at once."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DPSynthError(f"`dpsynth {stage}` runs in one process: only `dpsynth train` runs under torchrun")
+
+
+def _check_resumable(cfg: Config, run: RunDir) -> None:
+    """Refuse ``--resume`` under other training settings than those of the arms already trained or checkpointed:
+    the kept arm (a release, for the DP arm) would be labelled with settings it was not made with."""
+    from dpsynth.config_diff import training_changes
+
+    started = [a for a in ARMS if _arm_finished(run, a) or (run.arm(a) / "checkpoints").is_dir()]
+    if not started or not run.config.is_file():
+        return
+    try:
+        before = load_config(run.config)
+    except DPSynthError as exc:
+        raise DPSynthError(f"--resume: cannot read the settings {', '.join(started)} trained with ({exc})") from exc
+    changed = training_changes(before, cfg)
+    if changed:
+        raise DPSynthError(
+            f"--resume: the {', '.join(started)} arm(s) in {run.root} were trained with other settings of "
+            f"{', '.join(changed)} (saved in {run.config}); resume with those, or train into a new directory"
+        )
 
 
 def _arm_finished(run: RunDir, arm: Arm) -> bool:

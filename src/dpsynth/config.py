@@ -66,8 +66,8 @@ class LoraSettings(Section):
         gt=0,
         description="LoRA on the top K transformer blocks only (none, or K at least the model's blocks: all); with "
         "train.prefix_cache the frozen blocks below run once per example per run (dpsynth.train.prefix). 8: more "
-        "signal per unit of DP noise than all blocks on the public proxy, and 3x the training throughput "
-        "(bench/results/dp-snr/electronics-topk.md)",
+        "signal per unit of DP noise than all blocks on the public proxy, and 2.4x the DP training throughput of "
+        "all blocks once the cache is built (bench/results/dp-snr/electronics-topk.md)",
     )
 
 

@@ -109,7 +109,7 @@ def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir
     _, out, _, _ = frontier_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     for change in ("train.learning_rate=0.01", "privacy.max_grad_norm=0.5"):
-        with pytest.raises(DPSynthError, match="another configuration"):
+        with pytest.raises(DPSynthError, match="two configurations in one frontier"):
             run_frontier(_cfg(tiny_model_dir, change), out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
 
@@ -138,6 +138,14 @@ def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_p
     )
     source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
     assert len(Ledger(ledger_path).releases(source)) == 1
+    first = read_json(out / "rows" / "eps2" / "row.json")
+    made = read_json(copy / "rows" / "eps2" / "row.json")
+    assert made["reused_training"] is True and made["seconds"]["train"] == first["seconds"]["train"]
+
+    # a row that crashed while generating again (no row.json) still refuses other training settings
+    (copy / "rows" / "eps2" / "row.json").unlink()
+    with pytest.raises(DPSynthError, match=r"other settings of train\.learning_rate"):
+        run_frontier(_cfg(tiny_model_dir, "frontier.n_synthetic=16", "train.learning_rate=0.01"), copy, progress=False)
 
 
 def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir, monkeypatch):
@@ -222,6 +230,9 @@ def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_mode
     assert "Private Evolution" in (out / "frontier.md").read_text()
     private = [json.loads(x)["text"] for x in (out / "data" / "train.jsonl").read_text().splitlines()]
     assert {encoded[t] for t in private} == {1}  # scored and voted with the same vectors: embedded once per sweep
+    # a PE row's release is its generation: other sampling settings are refused, not labelled onto it
+    with pytest.raises(DPSynthError, match=r"other settings of generate\.temperature"):
+        run_frontier(_cfg(tiny_model_dir, *pe, "frontier.eps=[0, 2]", "generate.temperature=0.7"), out, progress=False)
 
 
 def test_reference_embeddings_are_stored_and_reused(frontier_run, monkeypatch):
@@ -265,7 +276,8 @@ def test_the_trained_rows_share_one_prefix_cache(tmp_path, tiny_model_dir, monke
     monkeypatch.setattr(PrefixCache, "build", spy)
     extra = ["train.lora.top_k_layers=1", "frontier.eps=[2, inf]", "frontier.real_all=false"]
     run_frontier(_cfg(tiny_model_dir, *extra), tmp_path / "f", progress=False)
-    assert len(builds) == 1  # the eps 2 row built it, the inf row loaded it
+    full = [b for b in builds if len(b.lengths) > 1]  # besides each row's one-example probe
+    assert len(full) == 1  # the eps 2 row built it, the inf row loaded it
     assert len(list((tmp_path / "f" / "prefix_cache").glob("prefix-*.pt"))) == 1
     for key in ("eps2", "epsinf"):
         assert (tmp_path / "f" / "rows" / key / "row.json").is_file()

@@ -123,6 +123,55 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert resolve_precision("auto", torch.device("cpu")) == expected
 
 
+def test_the_default_trains_the_top_8_blocks_of_a_deeper_model():
+    model = make_tiny_llama(VOCAB, seed=0, num_hidden_layers=10)
+    peft = add_lora(model, LoraSettings(), seed=0)  # the default top_k_layers
+    layers = {int(n.split("layers.")[1].split(".")[0]) for n in trainable_parameters(peft)}
+    assert layers == set(range(2, 10))
+
+
+def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """The one-example probe fails (as for a model that rescales inputs_embeds): a warning, no full build, and the
+    arm trains all the same."""
+    from dpsynth import api
+    from dpsynth.config import load_config
+    from dpsynth.errors import DPSynthError
+    from dpsynth.rundir import RunDir, read_json
+    from dpsynth.train import prefix
+
+    def refuse(*args, **kwargs):
+        raise DPSynthError("prefix cache: the model's output through the cache differs from the full model's")
+
+    monkeypatch.setattr(prefix, "_self_check", refuse)
+    built: list[int] = []
+    real_build = PrefixCache.build.__func__  # type: ignore[attr-defined]
+
+    def spy(cls, model, examples, **kwargs):
+        built.append(len(examples))
+        return real_build(cls, model, examples, **kwargs)
+
+    monkeypatch.setattr(PrefixCache, "build", classmethod(spy))
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.demo_records=40",
+            "data.max_tokens=24",
+            "train.arms=[dp]",
+            "train.max_steps=2",
+            "train.lora.top_k_layers=1",
+            "privacy.target_epsilon=null",
+            "privacy.noise_multiplier=0.5",
+        ],
+    )
+    api.prepare(cfg, tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        api.train(cfg, tmp_path / "run", progress=False)
+    assert built == [1]  # the probe only
+    assert "prefix cache not used" in caplog.text
+    assert read_json(RunDir(tmp_path / "run").privacy_json("dp"))["steps"] == 2
+
+
 def test_top_k_layers_puts_lora_on_the_top_blocks_only():
     model = _model(layers=4, top_k=2)
     layers = {int(n.split("layers.")[1].split(".")[0]) for n in trainable_parameters(model)}
@@ -249,7 +298,9 @@ def test_dp_arm_trains_through_the_prefix_cache(tmp_path, tiny_model_dir, monkey
     api.prepare(cfg, out)
     api.train(cfg, out, progress=False)
     run = RunDir(out)
-    assert len(built) == 1 and built[0].start == 1
+    # a one-example probe checks that the cache fits this architecture, then the whole cache is built once
+    assert len(built) == 2 and len(built[0].lengths) == 1 and len(built[1].lengths) > 1
+    assert all(c.start == 1 for c in built)
     losses = [r["loss"] for r in read_jsonl(run.train_log("dp")) if "loss" in r]
     assert len(losses) == 16
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.02, str([round(x, 3) for x in losses])

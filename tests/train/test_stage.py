@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from dpsynth import api
 from dpsynth.config import load_config
-from dpsynth.errors import PrivacyCheckError
+from dpsynth.errors import DPSynthError, PrivacyCheckError
 from dpsynth.rundir import RunDir, read_json, read_jsonl
 from dpsynth.train import loop as loop_module
 
@@ -146,6 +146,11 @@ def test_resume_of_a_finished_arm_does_not_train_again(tmp_path, tiny_model_dir,
     monkeypatch.setattr("dpsynth.train.stage.train_arm", refuse)
     again = api.train(cfg, out, resume=True, progress=False)["dp"]
     assert again["epsilon"] == first["epsilon"]
+    # settings after training may change (more records from the same release); training settings may not: the kept
+    # arm would be labelled with settings it was not trained with
+    api.train(_cfg(tiny_model_dir, "train.arms=[dp]", "generate.num_records=9"), out, resume=True, progress=False)
+    with pytest.raises(DPSynthError, match=r"other settings of train\.learning_rate \(saved in"):
+        api.train(_cfg(tiny_model_dir, "train.arms=[dp]", "train.learning_rate=0.5"), out, resume=True, progress=False)
 
 
 def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):
@@ -167,8 +172,12 @@ def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch)
         with pytest.raises(_Crash):
             api.train(cfg, out, progress=False)
     other = _cfg(tiny_model_dir, "train.arms=[dp]", "privacy.target_epsilon=2")
-    with pytest.raises(Exception, match="different plan"):
-        api.train(other, out, resume=True, progress=False)
+    with pytest.raises(DPSynthError, match=r"privacy\.target_epsilon"):
+        api.train(other, out, resume=True, progress=False)  # refused before the checkpoint is read
+    from dpsynth.train.stage import train_arm
+
+    with pytest.raises(Exception, match="different plan"):  # and by the checkpoint itself, below the API
+        train_arm(other, RunDir(out), "dp", resume=True, progress=False)
 
 
 def test_weight_check_fails_when_training_changed_nothing(tiny_llama):

@@ -51,7 +51,9 @@ def remember(texts: Sequence[str], vectors: np.ndarray) -> None:
         if len(_MEMO) + len(texts) > _MEMO_MAX:
             _MEMO.clear()
         for text, vec in zip(texts, vectors, strict=True):
-            _MEMO[_digest(text)] = np.asarray(vec, dtype=np.float32)
+            kept = np.array(vec, dtype=np.float32)  # a copy: the caller's array may change, the memo must not
+            kept.setflags(write=False)
+            _MEMO[_digest(text)] = kept
 
 
 def forget() -> None:

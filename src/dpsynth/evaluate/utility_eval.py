@@ -67,7 +67,10 @@ def llm_settings(cfg: Config, inputs: EvalInputs, *, progress: bool = False) -> 
         progress=progress,
     )
     tasks = e.llm_classifier_tasks if e.llm_classifier_tasks is not None else [inputs.label] if inputs.label else []
-    return LLMUtility(cfg.model, cfg.train.lora, settings, tuple(tasks))
+    # The classifier is a non-DP measurement: LoRA on every block, whatever top_k the generators train (its choice
+    # rests on DP noise and throughput, which do not apply here), so its figures stay comparable across settings.
+    lora = cfg.train.lora.model_copy(update={"top_k_layers": None})
+    return LLMUtility(cfg.model, lora, settings, tuple(tasks))
 
 
 def utility_section(

@@ -103,14 +103,10 @@ def fingerprint(cfg: Config, row: RowSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_AFTER_TRAINING = ("generate", "evaluate", "frontier")
-
-
-def _view(cfg: Config, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+def _view(cfg: Config) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
-    for section in ("tracking", *drop):
-        dump.pop(section, None)
+    dump.pop("tracking", None)
     for section, key in _NEUTRAL_KEYS:
         dump.get(section, {}).pop(key, None)
     if dump.get("generator", "finetune") == "finetune":
@@ -122,30 +118,38 @@ def _view(cfg: Config, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:
 def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
     """Refuse, before any row is touched, a rerun whose change would mix two configurations in one frontier.
 
-    A finished fine-tuned row may be kept when its run's configuration (``rows/<key>/config.yaml``) differs from the
-    new one only after training; a Private Evolution row only when nothing changed.
+    A fine-tuned row that has started (finished, or crashed before its ``row.json``) is kept only when its run's
+    training settings (``rows/<key>/config.yaml``) are the new ones (:func:`dpsynth.config_diff.training_changes`); a
+    Private Evolution row only when nothing but scoring changed. eps 0 and real rows hold no release and train
+    nothing: they are remade.
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if not done.is_file() or read_json(done).get("fingerprint") == fingerprint(cfg, row):
+    if done.is_file() and read_json(done).get("fingerprint") == fingerprint(cfg, row):
         return
-    arm = read_json(done).get("arm")
-    if arm is None:
-        return  # eps 0 and real rows hold no release and train nothing: remade under the new configuration
+    if row.eps in (0.0, "real") or not run.config.is_file():
+        return
     from dpsynth.config import load_config
+    from dpsynth.config_diff import LAYOUT_KEYS, flat_view, training_changes
 
+    try:
+        before = load_config(run.config)
+    except DPSynthError as exc:
+        raise DPSynthError(f"{run.config} cannot be read by this version ({exc}): use a new --out directory") from exc
     new = row_config(cfg, row, prefix_cache_dir=root.root / "prefix_cache")
-    if (
-        arm != "pe"
-        and run.config.is_file()
-        and _view(load_config(run.config), _AFTER_TRAINING) == _view(new, _AFTER_TRAINING)
-    ):
-        return
-    raise DPSynthError(
-        f"{done} was made with another configuration: use a new --out directory (or delete {run.root}) "
-        "rather than mixing rows of two configurations in one frontier (a fine-tuned row is kept, and generated "
-        "again, only when generate.*, evaluate.* or frontier.n_synthetic alone changed)"
-    )
+    if cfg.generator == "pe":
+        # PE's release is its generation: only scoring may change (a finished run is then kept by its resume)
+        drop = ("evaluate", "tracking", "ledger", "audit")
+        a, b = (flat_view(c, drop, (*LAYOUT_KEYS, ("frontier", "eps"))) for c in (before, new))
+        changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    else:
+        changed = training_changes(before, new)
+    if changed:
+        raise DPSynthError(
+            f"{run.root} was made with other settings of {', '.join(changed)}: use a new --out directory (or delete "
+            "that row) rather than mixing rows of two configurations in one frontier (a fine-tuned row is kept, and "
+            "generated again, when only generate.*, evaluate.* or frontier.n_synthetic changed)"
+        )
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -194,12 +198,15 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
             log.info("frontier: row %s already finished, kept", row.key)
             return info
         check_reuse(cfg, root, row)
+        trained = row.eps not in (0.0, "real")
         log.warning(
-            "frontier: row %s: only settings after training changed; %s",
+            "frontier: row %s: %s",
             row.key,
-            "its trained arm and release are kept and it generates again" if info.get("arm") else "remade",
+            "only settings after training changed; its trained arm and release are kept and it generates again"
+            if trained
+            else "its configuration changed; remade (it holds no release)",
         )
-        done.unlink()  # a crash from here on remakes the row; a trained arm is found finished and not trained again
+        # row.json stays until the new one replaces it: check_reuse reads the row's config.yaml either way
     copy_prepared(root, run)
     timings: dict[str, float] = {}
     records_path = run.root / "records.jsonl"
@@ -275,6 +282,7 @@ def _trained_row(
     from dpsynth import api
 
     rcfg = row_config(cfg, row, prefix_cache_dir=run.root.parent.parent / "prefix_cache")
+    reused = False
     if rcfg.generator == "pe":
         # Training-free: the whole Private Evolution run is generation (model calls, votes, selection); an
         # interrupted run continues from its last iteration under the ledger entry it reserved.
@@ -285,15 +293,20 @@ def _trained_row(
         privacy = read_json(run.privacy_json(arm))
     else:
         arm = rcfg.train.arms[0]
+        before = read_json(run.root / "row.json") if (run.root / "row.json").is_file() else {}
+        reused = (run.privacy_json(arm)).is_file() and "train" in before.get("seconds", {})
         start = time.perf_counter()
         privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
-        timings["train"] = time.perf_counter() - start
+        # a kept arm reports the training time it cost when it was trained, not the moment it took to find it
+        timings["train"] = before["seconds"]["train"] if reused else time.perf_counter() - start
         start = time.perf_counter()
         api.generate(rcfg, run.root, progress=progress)
         timings["generate"] = time.perf_counter() - start
     rows = [{"text": r["text"], "codes": r["codes"]} for r in read_jsonl(run.generated(arm))]
     write_jsonl(records_path, rows)
     out: dict[str, Any] = {"arm": arm}
+    if arm != "pe":
+        out["reused_training"] = reused
     if privacy.get("dp"):
         ledger = privacy.get("ledger") or {}
         out["privacy"] = {

@@ -42,7 +42,7 @@ from dpsynth.train.batching import (
 )
 from dpsynth.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dpsynth.train.forward import TrainForward
-from dpsynth.train.lora import add_lora, num_layers, snapshot, trainable_parameters
+from dpsynth.train.lora import add_lora, snapshot, top_layers, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
 from dpsynth.train.precision import resolve_precision
@@ -200,10 +200,13 @@ class ArmTrainer:
         cfg = self.s.cfg.train
         if cfg.lora.top_k_layers is None or not cfg.prefix_cache:
             return
-        start = max(0, num_layers(self.model.get_base_model()) - cfg.lora.top_k_layers)
-        if start == 0:
+        layers = top_layers(self.model.get_base_model(), cfg.lora.top_k_layers)
+        if not layers or layers[0] == 0:
             return  # LoRA on every block: nothing is frozen below
+        start = layers[0]
         examples = self.dataset.examples
+        if not _cache_fits(self, start, examples[:1]):
+            return  # an architecture the cache does not fit: the same training, without the speed-up
 
         def build() -> PrefixCache:
             return PrefixCache.build(
@@ -360,3 +363,23 @@ def planned_steps(cfg: Config, n: int) -> int:
     return total_steps(
         n=n, expected_batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps
     )
+
+
+def _cache_fits(loop: Any, start: int, probe: list[Any]) -> bool:
+    """Whether the prefix cache reproduces the full model on one example, checked before the whole build: an
+    architecture it does not fit (e.g. one that rescales ``inputs_embeds``) trains without the cache, with a warning,
+    instead of failing after building it (the cache only saves time; the gradients are the same either way)."""
+    try:
+        PrefixCache.build(
+            loop.model,
+            probe,
+            start=start,
+            collate=loop.collate,
+            batch_size=1,
+            device=loop.device,
+            context=loop.forward.context,
+        )
+    except DPSynthError as exc:
+        log.warning("prefix cache not used: %s", exc)
+        return False
+    return True

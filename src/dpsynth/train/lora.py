@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from dpsynth.config import LoraSettings
+
+log = logging.getLogger(__name__)
 
 
 def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_type: str = "CAUSAL_LM") -> PeftModel:
@@ -41,12 +44,13 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_
         return get_peft_model(model, config)
 
 
-def num_layers(model: torch.nn.Module) -> int:
-    """The number of transformer blocks (``config.num_hidden_layers``)."""
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+def num_layers(model: torch.nn.Module) -> int | None:
+    """The number of transformer blocks (``config.num_hidden_layers``, or its ``text_config``'s), None if unknown."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "num_hidden_layers", None)
     if not isinstance(n, int):
-        raise ConfigError("train.lora.top_k_layers needs a model whose config has num_hidden_layers")
-    return n
+        n = getattr(getattr(config, "text_config", None), "num_hidden_layers", None)
+    return n if isinstance(n, int) else None
 
 
 def top_layers(model: torch.nn.Module, k: int | None) -> list[int] | None:
@@ -54,11 +58,15 @@ def top_layers(model: torch.nn.Module, k: int | None) -> list[int] | None:
 
     Training only the top blocks lets :mod:`dpsynth.train.prefix` compute the frozen blocks below once per example.
     A model with ``k`` blocks or fewer gets LoRA on all of them (None), so that the default ``k`` suits small
-    models too.
+    models too, and so does a model whose block count is unknown (with a warning): the result is a valid, larger
+    adapter, never a failure at the default.
     """
     if k is None:
         return None
     n = num_layers(model)
+    if n is None:
+        log.warning("the model's config has no num_hidden_layers: LoRA on every block (train.lora.top_k_layers)")
+        return None
     if k >= n:
         return None
     return list(range(n - k, n))

@@ -117,7 +117,7 @@ class PrefixCache:
 
         ``storage`` is an in-memory tensor, or past ``memory_mb`` a tensor mapped from a file in ``spill_dir``.
         """
-        if not 0 < start < num_layers(decoder_of(model)):
+        if not 0 < start < (num_layers(decoder_of(model)) or 0):
             raise DPSynthError(f"prefix cache: block {start} is not inside the model")
         check_frozen_below(model, start)
         decoder = decoder_of(model)
@@ -159,7 +159,7 @@ class PrefixCache:
 
     def save(self, path: Path) -> None:
         """Write the cache to ``path`` (atomically: a reader never sees half a file)."""
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers (ranks, rows) never share a tmp
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {"storage": self.storage, "offsets": self.offsets, "lengths": self.lengths, "start": self.start}
         torch.save(state, tmp)
@@ -278,6 +278,6 @@ def _self_check(
     if not math.isfinite(diff) or diff > 1e-3 * scale:
         raise DPSynthError(
             f"prefix cache: the model's output through the cache differs from the full model's (max {diff:.3g}); "
-            "this architecture does not take cached hidden states as inputs_embeds unchanged: unset "
-            "train.lora.top_k_layers or set train.prefix_cache=false"
+            "this architecture does not take cached hidden states as inputs_embeds unchanged: set "
+            "train.prefix_cache=false (or train.lora.top_k_layers=null)"
         )
