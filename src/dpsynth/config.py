@@ -62,12 +62,13 @@ class LoraSettings(Section):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     top_k_layers: int | None = Field(
-        8,
+        None,
         gt=0,
         description="LoRA on the top K transformer blocks only (none, or K at least the model's blocks: all); with "
-        "train.prefix_cache the frozen blocks below run once per example per run (dpsynth.train.prefix). 8: more "
-        "signal per unit of DP noise than all blocks on the public proxy, and 2.4x the DP training throughput of "
-        "all blocks once the cache is built (bench/results/dp-snr/electronics-topk.md)",
+        "train.prefix_cache the frozen blocks below run once per example per run (dpsynth.train.prefix). The "
+        "5,000-record frontiers use 8 (more signal per unit of DP noise on the public proxy, 2.4x the throughput); "
+        "the default stays every block because the 136-user demo's DP arm stopped learning with 8 "
+        "(bench/results/dp-snr/electronics-topk.md)",
     )
 
 

@@ -123,11 +123,13 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert resolve_precision("auto", torch.device("cpu")) == expected
 
 
-def test_the_default_trains_the_top_8_blocks_of_a_deeper_model():
-    model = make_tiny_llama(VOCAB, seed=0, num_hidden_layers=10)
-    peft = add_lora(model, LoraSettings(), seed=0)  # the default top_k_layers
-    layers = {int(n.split("layers.")[1].split(".")[0]) for n in trainable_parameters(peft)}
-    assert layers == set(range(2, 10))
+def test_the_frontiers_top_8_on_a_deeper_model_and_the_default_on_every_block():
+    def blocks(settings: LoraSettings) -> set[int]:
+        peft = add_lora(make_tiny_llama(VOCAB, seed=0, num_hidden_layers=10), settings, seed=0)
+        return {int(n.split("layers.")[1].split(".")[0]) for n in trainable_parameters(peft)}
+
+    assert blocks(LoraSettings(top_k_layers=8)) == set(range(2, 10))
+    assert blocks(LoraSettings()) == set(range(10))
 
 
 def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny_model_dir, monkeypatch, caplog):
