@@ -79,6 +79,8 @@ def level_key(level: Level) -> str:
     return f"eps{float(level):g}"
 
 
+# Kept apart from dpsynth.config_diff.LAYOUT_KEYS on purpose: these keys (and _flatten's spelling) define the
+# fingerprints of finished sweeps, so changing them would make every committed sweep generate its rows again.
 _NEUTRAL_KEYS = (
     ("train", "prefix_cache_dir"),
     ("train", "distributed"),
