@@ -87,10 +87,10 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
     run = open_run(out)
     if not run.train.is_file():
         raise DPSynthError(f"{run.train} is missing: run `dpsynth prepare --out {run.root}` first")
+    if resume:  # before a torchrun launch too: the launcher saves the new settings over the old ones
+        _check_resumable(cfg, run)
     if cfg.train.distributed and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(cfg, run, resume=resume, progress=progress)
-    if resume:
-        _check_resumable(cfg, run)
     dist = distributed.init_from_env()
     if dist.is_main:
         save_config(cfg, run)

@@ -151,6 +151,11 @@ def test_resume_of_a_finished_arm_does_not_train_again(tmp_path, tiny_model_dir,
     api.train(_cfg(tiny_model_dir, "train.arms=[dp]", "generate.num_records=9"), out, resume=True, progress=False)
     with pytest.raises(DPSynthError, match=r"other settings of train\.learning_rate \(saved in"):
         api.train(_cfg(tiny_model_dir, "train.arms=[dp]", "train.learning_rate=0.5"), out, resume=True, progress=False)
+    # under train.distributed too, before the launcher saves the new settings over the old ones
+    monkeypatch.setattr(api, "_launch_torchrun", lambda *a, **k: (_ for _ in ()).throw(AssertionError("launched")))
+    other = _cfg(tiny_model_dir, "train.arms=[dp]", "train.learning_rate=0.5", "train.distributed=true")
+    with pytest.raises(DPSynthError, match=r"train\.learning_rate"):
+        api.train(other, out, resume=True, progress=False)
 
 
 def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):
