@@ -77,6 +77,12 @@ class TrainConfig(Section):
 
     arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: list(ARMS))
     batch_size: int = Field(32, gt=0, description="expected logical batch (DP: sample rate = batch_size / n)")
+    no_dp_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="the non-DP arm's batch (none: batch_size); DP wants few large batches, which leave a non-DP "
+        "baseline a handful of steps for the same tokens (the frontiers set 32, the library default)",
+    )
     physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
     learning_rate: float = Field(2e-3, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -115,6 +121,18 @@ class TrainConfig(Section):
     noise_seed: int | None = Field(
         None, description="seed of DP noise and Poisson sampling; none (default) draws fresh OS entropy per run"
     )
+
+    def arm_batch_size(self, arm: str) -> int:
+        """The logical batch of ``arm``: ``no_dp_batch_size`` for the non-DP arm when set, else ``batch_size``.
+
+        >>> TrainConfig(batch_size=256, no_dp_batch_size=32).arm_batch_size("no_dp")
+        32
+        >>> TrainConfig(batch_size=256, no_dp_batch_size=32).arm_batch_size("dp")
+        256
+        """
+        if arm == "no_dp" and self.no_dp_batch_size is not None:
+            return self.no_dp_batch_size
+        return self.batch_size
 
 
 class GenerateConfig(Section):

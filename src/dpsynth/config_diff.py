@@ -49,9 +49,15 @@ def flat_view(cfg: Config, drop_sections: tuple[str, ...] = (), drop_keys: tuple
 
 
 def training_changes(old: Config, new: Config) -> list[str]:
-    """The dotted keys whose values differ between ``old`` and ``new`` in what decides training (sorted)."""
-    a = flat_view(old, AFTER_TRAINING, LAYOUT_KEYS)
-    b = flat_view(new, AFTER_TRAINING, LAYOUT_KEYS)
+    """The dotted keys whose values differ between ``old`` and ``new`` in what decides training (sorted).
+
+    The non-DP arm's batch (``train.no_dp_batch_size``) counts only when either configuration trains that arm.
+    """
+    drop: tuple[tuple[str, str], ...] = LAYOUT_KEYS
+    if "no_dp" not in old.train.arms and "no_dp" not in new.train.arms:
+        drop = (*drop, ("train", "no_dp_batch_size"))
+    a = flat_view(old, AFTER_TRAINING, drop)
+    b = flat_view(new, AFTER_TRAINING, drop)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

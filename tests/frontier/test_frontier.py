@@ -194,6 +194,10 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
+    # the non-DP arm's batch changes the non-DP row alone; unset, it leaves every fingerprint as it was before it
+    assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), row) == base
+    inf = RowSpec("epsinf", "inf")
+    assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), inf) != fingerprint(_cfg(tiny_model_dir), inf)
 
 
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):

@@ -185,6 +185,29 @@ def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch)
         train_arm(other, RunDir(out), "dp", resume=True, progress=False)
 
 
+def test_the_non_dp_arm_takes_its_epochs_in_its_own_batches(tmp_path, tiny_model_dir):
+    """train.no_dp_batch_size: the baseline covers the same epochs in more, smaller steps; the DP arm is unchanged."""
+    import math
+
+    from dpsynth.config_diff import training_changes
+
+    extra = ("train.max_steps=null", "train.epochs=1", "train.batch_size=16", "train.no_dp_batch_size=4")
+    cfg = _cfg(tiny_model_dir, *extra)
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    api.train(cfg, out, progress=False)
+    run = RunDir(out)
+    n = read_json(run.prepare_json)["counts"]["train_units"]
+    assert read_json(run.privacy_json("no_dp"))["steps"] == math.ceil(n / 4) > math.ceil(n / 16)
+    assert read_json(run.privacy_json("dp"))["steps"] == math.ceil(n / 16)
+    assert read_json(run.privacy_json("dp"))["sample_rate"] == pytest.approx(16 / n)
+    assert {r["batch_size"] for r in read_jsonl(run.train_log("no_dp"))[:-1]} == {4}
+    # a DP-only run ignores the non-DP batch when deciding what a resume may change; a run with that arm does not
+    dp_only = [_cfg(tiny_model_dir, "train.arms=[dp]", *x) for x in ((), ("train.no_dp_batch_size=2",))]
+    assert training_changes(*dp_only) == []
+    assert training_changes(cfg, _cfg(tiny_model_dir, *extra[:-1])) == ["train.no_dp_batch_size"]
+
+
 def test_weight_check_fails_when_training_changed_nothing(tiny_llama):
     from dpsynth.config import LoraSettings
     from dpsynth.train.lora import add_lora, snapshot

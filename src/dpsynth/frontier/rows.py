@@ -101,13 +101,15 @@ def fingerprint(cfg: Config, row: RowSpec) -> str:
     settings of a generator the sweep does not run (``generator`` when it is the default fine-tuning, ``pe``): a new
     key that cannot change a row must not make every finished sweep refuse its rows.
     """
-    text = repr((_view(cfg), row.key, row.eps, row.real_n))
+    text = repr((_view(cfg, row), row.key, row.eps, row.real_n))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _view(cfg: Config) -> list[tuple[str, str]]:
+def _view(cfg: Config, row: RowSpec) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
+    if row.eps != "inf" or dump.get("train", {}).get("no_dp_batch_size") is None:
+        dump.get("train", {}).pop("no_dp_batch_size", None)  # only the non-DP row trains with it
     dump.pop("tracking", None)
     for section, key in _NEUTRAL_KEYS:
         dump.get(section, {}).pop(key, None)

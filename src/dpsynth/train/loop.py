@@ -1,6 +1,7 @@
 """One training loop for both arms: the DP arm (Opacus DP-SGD, Poisson sampling) and the non-DP baseline.
 
-The two arms share the model, the adapter, the examples, the loss and the number of steps; the DP arm adds
+The two arms share the model, the adapter, the examples, the loss and the epochs (the non-DP arm may take them in
+smaller batches, ``train.no_dp_batch_size``, since DP's large batches would leave it few steps); the DP arm adds
 per-sample clipping and noise, samples batches by Poisson sampling with the rate from the data set's size, and charges
 every step to the accountant of its :class:`~dpsynth.train.plan.PrivacyPlan`. The control-code histogram that
 generation samples from is released here too (with the Gaussian mechanism in the DP arm, exactly in the baseline),
@@ -322,7 +323,7 @@ class ArmTrainer:
 
     def _baseline_steps(self, remaining: int, bar: Any) -> None:
         s = self.s
-        batch_size = min(s.cfg.train.batch_size, len(self.dataset))
+        batch_size = min(s.cfg.train.arm_batch_size("no_dp"), len(self.dataset))
         batches: Iterable[list[int]] = fixed_batches(
             len(self.dataset), batch_size, seed=s.cfg.train.seed, start_step=self.state.step
         )
@@ -358,10 +359,10 @@ class ArmTrainer:
         return checks
 
 
-def planned_steps(cfg: Config, n: int) -> int:
-    """The number of logical steps both arms take."""
+def planned_steps(cfg: Config, n: int, arm: str = "dp") -> int:
+    """The number of logical steps ``arm`` takes: the same epochs for both arms, in batches of its own size."""
     return total_steps(
-        n=n, expected_batch_size=cfg.train.batch_size, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps
+        n=n, expected_batch_size=cfg.train.arm_batch_size(arm), epochs=cfg.train.epochs, max_steps=cfg.train.max_steps
     )
 
 

@@ -138,7 +138,7 @@ def train_arm(
         arm=arm,
         examples=examples,
         plan=plan,
-        steps=planned_steps(cfg, n),
+        steps=planned_steps(cfg, n, arm),
         meta={},
         progress=progress,
         on_step=on_step,
