@@ -240,6 +240,16 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
     return info
 
 
+def _train_seconds(run: RunDir, stamp: Path) -> float | None:
+    """The training time of the row's arm: its stamp, else (rows made before stamps) the time in its old row.json,
+    else unknown (None)."""
+    if stamp.is_file():
+        return float(read_json(stamp)["seconds"])
+    before = read_json(run.root / "row.json") if (run.root / "row.json").is_file() else {}
+    seconds = before.get("seconds", {}).get("train")
+    return None if seconds is None else float(seconds)
+
+
 def _real_training(root: RunDir) -> list[Any]:
     canaries = {c.unit for c in read_canaries(root.canaries)} if root.canaries.is_file() else set()
     return [r for r in read_records(root.train) if r.unit not in canaries]
@@ -297,12 +307,17 @@ def _trained_row(
         privacy = read_json(run.privacy_json(arm))
     else:
         arm = rcfg.train.arms[0]
-        before = read_json(run.root / "row.json") if (run.root / "row.json").is_file() else {}
-        reused = (run.privacy_json(arm)).is_file() and "train" in before.get("seconds", {})
+        stamp = run.root / "train_seconds.json"
+        reused = run.privacy_json(arm).is_file()
         start = time.perf_counter()
         privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
-        # a kept arm reports the training time it cost when it was trained, not the moment it took to find it
-        timings["train"] = before["seconds"]["train"] if reused else time.perf_counter() - start
+        # a kept arm reports the training time it cost when it was trained, not the moment it took to find it: kept
+        # beside the arm, since a row that crashed after training (while generating) has no row.json to carry it
+        if not reused:
+            write_json(stamp, {"seconds": time.perf_counter() - start})
+        seconds = _train_seconds(run, stamp)
+        if seconds is not None:
+            timings["train"] = seconds
         start = time.perf_counter()
         api.generate(rcfg, run.root, progress=progress)
         timings["generate"] = time.perf_counter() - start
