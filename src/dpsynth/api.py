@@ -165,7 +165,7 @@ def _check_resumable(cfg: Config, run: RunDir) -> None:
         before = load_config(run.config)
     except DPSynthError as exc:
         raise DPSynthError(f"--resume: cannot read the settings {', '.join(started)} trained with ({exc})") from exc
-    changed = training_changes(before, cfg)
+    changed = training_changes(before, cfg, started)
     if changed:
         raise DPSynthError(
             f"--resume: the {', '.join(started)} arm(s) in {run.root} were trained with other settings of "

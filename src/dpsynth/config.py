@@ -81,7 +81,8 @@ class TrainConfig(Section):
         None,
         gt=0,
         description="the non-DP arm's batch (none: batch_size); DP wants few large batches, which leave a non-DP "
-        "baseline a handful of steps for the same tokens (the frontiers set 32, the library default)",
+        "baseline a handful of steps for the same tokens (bench/frontier_amazon_cellphones_5k.yaml sets 32, the "
+        "library default)",
     )
     physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
     learning_rate: float = Field(2e-3, gt=0)
@@ -121,6 +122,14 @@ class TrainConfig(Section):
     noise_seed: int | None = Field(
         None, description="seed of DP noise and Poisson sampling; none (default) draws fresh OS entropy per run"
     )
+
+    @model_validator(mode="after")
+    def _no_dp_batch_as_default(self) -> TrainConfig:
+        """A non-DP batch equal to ``batch_size`` is the default, stored as none: the same arm is the same setting to
+        resumes, frontier fingerprints and audit stamps."""
+        if self.no_dp_batch_size == self.batch_size:
+            self.no_dp_batch_size = None
+        return self
 
     def arm_batch_size(self, arm: str) -> int:
         """The logical batch of ``arm``: ``no_dp_batch_size`` for the non-DP arm when set, else ``batch_size``.

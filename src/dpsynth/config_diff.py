@@ -15,6 +15,7 @@ and keys that change how training is laid out on this machine but not its result
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dpsynth.config import Config
@@ -48,13 +49,17 @@ def flat_view(cfg: Config, drop_sections: tuple[str, ...] = (), drop_keys: tuple
     return dict(_flatten(dump))
 
 
-def training_changes(old: Config, new: Config) -> list[str]:
-    """The dotted keys whose values differ between ``old`` and ``new`` in what decides training (sorted).
+def training_changes(old: Config, new: Config, arms: Sequence[str] | None = None) -> list[str]:
+    """The dotted keys whose values differ between ``old`` and ``new`` in what decides the training of ``arms``
+    (default: the arms either configuration lists), sorted.
 
-    The non-DP arm's batch (``train.no_dp_batch_size``) counts only when either configuration trains that arm.
+    The non-DP arm's batch (``train.no_dp_batch_size``) counts only when ``arms`` holds that arm: a resume passes the
+    arms already trained or checkpointed, since those are what a changed setting would mislabel.
     """
+    if arms is None:
+        arms = [*old.train.arms, *new.train.arms]
     drop: tuple[tuple[str, str], ...] = LAYOUT_KEYS
-    if "no_dp" not in old.train.arms and "no_dp" not in new.train.arms:
+    if "no_dp" not in arms:
         drop = (*drop, ("train", "no_dp_batch_size"))
     a = flat_view(old, AFTER_TRAINING, drop)
     b = flat_view(new, AFTER_TRAINING, drop)

@@ -13,7 +13,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.config import QUICK_OVERRIDES, parse_level
 from dpsynth.frontier.run import run_frontier
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.rundir import read_json
+from dpsynth.rundir import read_json, write_json
 
 KEYS = {"eps", "label", "classifier", "accuracy", "macro_f1", "mauve", "code_agreement", "seconds"}
 
@@ -146,12 +146,13 @@ def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_p
     (copy / "rows" / "eps2" / "row.json").unlink()
     with pytest.raises(DPSynthError, match=r"other settings of train\.learning_rate"):
         run_frontier(_cfg(tiny_model_dir, "frontier.n_synthetic=16", "train.learning_rate=0.01"), copy, progress=False)
-    # ...and with the same settings generates again, reporting the time its arm cost when trained, not the moment
-    # it took to find it (kept beside the arm: the crashed row had no row.json to carry it)
+    # ...and with the same settings generates again, reporting the time its arm cost when trained (kept beside the
+    # arm: the crashed row has no row.json to carry it), not the moment it took to find it
+    stamp = copy / "rows" / "eps2" / "train_seconds.json"
+    assert read_json(stamp)["seconds"] == pytest.approx(first["seconds"]["train"], abs=0.06)
+    write_json(stamp, {"seconds": 1234.5})
     run_frontier(_cfg(tiny_model_dir, "frontier.n_synthetic=16", "generate.temperature=0.8"), copy, progress=False)
-    remade = read_json(copy / "rows" / "eps2" / "row.json")
-    assert first["seconds"]["train"] > 0.5
-    assert remade["seconds"]["train"] == pytest.approx(first["seconds"]["train"], abs=0.06)
+    assert read_json(copy / "rows" / "eps2" / "row.json")["seconds"]["train"] == 1234.5
 
 
 def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir, monkeypatch):
@@ -204,6 +205,8 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), row) == base
     inf = RowSpec("epsinf", "inf")
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), inf) != fingerprint(_cfg(tiny_model_dir), inf)
+    same = f"train.no_dp_batch_size={_cfg(tiny_model_dir).train.batch_size}"  # equal to the DP batch: the default
+    assert fingerprint(_cfg(tiny_model_dir, same), inf) == fingerprint(_cfg(tiny_model_dir), inf)
 
 
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):

@@ -215,6 +215,14 @@ def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp
     assert calls == [("no_dp", False)]  # another configuration: trained from scratch, nothing resumed into it
     assert not audit.adapter("no_dp").exists() and audit.adapter("dp").is_dir()
 
+    # the non-DP arm's own batch is not a setting of the DP arm: the finished DP arm is kept (retraining it would be a
+    # second release), as it is when that batch equals train.batch_size (the same as unset)
+    for extra in ("train.no_dp_batch_size=4", "train.no_dp_batch_size=8"):
+        calls.clear()
+        with pytest.raises(_Stop):
+            api.audit(load_config(audit.root.parent / "config.yaml", [extra]), run.root, progress=False)
+        assert calls == [("no_dp", False)], extra
+
 
 # -- planted attacks: the bound reacts to what the scores say ---------------------------------------------------------
 

@@ -206,6 +206,13 @@ def test_the_non_dp_arm_takes_its_epochs_in_its_own_batches(tmp_path, tiny_model
     dp_only = [_cfg(tiny_model_dir, "train.arms=[dp]", *x) for x in ((), ("train.no_dp_batch_size=2",))]
     assert training_changes(*dp_only) == []
     assert training_changes(cfg, _cfg(tiny_model_dir, *extra[:-1])) == ["train.no_dp_batch_size"]
+    # a resume names the arms already started: only a started non-DP arm makes its batch count
+    other = _cfg(tiny_model_dir, *extra[:-1], "train.no_dp_batch_size=2")
+    assert training_changes(cfg, other, ["dp"]) == []
+    assert training_changes(cfg, other, ["dp", "no_dp"]) == ["train.no_dp_batch_size"]
+    # a non-DP batch equal to the DP one is the default: the same setting as leaving it unset
+    assert _cfg(tiny_model_dir, *extra[:-1], "train.no_dp_batch_size=16").train.no_dp_batch_size is None
+    assert read_json(run.privacy_json("no_dp"))["batch_size"] == 4
 
 
 def test_weight_check_fails_when_training_changed_nothing(tiny_llama):

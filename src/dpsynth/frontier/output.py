@@ -49,7 +49,8 @@ def markdown(doc: dict[str, Any]) -> str:
         + (
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "
             if doc["generator"] == "pe"
-            else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP (not releasable); "
+            else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches "
+            "when train.no_dp_batch_size is set (not releasable); "
         )
         + "real: real training records.",
         "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "

@@ -308,7 +308,7 @@ def _trained_row(
     else:
         arm = rcfg.train.arms[0]
         stamp = run.root / "train_seconds.json"
-        reused = run.privacy_json(arm).is_file()
+        reused = api._arm_finished(run, arm)
         start = time.perf_counter()
         privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
         # a kept arm reports the training time it cost when it was trained, not the moment it took to find it: kept

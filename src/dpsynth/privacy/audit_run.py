@@ -105,12 +105,18 @@ def write_audit_data(
     return audit_info
 
 
-def _stamp(cfg: Config, audit: RunDir) -> str:
-    """What an arm's result depends on: its training data and the sections of its configuration that training reads."""
+def _stamp(cfg: Config, audit: RunDir, arm: Arm) -> str:
+    """What an arm's result depends on: its training data and the sections of its configuration that training reads.
+
+    The non-DP arm's own batch counts for that arm alone, and only when set (a stamp made before the key existed
+    stays the same): a changed stamp retrains the DP arm, which is a second release.
+    """
     h = hashlib.sha256()
     for path in (audit.train, audit.prepare_json):
         h.update(path.read_bytes())
     dumped = cfg.model_dump(mode="json")
+    if arm != "no_dp" or dumped["train"].get("no_dp_batch_size") is None:
+        dumped["train"].pop("no_dp_batch_size", None)
     sections = {k: dumped[k] for k in ("model", "privacy", "train")}
     h.update(json.dumps(sections, sort_keys=True).encode())
     return h.hexdigest()
@@ -120,7 +126,7 @@ def train_audit_arm(cfg: Config, audit: RunDir, arm: Arm, *, progress: bool) -> 
     """Train (or reuse, or resume) one audit arm; returns its privacy.json plus how it was obtained."""
     from dpsynth.train.stage import commit_release, train_arm
 
-    stamp = _stamp(cfg, audit)
+    stamp = _stamp(cfg, audit, arm)
     stamp_path = audit.arm(arm) / STAMP
     old = read_json(stamp_path) if stamp_path.is_file() else {}
     same = old.get("stamp") == stamp

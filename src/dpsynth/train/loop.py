@@ -359,7 +359,7 @@ class ArmTrainer:
         return checks
 
 
-def planned_steps(cfg: Config, n: int, arm: str = "dp") -> int:
+def planned_steps(cfg: Config, n: int, arm: str) -> int:
     """The number of logical steps ``arm`` takes: the same epochs for both arms, in batches of its own size."""
     return total_steps(
         n=n, expected_batch_size=cfg.train.arm_batch_size(arm), epochs=cfg.train.epochs, max_steps=cfg.train.max_steps

@@ -177,6 +177,7 @@ def train_arm(
             "privacy_unit": info["privacy_unit"],
             "training_units": n,
             "steps": summary["steps"],
+            "batch_size": cfg.train.arm_batch_size(arm),
         }
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
