@@ -198,6 +198,9 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "pe.iterations=7"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.prefix_cache_dir=/tmp/cache"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.distributed=true", "train.nproc_per_node=4"), row) == base
+    # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid
+    for every in (1, 7, 50):
+        assert fingerprint(_cfg(tiny_model_dir, f"train.checkpoint_every={every}"), row) == base
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
@@ -294,3 +297,34 @@ def test_the_trained_rows_share_one_prefix_cache(tmp_path, tiny_model_dir, monke
     assert len(list((tmp_path / "f" / "prefix_cache").glob("prefix-*.pt"))) == 1
     for key in ("eps2", "epsinf"):
         assert (tmp_path / "f" / "rows" / key / "row.json").is_file()
+
+
+def test_a_resumed_row_counts_the_training_time_before_the_crash(tmp_path, tiny_model_dir, monkeypatch):
+    """A DP row whose training crashed after step 1 and resumed reports the steps the first attempt logged as well,
+    not only the time after the resume (here step 1's logged time is set to 1,000 s, so only the sum passes)."""
+    from dpsynth.train import loop as loop_module
+
+    class Crash(Exception):
+        pass
+
+    original = loop_module.ArmTrainer._after_step
+
+    def after_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.state.step == 1:
+            raise Crash
+
+    cfg = _cfg(tiny_model_dir, "frontier.eps=[2]", "frontier.real_all=false")
+    with monkeypatch.context() as m:
+        m.setattr(loop_module.ArmTrainer, "_after_step", after_step)
+        with pytest.raises(Crash):
+            run_frontier(cfg, tmp_path / "f", progress=False)
+    meta_path = tmp_path / "f" / "rows" / "eps2" / "dp" / "checkpoints" / "meta.json"
+    meta = read_json(meta_path)
+    assert meta["step"] == 1 and [r["step"] for r in meta["log"]] == [1]
+    meta["log"][0]["seconds"] = 1000.0
+    write_json(meta_path, meta)
+    run_frontier(cfg, tmp_path / "f", progress=False)
+    row = read_json(tmp_path / "f" / "rows" / "eps2" / "row.json")
+    assert row["reused_training"] is False
+    assert 1000.0 < row["seconds"]["train"] < 1000.0 + 600

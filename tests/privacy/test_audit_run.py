@@ -222,6 +222,12 @@ def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp
         with pytest.raises(_Stop):
             api.audit(load_config(audit.root.parent / "config.yaml", [extra]), run.root, progress=False)
         assert calls == [("no_dp", False)], extra
+    # ...nor is the spacing of checkpoints (its default changed from 50 to every step: old stamps must stay valid)
+    for extra in ("train.checkpoint_every=1", "train.checkpoint_every=50"):
+        calls.clear()
+        with pytest.raises(_Stop):
+            api.audit(load_config(audit.root.parent / "config.yaml", [extra]), run.root, progress=False)
+        assert [arm for arm, _ in calls] == ["no_dp"], extra  # the DP arm is kept
 
 
 # -- planted attacks: the bound reacts to what the scores say ---------------------------------------------------------

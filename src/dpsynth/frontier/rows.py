@@ -111,6 +111,9 @@ def _view(cfg: Config, row: RowSpec) -> list[tuple[str, str]]:
     if row.eps != "inf" or dump.get("train", {}).get("no_dp_batch_size") is None:
         dump.get("train", {}).pop("no_dp_batch_size", None)  # only the non-DP row trains with it
     dump.pop("tracking", None)
+    # checkpoint spacing cannot change a row; pinned to its default when fingerprints began (50), so that sweeps
+    # finished then keep their rows now that the default is every step
+    dump.get("train", {})["checkpoint_every"] = 50
     for section, key in _NEUTRAL_KEYS:
         dump.get(section, {}).pop(key, None)
     if dump.get("generator", "finetune") == "finetune":
@@ -250,6 +253,21 @@ def _train_seconds(run: RunDir, stamp: Path) -> float | None:
     return None if seconds is None else float(seconds)
 
 
+def _checkpoint_step(run: RunDir, arm: str) -> int:
+    """The step a crashed training attempt of ``arm`` left its checkpoint at (0 when there is none)."""
+    meta = run.checkpoints(arm) / "meta.json"
+    return int(read_json(meta).get("step", 0)) if meta.is_file() else 0
+
+
+def _logged_seconds(run: RunDir, arm: str, *, through_step: int) -> float:
+    """The step times that ``train_log.jsonl`` records for steps 1..``through_step``: what an earlier, interrupted
+    attempt spent before the resume (its set-up, a few seconds, is not logged and not counted)."""
+    if through_step <= 0 or not run.train_log(arm).is_file():
+        return 0.0
+    rows = read_jsonl(run.train_log(arm))
+    return float(sum(r.get("seconds", 0.0) for r in rows if int(r["step"]) <= through_step))
+
+
 def _real_training(root: RunDir) -> list[Any]:
     canaries = {c.unit for c in read_canaries(root.canaries)} if root.canaries.is_file() else set()
     return [r for r in read_records(root.train) if r.unit not in canaries]
@@ -309,12 +327,14 @@ def _trained_row(
         arm = rcfg.train.arms[0]
         stamp = run.root / "train_seconds.json"
         reused = api._arm_finished(run, arm)
+        resumed_at = _checkpoint_step(run, arm)
         start = time.perf_counter()
         privacy = api.train(rcfg, run.root, resume=True, progress=progress)[arm]
         # a kept arm reports the training time it cost when it was trained, not the moment it took to find it: kept
         # beside the arm, since a row that crashed after training (while generating) has no row.json to carry it
         if not reused:
-            write_json(stamp, {"seconds": time.perf_counter() - start})
+            earlier = _logged_seconds(run, arm, through_step=resumed_at)
+            write_json(stamp, {"seconds": time.perf_counter() - start + earlier})
         seconds = _train_seconds(run, stamp)
         if seconds is not None:
             timings["train"] = seconds

@@ -109,7 +109,8 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm) -> str:
     """What an arm's result depends on: its training data and the sections of its configuration that training reads.
 
     The non-DP arm's own batch counts for that arm alone, and only when set (a stamp made before the key existed
-    stays the same): a changed stamp retrains the DP arm, which is a second release.
+    stays the same): a changed stamp retrains the DP arm, which is a second release. Checkpoint spacing cannot change
+    an arm and reads as its old default (50), so stamps made before the default became every step stay the same.
     """
     h = hashlib.sha256()
     for path in (audit.train, audit.prepare_json):
@@ -117,6 +118,7 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm) -> str:
     dumped = cfg.model_dump(mode="json")
     if arm != "no_dp" or dumped["train"].get("no_dp_batch_size") is None:
         dumped["train"].pop("no_dp_batch_size", None)
+    dumped["train"]["checkpoint_every"] = 50
     sections = {k: dumped[k] for k in ("model", "privacy", "train")}
     h.update(json.dumps(sections, sort_keys=True).encode())
     return h.hexdigest()
