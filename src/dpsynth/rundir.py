@@ -180,7 +180,9 @@ def removed_on_failure(root: Path) -> Iterator[Callable[[], None]]:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
 
-    Works for files and directories: whatever the caller creates at the temporary path replaces ``path``.
+    Works for files and directories: whatever the caller creates at the temporary path replaces ``path``. A directory
+    cannot be renamed over another, so an existing one is first renamed aside (:func:`aside_path`) and deleted only
+    after the new one is in place: a crash between the two renames leaves the old directory whole there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,14 +193,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = aside_path(path)
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def aside_path(path: Path) -> Path:
+    """Where :func:`atomic_path` keeps the directory it replaces until the new one is in place."""
+    return path.with_name(f".{path.name}.old")
 
 
 def write_text(path: Path, text: str) -> None:

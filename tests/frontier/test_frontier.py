@@ -190,7 +190,7 @@ def test_the_dataset_is_named_with_its_folder():
 
 
 def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_dir):
-    from dpsynth.frontier.rows import RowSpec, fingerprint
+    from dpsynth.frontier.rows import RowSpec, fingerprint, fingerprints
 
     row = RowSpec("eps4", 4.0)
     base = fingerprint(_cfg(tiny_model_dir), row)
@@ -198,9 +198,13 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "pe.iterations=7"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.prefix_cache_dir=/tmp/cache"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.distributed=true", "train.nproc_per_node=4"), row) == base
-    # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid
+    # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid;
+    # a row made then with another value is matched by the second fingerprint (its value as configured)
     for every in (1, 7, 50):
         assert fingerprint(_cfg(tiny_model_dir, f"train.checkpoint_every={every}"), row) == base
+    seven = fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=7"), row)
+    assert seven[0] == base and seven[1] != base
+    assert fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=50"), row) == (base, base)
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
@@ -328,3 +332,16 @@ def test_a_resumed_row_counts_the_training_time_before_the_crash(tmp_path, tiny_
     row = read_json(tmp_path / "f" / "rows" / "eps2" / "row.json")
     assert row["reused_training"] is False
     assert 1000.0 < row["seconds"]["train"] < 1000.0 + 600
+
+
+def test_only_the_steps_before_the_resume_are_added(tmp_path):
+    """The earlier attempt's time is the logged steps up to the checkpoint's step, not the whole log."""
+    from dpsynth.frontier.rows import _logged_seconds
+    from dpsynth.rundir import RunDir, write_jsonl
+
+    run = RunDir(tmp_path)
+    assert _logged_seconds(run, "dp", through_step=2) == 0.0  # no log yet
+    run.arm("dp").mkdir(parents=True)
+    write_jsonl(run.train_log("dp"), [{"step": s, "seconds": 10.0 * s} for s in (1, 2, 3, 4)])
+    assert _logged_seconds(run, "dp", through_step=2) == 30.0
+    assert _logged_seconds(run, "dp", through_step=0) == 0.0

@@ -228,6 +228,19 @@ def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp
         with pytest.raises(_Stop):
             api.audit(load_config(audit.root.parent / "config.yaml", [extra]), run.root, progress=False)
         assert [arm for arm, _ in calls] == ["no_dp"], extra  # the DP arm is kept
+    # a DP arm stamped before the spacing was pinned (with this config's own value, 100) is kept as well
+    cfg = load_config(audit.root.parent / "config.yaml")
+    assert cfg.train.checkpoint_every == 100
+    dp_stamp = audit.arm("dp") / audit_run.STAMP
+    dp_cfg = audit_run.arm_config(cfg, "dp", read_json(audit.privacy_json("dp"))["delta"])
+    legacy = audit_run._stamp(dp_cfg, audit, "dp")
+    assert audit_run._stamps(dp_cfg, audit, "dp") == (read_json(dp_stamp)["stamp"], legacy)
+    assert legacy != read_json(dp_stamp)["stamp"]
+    write_json(dp_stamp, {**read_json(dp_stamp), "stamp": legacy})
+    calls.clear()
+    with pytest.raises(_Stop):
+        api.audit(cfg, run.root, progress=False)
+    assert [arm for arm, _ in calls] == ["no_dp"]
 
 
 # -- planted attacks: the bound reacts to what the scores say ---------------------------------------------------------

@@ -99,21 +99,33 @@ def fingerprint(cfg: Config, row: RowSpec) -> str:
     Left out too: where runs are tracked (``tracking``), how training is laid out on this machine (the shared prefix
     cache, torchrun ranks: the same mechanism and numbers), the served-model keys (refused by the frontier), and the
     settings of a generator the sweep does not run (``generator`` when it is the default fine-tuning, ``pe``): a new
-    key that cannot change a row must not make every finished sweep refuse its rows.
+    key that cannot change a row must not make every finished sweep refuse its rows. Checkpoint spacing reads as 50
+    (:func:`fingerprints`).
     """
-    text = repr((_view(cfg, row), row.key, row.eps, row.real_n))
+    return _fingerprint(cfg, row, checkpoint_every=50)
+
+
+def fingerprints(cfg: Config, row: RowSpec) -> tuple[str, str]:
+    """:func:`fingerprint`, and the one a row made before checkpoint spacing was pinned had (its configured value):
+    a finished row matching either is kept."""
+    return fingerprint(cfg, row), _fingerprint(cfg, row, checkpoint_every=None)
+
+
+def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> str:
+    text = repr((_view(cfg, row, checkpoint_every), row.key, row.eps, row.real_n))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _view(cfg: Config, row: RowSpec) -> list[tuple[str, str]]:
+def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
     if row.eps != "inf" or dump.get("train", {}).get("no_dp_batch_size") is None:
         dump.get("train", {}).pop("no_dp_batch_size", None)  # only the non-DP row trains with it
     dump.pop("tracking", None)
-    # checkpoint spacing cannot change a row; pinned to its default when fingerprints began (50), so that sweeps
-    # finished then keep their rows now that the default is every step
-    dump.get("train", {})["checkpoint_every"] = 50
+    if checkpoint_every is not None:
+        # checkpoint spacing cannot change a row; read as its default when fingerprints began (50), so that sweeps
+        # finished then keep their rows now that the default is every step
+        dump.get("train", {})["checkpoint_every"] = checkpoint_every
     for section, key in _NEUTRAL_KEYS:
         dump.get(section, {}).pop(key, None)
     if dump.get("generator", "finetune") == "finetune":
@@ -132,7 +144,7 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if done.is_file() and read_json(done).get("fingerprint") == fingerprint(cfg, row):
+    if done.is_file() and read_json(done).get("fingerprint") in fingerprints(cfg, row):
         return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
@@ -201,7 +213,7 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
     fp = fingerprint(cfg, row)
     if done.is_file():
         info: dict[str, Any] = read_json(done)
-        if info.get("fingerprint") == fp:
+        if info.get("fingerprint") in fingerprints(cfg, row):
             log.info("frontier: row %s already finished, kept", row.key)
             return info
         check_reuse(cfg, root, row)
@@ -255,13 +267,15 @@ def _train_seconds(run: RunDir, stamp: Path) -> float | None:
 
 def _checkpoint_step(run: RunDir, arm: str) -> int:
     """The step a crashed training attempt of ``arm`` left its checkpoint at (0 when there is none)."""
-    meta = run.checkpoints(arm) / "meta.json"
-    return int(read_json(meta).get("step", 0)) if meta.is_file() else 0
+    from dpsynth.train.checkpoint import checkpoint_step
+
+    return checkpoint_step(run.checkpoints(arm))
 
 
 def _logged_seconds(run: RunDir, arm: str, *, through_step: int) -> float:
     """The step times that ``train_log.jsonl`` records for steps 1..``through_step``: what an earlier, interrupted
-    attempt spent before the resume (its set-up, a few seconds, is not logged and not counted)."""
+    attempt spent on the steps it finished (not its set-up: model load, the code histogram's release, building a
+    prefix cache, which a crash may cost again)."""
     if through_step <= 0 or not run.train_log(arm).is_file():
         return 0.0
     rows = read_jsonl(run.train_log(arm))

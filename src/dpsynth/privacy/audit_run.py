@@ -105,20 +105,26 @@ def write_audit_data(
     return audit_info
 
 
-def _stamp(cfg: Config, audit: RunDir, arm: Arm) -> str:
+def _stamps(cfg: Config, audit: RunDir, arm: Arm) -> tuple[str, str]:
     """What an arm's result depends on: its training data and the sections of its configuration that training reads.
 
     The non-DP arm's own batch counts for that arm alone, and only when set (a stamp made before the key existed
     stays the same): a changed stamp retrains the DP arm, which is a second release. Checkpoint spacing cannot change
-    an arm and reads as its old default (50), so stamps made before the default became every step stay the same.
+    an arm: the stamp (first) reads it as 50, the default when stamps began; the second, with the configured value,
+    is the stamp an arm made before that got, so such an arm is kept too.
     """
+    return _stamp(cfg, audit, arm, checkpoint_every=50), _stamp(cfg, audit, arm)
+
+
+def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None = None) -> str:
     h = hashlib.sha256()
     for path in (audit.train, audit.prepare_json):
         h.update(path.read_bytes())
     dumped = cfg.model_dump(mode="json")
     if arm != "no_dp" or dumped["train"].get("no_dp_batch_size") is None:
         dumped["train"].pop("no_dp_batch_size", None)
-    dumped["train"]["checkpoint_every"] = 50
+    if checkpoint_every is not None:
+        dumped["train"]["checkpoint_every"] = checkpoint_every
     sections = {k: dumped[k] for k in ("model", "privacy", "train")}
     h.update(json.dumps(sections, sort_keys=True).encode())
     return h.hexdigest()
@@ -128,10 +134,10 @@ def train_audit_arm(cfg: Config, audit: RunDir, arm: Arm, *, progress: bool) -> 
     """Train (or reuse, or resume) one audit arm; returns its privacy.json plus how it was obtained."""
     from dpsynth.train.stage import commit_release, train_arm
 
-    stamp = _stamp(cfg, audit, arm)
+    stamp, legacy = _stamps(cfg, audit, arm)
     stamp_path = audit.arm(arm) / STAMP
     old = read_json(stamp_path) if stamp_path.is_file() else {}
-    same = old.get("stamp") == stamp
+    same = old.get("stamp") in (stamp, legacy)
     finished = audit.privacy_json(arm).is_file() and (audit.adapter(arm) / "adapter_config.json").is_file()
     if same and old.get("status") == "done" and finished:
         log.info("audit: the %s arm already finished on the same data and config, reusing it", arm)

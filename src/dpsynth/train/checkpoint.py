@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from dpsynth.rundir import atomic_path, dumps, read_json
+from dpsynth.rundir import aside_path, atomic_path, dumps, read_json
 
 STATE = "state.pt"
 META = "meta.json"
@@ -49,10 +49,27 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> None:
         (tmp / META).write_text(dumps({"step": ckpt.step, **ckpt.meta}) + "\n", encoding="utf-8")
 
 
+def _complete(directory: Path) -> Path | None:
+    """``directory`` when it holds a whole checkpoint, else the previous one that a replacement interrupted between
+    its two renames left aside (:func:`dpsynth.rundir.atomic_path`), else None."""
+    for candidate in (directory, aside_path(directory)):
+        if (candidate / STATE).is_file() and (candidate / META).is_file():
+            return candidate
+    return None
+
+
+def checkpoint_step(directory: Path) -> int:
+    """The step of the checkpoint :func:`load_checkpoint` would load (0 when there is none)."""
+    found = _complete(Path(directory))
+    return int(read_json(found / META)["step"]) if found is not None else 0
+
+
 def load_checkpoint(directory: Path) -> Checkpoint | None:
     """The checkpoint in ``directory``, or None when there is none."""
-    if not (directory / STATE).is_file() or not (directory / META).is_file():
+    found = _complete(Path(directory))
+    if found is None:
         return None
+    directory = found
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
     meta = read_json(directory / META)
     meta.pop("step", None)

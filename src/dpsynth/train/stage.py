@@ -21,7 +21,7 @@ from dpsynth.privacy import releases
 from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.mechanisms import noise_rng
-from dpsynth.rundir import Arm, RunDir, write_json
+from dpsynth.rundir import Arm, RunDir, aside_path, write_json
 from dpsynth.train import distributed
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
@@ -183,7 +183,9 @@ def train_arm(
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:
         privacy = commit_release(cfg, run, privacy)
-    shutil.rmtree(run.checkpoints(arm), ignore_errors=True)  # the adapter is the output; checkpoints were for resume
+    # the adapter is the output; checkpoints were for resume
+    for done in (run.checkpoints(arm), aside_path(run.checkpoints(arm))):
+        shutil.rmtree(done, ignore_errors=True)
     return privacy
 
 
