@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from dpsynth import api
 from dpsynth.config import load_config
 from dpsynth.errors import DPSynthError, PrivacyCheckError
-from dpsynth.rundir import RunDir, read_json, read_jsonl
+from dpsynth.rundir import RunDir, aside_path, read_json, read_jsonl
 from dpsynth.train import loop as loop_module
 
 
@@ -132,6 +133,24 @@ def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypat
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_a_finished_arm_leaves_no_checkpoint_set_aside(tmp_path, tiny_model_dir, monkeypatch):
+    """A crash between a checkpoint replacement's two renames leaves the old one aside; when no later step saves
+    again (the last step writes none), finishing the arm must still delete it: it holds private optimizer state."""
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]")
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)  # of 4 steps: the resumed step 4 is the last and saves no checkpoint
+        with pytest.raises(_Crash):
+            api.train(cfg, out, progress=False)
+    run = RunDir(out)
+    aside = aside_path(run.checkpoints("dp"))
+    shutil.copytree(run.checkpoints("dp"), aside)
+    api.train(cfg, out, resume=True, progress=False)
+    assert run.privacy_json("dp").is_file()
+    assert not run.checkpoints("dp").exists() and not aside.exists()
 
 
 def test_resume_of_a_finished_arm_does_not_train_again(tmp_path, tiny_model_dir, monkeypatch):
