@@ -94,6 +94,13 @@ class TrainConfig(Section):
         "hooks", description="per-sample gradient mode; hooks was faster on a 2-core CPU (bench/bench_train.py)"
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    init_adapter: Path | None = Field(
+        None,
+        description="start both arms' LoRA from this adapter folder (one `dpsynth train` wrote, e.g. "
+        "DIR/no_dp/adapter) instead of zero: a warm start trained on PUBLIC data only (another data set, never "
+        "these private records), so it costs no privacy; same shape as train.lora (r, alpha, target modules, "
+        "blocks). The frontier's eps-0 row generates from it too (bench/public_warmstart_amazon.yaml)",
+    )
     distributed: bool = Field(
         False,
         description="train under torchrun with nproc_per_node ranks on this machine (dpsynth train and run launch "

@@ -216,6 +216,46 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, same), inf) == fingerprint(_cfg(tiny_model_dir), inf)
 
 
+def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_path, tiny_model_dir):
+    from dpsynth.frontier.rows import RowSpec, _view, fingerprint
+
+    row = RowSpec("eps4", 4.0)
+    # unset, the key is not in the view at all: fingerprints of sweeps made before it existed still match
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "init_adapter" in k]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, payload in ((a, b"one"), (b, b"two")):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}")
+        (folder / "adapter_model.safetensors").write_bytes(payload)
+    with_a = fingerprint(_cfg(tiny_model_dir, f"train.init_adapter={a}"), row)
+    assert with_a != fingerprint(_cfg(tiny_model_dir), row)
+    assert with_a != fingerprint(_cfg(tiny_model_dir, f"train.init_adapter={b}"), row)
+    moved = tmp_path / "moved"
+    a.rename(moved)  # where it lies does not matter, its weights do
+    assert fingerprint(_cfg(tiny_model_dir, f"train.init_adapter={moved}"), row) == with_a
+    (moved / "adapter_model.safetensors").write_bytes(b"retrained")
+    assert fingerprint(_cfg(tiny_model_dir, f"train.init_adapter={moved}"), row) != with_a
+
+
+def test_the_eps0_row_generates_from_the_warm_start(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    from dpsynth.frontier import rows as rows_module
+    from dpsynth.generate import engine
+    from dpsynth.rundir import RunDir
+
+    _, out, _, _ = frontier_run
+    seen: list[object] = []
+
+    def fake(model_cfg, adapter_dir, codes, *_a, **_k):
+        seen.append(adapter_dir)
+        return ["A title\nSome text." for _ in codes]
+
+    monkeypatch.setattr(engine, "generate_from_codes", fake)
+    for extra in ((), (f"train.init_adapter={tmp_path}",)):
+        made = rows_module._prompted_rows(_cfg(tiny_model_dir, *extra), RunDir(out), progress=False)
+        assert len(made) == _cfg(tiny_model_dir).frontier.n_synthetic
+    assert seen == [None, tmp_path]
+
+
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):
     """generator=pe: the eps > 0 rows are PE runs (no training, one PE release each in the ledger, the row's
     records are PE's output); the doc names the generator; an eps = inf row is refused before anything runs."""

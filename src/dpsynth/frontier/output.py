@@ -47,6 +47,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"real test records: {doc['n_test']}",
         "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
         + (
+            f"every row starts from the public warm start {doc['init_adapter']} (train.init_adapter, fitted without "
+            "DP on public data), eps 0 included; "
+            if doc.get("init_adapter")
+            else ""
+        )
+        + (
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "
             if doc["generator"] == "pe"
             else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches "

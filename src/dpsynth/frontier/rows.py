@@ -122,6 +122,7 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
     if row.eps != "inf" or dump.get("train", {}).get("no_dp_batch_size") is None:
         dump.get("train", {}).pop("no_dp_batch_size", None)  # only the non-DP row trains with it
     dump.pop("tracking", None)
+    _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:
         # checkpoint spacing cannot change a row; read as its default when fingerprints began (50), so that sweeps
         # finished then keep their rows now that the default is every step
@@ -132,6 +133,18 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         dump.pop("generator", None)
         dump.pop("pe", None)
     return sorted(_flatten(dump))
+
+
+def _pin_init_adapter(dump: dict[str, Any], cfg: Config) -> None:
+    """Without a warm start the key is left out (fingerprints made before it existed still match); with one, a row
+    depends on the adapter's weights, not on where they lie, so a retrained adapter at the same path is noticed."""
+    train = dump.get("train", {})
+    if cfg.train.init_adapter is None:
+        train.pop("init_adapter", None)
+    else:
+        from dpsynth.models.convert import adapter_digest
+
+        train["init_adapter"] = adapter_digest(cfg.train.init_adapter)
 
 
 def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
@@ -304,8 +317,9 @@ def load_records(root: RunDir, path: Path) -> list[dict[str, Any]]:
 
 
 def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[str, Any]]:
-    """eps = 0: the pretrained model with no adapter, codes uniform over their public domains, sampled by the same
-    engine and settings as every other row (:func:`dpsynth.generate.engine.generate_from_codes`)."""
+    """eps = 0: the pretrained model with no private data (no adapter, or the public warm start
+    ``train.init_adapter`` that every trained row starts from), codes uniform over their public domains, sampled by
+    the same engine and settings as every other row (:func:`dpsynth.generate.engine.generate_from_codes`)."""
     from dpsynth.data.format import parse_response
     from dpsynth.generate.engine import generate_from_codes
 
@@ -315,7 +329,13 @@ def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[st
     n = cfg.frontier.n_synthetic
     codes = [{s.name: s.values[int(rng.integers(len(s.values)))] for s in specs} for _ in range(n)]
     texts = generate_from_codes(
-        cfg.model, None, codes, info["system_prompt"], cfg.generate, progress=progress, desc="generate eps0"
+        cfg.model,
+        cfg.train.init_adapter,
+        codes,
+        info["system_prompt"],
+        cfg.generate,
+        progress=progress,
+        desc="generate eps0",
     )
     include_title = bool(info.get("include_title", False))
     return [{"text": parse_response(t, include_title)[1], "codes": c} for t, c in zip(texts, codes, strict=True)]

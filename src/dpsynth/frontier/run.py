@@ -114,10 +114,11 @@ def run_frontier(
         if on_row is not None:
             on_row(spec.key, entries)
     counts = info["counts"]
-    doc = {
+    doc: dict[str, Any] = {
         "dataset": _dataset_name(info),
         "generator": cfg.generator,
         "model": cfg.model.name,
+        "init_adapter": None if cfg.train.init_adapter is None else str(cfg.train.init_adapter),
         "n_private": int(counts["train_units"]),
         "n_synthetic": cfg.frontier.n_synthetic,
         "n_test": len(ref.test_texts),

@@ -43,7 +43,7 @@ from dpsynth.train.batching import (
 )
 from dpsynth.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dpsynth.train.forward import TrainForward
-from dpsynth.train.lora import add_lora, snapshot, top_layers, trainable_parameters
+from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, top_layers, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
 from dpsynth.train.precision import resolve_precision
@@ -106,6 +106,10 @@ class ArmTrainer:
         self.tokenizer = load_tokenizer(cfg.model)
         base = load_model(cfg.model, device=self.device)
         self.model = add_lora(base, cfg.train.lora, seed=cfg.train.seed)
+        # a public warm start (train.init_adapter); a resume then restores the checkpoint's weights over it
+        self.init_digest = (
+            load_init_adapter(self.model, cfg.train.init_adapter) if cfg.train.init_adapter is not None else None
+        )
         self.model.to(self.device)
         if self.dist.enabled:  # Opacus's DPDDP makes every rank start from rank 0's weights (a broadcast)
             DifferentiallyPrivateDistributedDataParallel(self.model)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -42,6 +44,59 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings, *, seed: int, task_
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)
+
+
+def load_init_adapter(model: PeftModel, folder: Path) -> str:
+    """Set ``model``'s LoRA matrices to the adapter saved in ``folder`` (``train.init_adapter``); return its digest.
+
+    A warm start: both arms then train on from weights fitted to PUBLIC data (a non-DP arm of another data set). It
+    adds nothing to the privacy analysis only because it does not depend on the private records, which dpsynth cannot
+    check: the digest goes into ``privacy.json`` so that a release names the adapter it started from. The shapes must
+    match exactly (rank, alpha, target modules, blocks): a partial load would leave some matrices at zero and others
+    warm without saying so, and an adapter on blocks that this run freezes would break the prefix cache's premise.
+    """
+    from peft.utils import set_peft_model_state_dict
+
+    from dpsynth.models.convert import adapter_digest
+
+    folder = Path(folder)
+    config_path, weights_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    for f in (config_path, weights_path):
+        if not f.is_file():
+            raise ConfigError(f"train.init_adapter: {f} not found (a folder `dpsynth train` wrote: DIR/ARM/adapter)")
+    saved = json.loads(config_path.read_text())
+    ours: Any = model.peft_config["default"]  # a LoraConfig
+    want = {
+        "r": ours.r,
+        "lora_alpha": ours.lora_alpha,
+        "target_modules": sorted(ours.target_modules),
+        "layers_to_transform": _layers(ours.layers_to_transform),
+    }
+    got = {
+        "r": saved.get("r"),
+        "lora_alpha": saved.get("lora_alpha"),
+        "target_modules": sorted(saved.get("target_modules") or []),
+        "layers_to_transform": _layers(saved.get("layers_to_transform")),
+    }
+    differ = [f"{k}: {got[k]} in the adapter, {want[k]} in train.lora" for k in want if got[k] != want[k]]
+    if differ:
+        raise ConfigError(f"train.init_adapter: {config_path} has another LoRA shape ({'; '.join(differ)})")
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights_path))
+    result: Any = set_peft_model_state_dict(model, state)  # torch's _IncompatibleKeys
+    lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n}
+    missing = sorted(k for k in result.missing_keys if k in lora_keys)
+    if result.unexpected_keys or missing or not state:
+        raise ConfigError(
+            f"train.init_adapter: {weights_path} does not fit this model's LoRA "
+            f"(unexpected: {list(result.unexpected_keys)[:3]}, missing: {missing[:3]})"
+        )
+    return adapter_digest(folder)
+
+
+def _layers(layers: int | list[int] | None) -> list[int] | None:
+    return [layers] if isinstance(layers, int) else (sorted(layers) if layers else None)
 
 
 def num_layers(model: torch.nn.Module) -> int | None:

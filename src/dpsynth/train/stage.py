@@ -179,6 +179,8 @@ def train_arm(
             "steps": summary["steps"],
             "batch_size": cfg.train.arm_batch_size(arm),
         }
+    if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
+        privacy["init_adapter"] = {"path": str(cfg.train.init_adapter), "sha256": trainer.init_digest, "public": True}
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:
