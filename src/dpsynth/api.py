@@ -165,7 +165,12 @@ def _check_resumable(cfg: Config, run: RunDir) -> None:
         before = load_config(run.config)
     except DPSynthError as exc:
         raise DPSynthError(f"--resume: cannot read the settings {', '.join(started)} trained with ({exc})") from exc
+    from dpsynth.train import warm_start
+
     changed = training_changes(before, cfg, started)
+    changed += [
+        f"train.init_adapter (the {a} arm started from other weights)" for a in warm_start.changed(cfg, run, started)
+    ]
     if changed:
         raise DPSynthError(
             f"--resume: the {', '.join(started)} arm(s) in {run.root} were trained with other settings of "

@@ -200,6 +200,15 @@ class Config(Section):
     pe: PEConfig = Field(default_factory=PEConfig)
 
     @model_validator(mode="after")
+    def _warm_start_is_for_fine_tuning(self) -> Config:
+        if self.train.init_adapter is not None and self.generator == "pe":
+            raise ValueError(
+                "train.init_adapter is a warm start for fine-tuning; Private Evolution samples the base model "
+                "(its eps-0 floor would start from the adapter and its rows not)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _api_base_serves_pe(self) -> Config:
         if self.model.api_base is not None and self.generator != "pe":
             raise ValueError(

@@ -237,6 +237,29 @@ def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_
     assert fingerprint(_cfg(tiny_model_dir, f"train.init_adapter={moved}"), row) != with_a
 
 
+def test_a_row_trained_from_other_warm_start_weights_is_refused(tmp_path, tiny_model_dir):
+    """Same path, retrained adapter: the row's arm began from the old weights, so it is not kept as the new one's."""
+    from dpsynth.frontier.rows import RowSpec, check_reuse, row_config
+    from dpsynth.models.convert import adapter_digest
+    from dpsynth.rundir import RunDir, write_text
+
+    folder = tmp_path / "warm"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"public")
+    cfg = _cfg(tiny_model_dir, f"train.init_adapter={folder}")
+    root, row = RunDir(tmp_path / "f"), RowSpec("eps2", 2.0)
+    run = RunDir(root.root / "rows" / row.key)
+    run.root.mkdir(parents=True)
+    write_text(run.config, row_config(cfg, row, prefix_cache_dir=root.root / "prefix_cache").to_yaml())
+    run.privacy_json("dp").parent.mkdir()
+    write_json(run.privacy_json("dp"), {"init_adapter": {"digest": adapter_digest(folder)}})
+    check_reuse(cfg, root, row)  # the same weights: kept (and generated again)
+    (folder / "adapter_model.safetensors").write_bytes(b"retrained")
+    with pytest.raises(DPSynthError, match=r"train\.init_adapter \(its dp arm started from other weights\)"):
+        check_reuse(cfg, root, row)
+
+
 def test_the_eps0_row_generates_from_the_warm_start(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
     from dpsynth.frontier import rows as rows_module
     from dpsynth.generate import engine

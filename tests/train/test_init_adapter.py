@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from dpsynth import api
 from dpsynth.config import LoraSettings, load_config
-from dpsynth.errors import ConfigError
+from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.models.convert import adapter_digest
 from dpsynth.rundir import RunDir, read_json
 from dpsynth.train import loop as loop_module
@@ -94,7 +95,20 @@ def test_both_arms_start_from_it_and_privacy_json_names_it(tmp_path, tokenizer, 
     run = RunDir(out)
     for arm in ("dp", "no_dp"):
         record = read_json(run.privacy_json(arm))["init_adapter"]
-        assert record == {"path": str(folder), "sha256": adapter_digest(folder), "public": True}
+        assert record == {
+            "path": str(folder),
+            "digest": adapter_digest(folder),
+            "declared_public": True,
+            "fitted_to": None,
+        }
+    # the same path with other weights is another warm start: a resume refuses to keep arms made from the old one
+    _warm_adapter(tmp_path, tokenizer, settings, seed=3)  # same folder name
+    for f in folder.iterdir():
+        if f.name == "adapter_model.safetensors":
+            state = load_file(str(f))
+            save_file({k: v + 1 for k, v in state.items()}, str(f))
+    with pytest.raises(DPSynthError, match=r"--resume: .*train.init_adapter \(the dp arm started from other weights\)"):
+        api.train(cfg, out, progress=False, resume=True)
 
 
 def test_without_it_nothing_is_loaded_or_recorded(tmp_path, tiny_model_dir, monkeypatch):
@@ -116,3 +130,83 @@ def test_without_it_nothing_is_loaded_or_recorded(tmp_path, tiny_model_dir, monk
     api.prepare(cfg, tmp_path / "run")
     api.train(cfg, tmp_path / "run", progress=False)
     assert "init_adapter" not in read_json(RunDir(tmp_path / "run").privacy_json("dp"))
+
+
+def test_a_checkpoint_from_another_warm_start_is_not_resumed(tmp_path, tokenizer, tiny_model_dir, monkeypatch):
+    """A crash, then the adapter is retrained at the same path: the checkpoint's weights began elsewhere."""
+    settings = LoraSettings(top_k_layers=1)
+    folder, _ = _warm_adapter(tmp_path, tokenizer, settings)
+    over = [
+        f"model.name={tiny_model_dir}",
+        "data.demo_records=60",
+        "data.max_tokens=24",
+        "train.batch_size=8",
+        "train.max_steps=3",
+        "train.checkpoint_every=1",
+        "train.arms=[dp]",
+        "train.lora.top_k_layers=1",
+        f"train.init_adapter={folder}",
+    ]
+    cfg = load_config(None, over)
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+
+    class Crash(Exception):
+        pass
+
+    real_step = loop_module.ArmTrainer._after_step
+
+    def crash_after_first(self, *a, **k):
+        real_step(self, *a, **k)
+        if self.state.step >= 1:
+            raise Crash
+
+    monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", crash_after_first)
+    with pytest.raises(Crash):
+        api.train(cfg, out, progress=False)
+    monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", real_step)
+    f = folder / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(str(f)).items()}, str(f))
+    with pytest.raises(DPSynthError, match="started from another warm start"):
+        api.train(cfg, out, progress=False, resume=True)
+
+
+def test_an_adapter_of_this_data_is_refused_before_any_charge(tmp_path, tokenizer, tiny_model_dir):
+    """Inside the run's directory, or fitted (by its run's prepare.json) to the same data file: not public."""
+    import os
+
+    from dpsynth.privacy.ledger import Ledger
+
+    settings = LoraSettings(top_k_layers=1)
+    base = [f"model.name={tiny_model_dir}", "data.demo_records=60", "data.max_tokens=24", "train.max_steps=1"]
+    base += ["train.arms=[dp]", "train.lora.top_k_layers=1"]
+    out = tmp_path / "run"
+    api.prepare(load_config(None, base), out)
+    inside, _ = _warm_adapter(out, tokenizer, settings)
+    with pytest.raises(ConfigError, match="lies inside"):
+        api.train(load_config(None, [*base, f"train.init_adapter={inside}"]), out, progress=False)
+    # a run elsewhere on the same (demo) data: its prepare.json names the same source
+    other = tmp_path / "other"
+    api.prepare(load_config(None, base), other)
+    (other / "no_dp").mkdir()
+    fitted, _ = _warm_adapter(other / "no_dp", tokenizer, settings)
+    fitted.rename(other / "no_dp" / "adapter")
+    with pytest.raises(ConfigError, match="the same data this run protects"):
+        api.train(load_config(None, [*base, f"train.init_adapter={other / 'no_dp' / 'adapter'}"]), out, progress=False)
+    with pytest.raises(ConfigError, match="not found"):
+        api.train(load_config(None, [*base, f"train.init_adapter={tmp_path / 'none'}"]), out, progress=False)
+    assert Ledger(os.environ["DPSYNTH_LEDGER"]).releases(include_pending=True) == []  # no reservation for any
+    assert not RunDir(out).privacy_json("dp").is_file()
+
+
+def test_an_adapter_of_another_model_size_is_a_config_error(tmp_path, tokenizer):
+    wide = add_lora(make_tiny_llama(len(tokenizer), hidden_size=64), LoraSettings(top_k_layers=1), seed=0)
+    wide.save_pretrained(str(tmp_path / "wide"))
+    model = add_lora(make_tiny_llama(len(tokenizer)), LoraSettings(top_k_layers=1), seed=0)
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        load_init_adapter(model, tmp_path / "wide")
+
+
+def test_private_evolution_refuses_a_warm_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.init_adapter is a warm start for fine-tuning"):
+        load_config(None, ["generator=pe", f"train.init_adapter={tmp_path}"])

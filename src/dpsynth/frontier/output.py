@@ -45,12 +45,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- date: {doc['date']}; generator: {doc['generator']}; model: {doc['model']}",
         f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
         f"real test records: {doc['n_test']}",
-        "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
-        + (
-            f"every row starts from the public warm start {doc['init_adapter']} (train.init_adapter, fitted without "
-            "DP on public data), eps 0 included; "
+        (
+            f"- every fine-tuned row starts from the public warm start {doc['init_adapter']} (train.init_adapter, "
+            "fitted without DP to public data); eps 0: that model prompted with codes drawn from their public domain "
+            "(no private data); "
             if doc.get("init_adapter")
-            else ""
+            else "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
         )
         + (
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "

@@ -175,7 +175,13 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
         a, b = (flat_view(c, drop, (*LAYOUT_KEYS, ("frontier", "eps"))) for c in (before, new))
         changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     else:
+        from dpsynth.train import warm_start
+
         changed = training_changes(before, new)
+        changed += [
+            f"train.init_adapter (its {a} arm started from other weights)"
+            for a in warm_start.changed(new, run, new.train.arms)
+        ]
     if changed:
         raise DPSynthError(
             f"{run.root} was made with other settings of {', '.join(changed)}: use a new --out directory (or delete "

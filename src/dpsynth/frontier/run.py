@@ -34,6 +34,7 @@ from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import RowSpec, check_reuse, load_records, make_row, row_config, row_specs
 from dpsynth.machine import usable_cores
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
+from dpsynth.train import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ def run_frontier(
         row_config(cfg, RowSpec("epsinf", "inf"))  # refused before anything is written, with the reason
     root = RunDir(Path(out))
     specs = row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all)
+    warm_start.check(cfg, root.root, None)
     for spec in specs:
         check_reuse(cfg, root, spec)  # every refusal before anything is written or any row is touched
     root.root.mkdir(parents=True, exist_ok=True)
     write_text(root.config, cfg.to_yaml())
     start = time.perf_counter()
     info = _prepare(cfg, root)
+    warm_start.check(cfg, root.root, (info.get("source") or {}).get("fingerprint"))  # before any row or charge
     ref = load_reference(cfg, root)
     rows: list[dict[str, Any]] = []
     for spec in specs:

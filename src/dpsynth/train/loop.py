@@ -143,6 +143,11 @@ class ArmTrainer:
                 f"the checkpoint in {self.ckpt_dir} was made with a different plan (privacy or steps); "
                 "resume with the same configuration, or start a new run directory"
             )
+        if ckpt.meta.get("init_adapter") != self.init_digest:
+            raise DPSynthError(
+                f"the checkpoint in {self.ckpt_dir} started from another warm start (train.init_adapter, digest "
+                f"{ckpt.meta.get('init_adapter')}); resume with that adapter, or start a new run directory"
+            )
         params = trainable_parameters(self.model)
         with torch.no_grad():
             for name, value in ckpt.trainable.items():
@@ -172,6 +177,7 @@ class ArmTrainer:
                     "steps": self.s.steps,
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
+                    "init_adapter": self.init_digest,
                     "log": self.state.log_rows,
                 },
             ),

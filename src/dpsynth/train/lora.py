@@ -84,7 +84,10 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
     from safetensors.torch import load_file
 
     state = load_file(str(weights_path))
-    result: Any = set_peft_model_state_dict(model, state)  # torch's _IncompatibleKeys
+    try:
+        result: Any = set_peft_model_state_dict(model, state)  # torch's _IncompatibleKeys
+    except RuntimeError as exc:  # same names, other sizes: an adapter of another base model
+        raise ConfigError(f"train.init_adapter: {weights_path} does not fit this model ({exc})") from exc
     lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n}
     missing = sorted(k for k in result.missing_keys if k in lora_keys)
     if result.unexpected_keys or missing or not state:

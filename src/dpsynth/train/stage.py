@@ -22,7 +22,7 @@ from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, aside_path, write_json
-from dpsynth.train import distributed
+from dpsynth.train import distributed, warm_start
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
@@ -125,6 +125,7 @@ def train_arm(
     dist = distributed.current()
     if dist.enabled and cfg.train.clipping_mode == "ghost":
         raise ConfigError("train.clipping_mode=ghost is not supported with several ranks yet (use hooks)")
+    warm_start.check(cfg, run.root, (info.get("source") or {}).get("fingerprint"))  # before any reservation
     # before any record is read; by rank 0 alone, whose refusal stops every rank
     ledger_entry = dist.run_on_main(lambda: _ledger_begin(cfg, run, plan, info) if plan is not None else None)
 
@@ -180,7 +181,7 @@ def train_arm(
             "batch_size": cfg.train.arm_batch_size(arm),
         }
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
-        privacy["init_adapter"] = {"path": str(cfg.train.init_adapter), "sha256": trainer.init_digest, "public": True}
+        privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:

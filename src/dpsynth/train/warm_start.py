@@ -1,0 +1,89 @@
+"""The public warm start (``train.init_adapter``): checks before anything is charged, and what a release records.
+
+A warm start adds nothing to the privacy analysis only if the adapter depends on no private record. dpsynth cannot
+prove that, but it refuses the two mistakes it can see: an adapter inside the run's own directory (a non-DP arm of
+this very data), and one whose run read the same data file (its ``prepare.json`` names the same source
+fingerprint). Everything else is the user's declaration, and ``privacy.json`` says so (``declared_public``).
+
+Runs remember the adapter by its digest, not its path: a retrained adapter at the same path is another warm start,
+and an arm trained (or checkpointed) from the old one must not be kept as if made from the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dpsynth.errors import ConfigError
+from dpsynth.rundir import RunDir, read_json
+
+if TYPE_CHECKING:
+    from dpsynth.config import Config
+
+FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def digest(cfg: Config) -> str | None:
+    """The configured warm start's digest (:func:`dpsynth.models.convert.adapter_digest`), None without one."""
+    if cfg.train.init_adapter is None:
+        return None
+    from dpsynth.models.convert import adapter_digest
+
+    return adapter_digest(cfg.train.init_adapter)
+
+
+def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
+    """Refuse a missing adapter, one inside ``root`` (this run's or sweep's directory), or one fitted to the data
+    whose source fingerprint is ``source_fingerprint``: before any ledger reservation or row."""
+    folder = cfg.train.init_adapter
+    if folder is None:
+        return
+    folder = Path(folder)
+    for name in FILES:
+        if not (folder / name).is_file():
+            raise ConfigError(
+                f"train.init_adapter: {folder / name} not found (a folder `dpsynth train` wrote: DIR/ARM/adapter)"
+            )
+    if folder.resolve().is_relative_to(Path(root).resolve()):
+        raise ConfigError(
+            f"train.init_adapter: {folder} lies inside {root}, so it was fitted to this run's private data; a warm "
+            "start must come from public data (another run directory, another data set)"
+        )
+    origin = _origin(folder)
+    if origin and source_fingerprint and origin.get("fingerprint") == source_fingerprint:
+        raise ConfigError(
+            f"train.init_adapter: {folder} was fitted to {origin.get('path')}, the same data this run protects; a warm "
+            "start must come from public data"
+        )
+
+
+def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
+    """The ``privacy.json`` entry: what the weights started from, declared public by the user."""
+    folder = Path(str(cfg.train.init_adapter))
+    return {
+        "path": str(folder),
+        "digest": adapter_digest,
+        "declared_public": True,
+        "fitted_to": _origin(folder),
+    }
+
+
+def changed(cfg: Config, run: RunDir, arms: Sequence[str]) -> list[str]:
+    """The finished arms among ``arms`` that started from another warm start than the configured one."""
+    want = digest(cfg)
+    out = []
+    for arm in arms:
+        path = run.privacy_json(arm)
+        if path.is_file() and (read_json(path).get("init_adapter") or {}).get("digest") != want:
+            out.append(arm)
+    return out
+
+
+def _origin(folder: Path) -> dict[str, Any] | None:
+    """The data source of the run that wrote ``folder`` (``RUN/ARM/adapter``), when its ``prepare.json`` is there."""
+    prepare = folder.parent.parent / "data" / "prepare.json"
+    if not prepare.is_file():
+        return None
+    source = read_json(prepare).get("source") or {}
+    return {"path": source.get("path"), "fingerprint": source.get("fingerprint")}
