@@ -29,6 +29,11 @@ def _warm_adapter(tmp_path: Path, tokenizer, settings: LoraSettings, seed: int =
     return folder, {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
 
 
+def _cfg(model_dir: Path, *extra: str):
+    small = ["data.demo_records=60", "data.max_tokens=24", "train.batch_size=8", "train.physical_batch_size=4"]
+    return load_config(None, [f"model.name={model_dir}", *small, *extra])
+
+
 def test_the_warm_start_sets_every_lora_matrix(tmp_path, tokenizer):
     settings = LoraSettings(top_k_layers=1)
     folder, weights = _warm_adapter(tmp_path, tokenizer, settings)
@@ -72,19 +77,7 @@ def test_both_arms_start_from_it_and_privacy_json_names_it(tmp_path, tokenizer, 
         return taken
 
     monkeypatch.setattr(loop_module, "snapshot", spy)
-    cfg = load_config(
-        None,
-        [
-            f"model.name={tiny_model_dir}",
-            "data.demo_records=60",
-            "data.max_tokens=24",
-            "train.batch_size=8",
-            "train.physical_batch_size=4",
-            "train.max_steps=2",
-            "train.lora.top_k_layers=1",
-            f"train.init_adapter={folder}",
-        ],
-    )
+    cfg = _cfg(tiny_model_dir, "train.max_steps=2", "train.lora.top_k_layers=1", f"train.init_adapter={folder}")
     out = tmp_path / "run"
     api.prepare(cfg, out)
     api.train(cfg, out, progress=False)
@@ -116,17 +109,7 @@ def test_without_it_nothing_is_loaded_or_recorded(tmp_path, tiny_model_dir, monk
         raise AssertionError("no warm start was configured")
 
     monkeypatch.setattr(loop_module, "load_init_adapter", refuse)
-    cfg = load_config(
-        None,
-        [
-            f"model.name={tiny_model_dir}",
-            "data.demo_records=60",
-            "data.max_tokens=24",
-            "train.batch_size=8",
-            "train.max_steps=1",
-            "train.arms=[dp]",
-        ],
-    )
+    cfg = _cfg(tiny_model_dir, "train.max_steps=1", "train.arms=[dp]")
     api.prepare(cfg, tmp_path / "run")
     api.train(cfg, tmp_path / "run", progress=False)
     assert "init_adapter" not in read_json(RunDir(tmp_path / "run").privacy_json("dp"))
