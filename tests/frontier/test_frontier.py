@@ -279,6 +279,17 @@ def test_the_eps0_row_generates_from_the_warm_start(frontier_run, tiny_model_dir
     assert seen == [None, tmp_path]
 
 
+def test_the_table_says_which_model_eps0_is(frontier_run):
+    from dpsynth.frontier.output import markdown
+
+    _, _, doc, _ = frontier_run
+    assert doc["init_adapter"] is None
+    assert "- eps 0: the pretrained model prompted" in markdown(doc)
+    warm = markdown({**doc, "init_adapter": "runs/public/no_dp/adapter"})
+    assert "starts from the public warm start runs/public/no_dp/adapter" in warm
+    assert "the pretrained model prompted" not in warm
+
+
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):
     """generator=pe: the eps > 0 rows are PE runs (no training, one PE release each in the ledger, the row's
     records are PE's output); the doc names the generator; an eps = inf row is refused before anything runs."""

@@ -138,13 +138,13 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
 def _pin_init_adapter(dump: dict[str, Any], cfg: Config) -> None:
     """Without a warm start the key is left out (fingerprints made before it existed still match); with one, a row
     depends on the adapter's weights, not on where they lie, so a retrained adapter at the same path is noticed."""
+    from dpsynth.train import warm_start
+
     train = dump.get("train", {})
     if cfg.train.init_adapter is None:
         train.pop("init_adapter", None)
     else:
-        from dpsynth.models.convert import adapter_digest
-
-        train["init_adapter"] = adapter_digest(cfg.train.init_adapter)
+        train["init_adapter"] = warm_start.digest(cfg)
 
 
 def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
