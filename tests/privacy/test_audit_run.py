@@ -132,7 +132,8 @@ def test_metrics_json_gets_the_audit_key_and_keeps_the_rest(audited):
     metrics = read_json(run.metrics_json)
     assert metrics["fidelity"] == {"kept": True}
     entry = metrics["audit"]
-    assert set(entry) == {"dp", "no_dp", "m", "significance", "delta"}
+    assert set(entry) == {"dp", "no_dp", "m", "significance", "delta", "reference_model"}
+    assert entry["reference_model"] == summary["reference_model"] == "the base model without adapter"  # no warm start
     assert entry["m"] == M and entry["delta"] == summary["delta"]
     for arm in ("dp", "no_dp"):
         assert set(entry[arm]) == {"eps_lb", "epsilon", "correct", "guesses"}
@@ -250,7 +251,7 @@ def _planted(run: RunDir, member_loss_drop: float, noise: float, seed: int):
     """A fake ``score_arms``: trained loss = base loss - drop for members, plus noise; reads the coins from disk."""
     _, coins = audit_run.read_canaries_with_coins(RunDir(run.audit_dir))
 
-    def fake(cfg, audit, arms, canaries, info, progress=False):
+    def fake(cfg, audit, arms, canaries, info, progress=False, reference=None):
         rng = np.random.default_rng(seed)
         base = np.full(len(canaries), 5.0)
         drop = member_loss_drop * coins + noise * rng.normal(size=len(coins))

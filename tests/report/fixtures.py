@@ -154,6 +154,7 @@ def complete_metrics() -> dict[str, Any]:
                     ["no_dp", "loss", 0.6345, 0.0789],
                     ["no_dp", "reference", 0.7, 0.12],
                 ],
+                "reference_model": "the base model with the public warm start /runs/public/no_dp/adapter",
             },
         },
         "distributions": {

@@ -106,6 +106,8 @@ def test_privacy_section_tables(complete_html: str) -> None:
     assert mia[0].rows[0] == ["DP model", "loss", "0.501", "0.010"]
     text = p.text("privacy")
     assert "is not for release" in text
+    # which model the reference attack calibrates against (with a warm start it is not the bare base model)
+    assert "reference model (it never saw a private record): the base model with the public warm start" in text
     # The DP bound on TPR at 1% FPR is computed from the guarantee, not written in.
     assert f"= {fmt(min(1.0, math.exp(3.98765) * 0.01 + 1e-5))} at 1% FPR" in text
     other = [t for t in p.tables_in("privacy") if t.caption == "Privacy metrics not shown above."]

@@ -5,8 +5,9 @@
 measured by exposure). A unit's loss is the one training minimised: the mean NLL over its labelled tokens (each
 response and, after a complete response, its end-of-turn token) in the exact token sequence training built
 (:func:`dpsynth.data.format.encode_unit`), each labelled run scored given everything before it. The loss attack
-scores ``-loss`` under the arm's model; the reference attack ``base loss - arm loss``, the base model (the same
-weights without the adapter) being the reference that never saw any record.
+scores ``-loss`` under the arm's model; the reference attack ``reference loss - arm loss``, the reference being the
+model as it was before any private record: the base model, or the base model with the public warm start that the
+arms began from (``train.init_adapter``; :func:`dpsynth.train.warm_start.reference`).
 
 **Exposure.** For up to ``evaluate.exposure_canaries`` canaries (seeded draw), the canary's text is scored as the
 response to its training prompt with the true secret and with ``evaluate.exposure_candidates`` random ones
@@ -24,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from dpsynth.evaluate.mia import loss_attack, reference_attack
 from dpsynth.evaluate.prefix_nll import common_prefix_length, shared_prefix_nll
 from dpsynth.evaluate.scoring import response_nll
 from dpsynth.rundir import RunDir
+from dpsynth.train import warm_start
 
 log = logging.getLogger(__name__)
 TARGET_FPR = 0.01
@@ -130,6 +133,10 @@ def canary_scorer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int
     return score
 
 
+REFERENCE = "public_warm_start"
+"""The adapter name of the arms' public warm start on the shared model (no arm is called so)."""
+
+
 @contextlib.contextmanager
 def _adapter(model: Any, arm: str | None) -> Iterator[Any]:
     """``model`` with ``arm``'s adapter active, or with every adapter disabled (the base model) for ``None``."""
@@ -141,8 +148,9 @@ def _adapter(model: Any, arm: str | None) -> Iterator[Any]:
         yield model
 
 
-def load_arms(cfg: Config, run: RunDir, arms: Sequence[str]) -> tuple[Any, Any]:
-    """One base model carrying every arm's adapter under the arm's name (switched with ``set_adapter``)."""
+def load_arms(cfg: Config, run: RunDir, arms: Sequence[str], reference: Path | None = None) -> tuple[Any, Any]:
+    """One base model carrying every arm's adapter under the arm's name (switched with ``set_adapter``), and the
+    ``reference`` adapter (the arms' public warm start) under :data:`REFERENCE` when given."""
     from peft import PeftModel
 
     from dpsynth.models.loader import load_model, load_tokenizer
@@ -151,6 +159,8 @@ def load_arms(cfg: Config, run: RunDir, arms: Sequence[str]) -> tuple[Any, Any]:
     model = PeftModel.from_pretrained(load_model(cfg.model), run.adapter(arms[0]), adapter_name=arms[0])
     for arm in arms[1:]:
         model.load_adapter(run.adapter(arm), adapter_name=arm, is_trainable=False)
+    if reference is not None:
+        model.load_adapter(reference, adapter_name=REFERENCE, is_trainable=False)
     model.eval()
     return model, tokenizer
 
@@ -168,8 +178,9 @@ def model_privacy(
     e = cfg.evaluate
     arms = inputs.model_arms
     start = time.perf_counter()
+    reference, reference_model = warm_start.reference(run, arms)
     log.info("evaluate: loading the base model with the %s adapter(s) ...", ", ".join(arms))
-    model, tokenizer = load_arms(cfg, run, arms)
+    model, tokenizer = load_arms(cfg, run, arms, reference)
     timing["privacy.model_load"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -178,8 +189,8 @@ def model_privacy(
     mia: dict[str, Any] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
     if members and nonmembers:
         scorers = [UnitScorer(tokenizer, units, inputs.info, e.score_batch_tokens) for units in (members, nonmembers)]
-        with _adapter(model, None) as base:
-            ref = [s.losses(base) for s in scorers]
+        with _adapter(model, None if reference is None else REFERENCE) as ref_model:
+            ref = [s.losses(ref_model) for s in scorers]
         for arm in arms:
             with _adapter(model, arm) as m:
                 target = [s.losses(m) for s in scorers]
@@ -209,7 +220,7 @@ def model_privacy(
             fpr_resolution=1.0 / len(nonmembers),
             members="training units (canaries excluded)",
             nonmembers="test units",
-            reference_model="the base model without adapter",
+            reference_model=reference_model,
         )
     else:
         mia["note"] = "not measured: no training or no test units"

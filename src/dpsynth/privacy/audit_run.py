@@ -10,7 +10,8 @@ What it does, in ``DIR/audit/`` (a run directory of its own, so the run's own ou
    target, batch size, steps; delta pinned to the run's) and a no-DP arm. The DP arm is what is audited. The no-DP
    arm shows that the audit has power: it may train longer (``audit.no_dp_epochs``), since a lower bound of 0 on a
    model that barely saw its canaries would prove nothing.
-3. Scores every canary under each arm against the base model and bounds epsilon at ``audit.significance``
+3. Scores every canary under each arm against the reference model (the base model, or with it the public warm start
+   the arms began from: :func:`dpsynth.train.warm_start.reference`) and bounds epsilon at ``audit.significance``
    (:mod:`~dpsynth.privacy.audit_scoring`), with the DP arm's delta.
 4. Writes ``audit.json`` (and, when ``DIR/eval/metrics.json`` exists, its ``"audit"`` key).
 
@@ -47,14 +48,15 @@ from dpsynth.privacy.audit_canaries import (
 from dpsynth.privacy.audit_scoring import arm_bound, membership_scores, score_arms
 from dpsynth.privacy.config import default_guesses
 from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, write_json, write_jsonl, write_text
+from dpsynth.train import warm_start
 
 log = logging.getLogger(__name__)
 
 STAMP = "audit_stamp.json"
 SCORE_DEFINITION = (
-    "per canary: mean NLL per response token (nats) under the trained model minus under the base model, with the "
-    "canary's training prompt; lower = more likely a member. IN guesses on the k_plus lowest, OUT on the k_minus "
-    "highest, abstaining on the rest."
+    "per canary: mean NLL per response token (nats) under the trained model minus under the reference model "
+    "(reference_model; its losses are scores.jsonl's loss_base), with the canary's training prompt; lower = more "
+    "likely a member. IN guesses on the k_plus lowest, OUT on the k_minus highest, abstaining on the rest."
 )
 
 
@@ -214,7 +216,8 @@ def run_audit(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str, A
         raise DPSynthError(f"the audit's DP arm ran at delta {trained['dp']['delta']:g}, not the run's {delta:g}")
 
     t1 = time.perf_counter()
-    losses = score_arms(cfg, audit, list(a.arms), canaries, audit_info, progress=progress)
+    reference, reference_model = warm_start.reference(audit, list(a.arms))
+    losses = score_arms(cfg, audit, list(a.arms), canaries, audit_info, progress=progress, reference=reference)
     timings["score_s"] = time.perf_counter() - t1
 
     arms: dict[str, dict[str, Any]] = {}
@@ -233,6 +236,7 @@ def run_audit(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str, A
     timings["total_s"] = time.perf_counter() - t0
 
     summary = _summary(cfg, run, arms, trained, m=m, k=(k_plus, k_minus), coins=coins, delta=delta, timings=timings)
+    summary["reference_model"] = reference_model
     write_json(audit.root / "audit.json", summary)
     add_to_metrics(run, summary)
     return summary
@@ -313,6 +317,8 @@ def _ledger_note(cfg: Config, run: RunDir, dp_privacy: dict[str, Any] | None) ->
 def metrics_entry(summary: dict[str, Any]) -> dict[str, Any]:
     """The ``"audit"`` key of ``metrics.json`` (the shape the report renders)."""
     out: dict[str, Any] = {"m": summary["m"], "significance": summary["significance"], "delta": summary["delta"]}
+    if summary.get("reference_model"):
+        out["reference_model"] = summary["reference_model"]
     for arm, r in summary["arms"].items():
         out[arm] = {"eps_lb": r["eps_lb"], "epsilon": r["epsilon"], "correct": r["correct"], "guesses": r["guesses"]}
     return out

@@ -2,9 +2,11 @@
 
 Score. A canary's loss is the mean negative log-likelihood (nats per token) of its response given its training prompt
 (:func:`dpsynth.evaluate.scoring.response_nll`), i.e. the loss it was (or would have been) trained on. Its score is
-``loss under the trained model - loss under the base model``: lower means training pulled the canary's likelihood up
-more, which is what being a member does. Subtracting the base model's loss removes how predictable a canary was to
-begin with (a reference-model attack), so that the ranking reflects training and not the canary's own difficulty.
+``loss under the trained model - loss under the reference model``: lower means training pulled the canary's likelihood
+up more, which is what being a member does. Subtracting the reference's loss removes how predictable a canary was to
+begin with (a reference-model attack), so that the ranking reflects training and not the canary's own difficulty. The
+reference is the model before the private data: the base model, or the base model with the public warm start the arms
+began from (``train.init_adapter``).
 
 Guesses and bound. With the scores sorted, the auditor guesses IN for the ``k+`` canaries whose loss dropped most and
 OUT for the ``k-`` whose loss dropped least, abstains on the rest, and turns the number of correct guesses into an
@@ -17,6 +19,7 @@ the headline number is the fixed-``k`` one: taking the larger of the two would b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,12 +50,15 @@ def score_arms(
     info: dict[str, Any],
     *,
     progress: bool = False,
+    reference: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Canary losses under the base model (``"base"``) and under each arm's trained adapter (keyed by arm).
+    """Canary losses under the reference model (``"base"``) and under each arm's trained adapter (keyed by arm).
 
-    The base model is loaded afresh for each arm (peft attaches an adapter to the model in place, so a model that
-    carried one adapter is not the base model any more). ``progress``: a bar per model, in chunks of canaries (the
-    scores do not depend on the chunking: each row's loss is its own); 1,000 canaries take minutes on a CPU.
+    The reference is the base model, or with ``reference`` the base model with that adapter: the arms' public warm
+    start (:func:`dpsynth.train.warm_start.reference`), the model as it was before any private record or canary.
+    Each model is loaded afresh (peft attaches an adapter to the model in place, so a model that carried one adapter
+    is not the base model any more). ``progress``: a bar per model, in chunks of canaries (the scores do not depend on
+    the chunking: each row's loss is its own); 1,000 canaries take minutes on a CPU.
     """
     from tqdm.auto import tqdm
 
@@ -80,7 +86,8 @@ def score_arms(
                 bar.update(len(part))
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    out = {"base": losses(load_model(cfg.model), "base")}
+    base = load_model(cfg.model)
+    out = {"base": losses(base if reference is None else attach_adapter(base, reference), "reference")}
     for arm in arms:
         out[arm] = losses(attach_adapter(load_model(cfg.model), audit.adapter(arm)), arm)
     return out

@@ -123,6 +123,11 @@ def _mia_part(inp: Inputs) -> Part:
         "rate at a 1% false-positive rate (1% = guessing). Lower is better.",
     )
     part = Part(title=title, tables=[table])
+    reference_model = as_map(inp.tables.get("mia")).get("reference_model")
+    if reference_model:
+        part.paragraphs.append(
+            f"The reference attack's reference model (it never saw a private record): {reference_model}."
+        )
     g = inp.guarantee
     if g is not None and is_number(g.get("epsilon")) and is_number(g.get("delta")):
         eps, delta = float(g["epsilon"]), float(g["delta"])

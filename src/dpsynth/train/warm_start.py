@@ -80,6 +80,37 @@ def changed(cfg: Config, run: RunDir, arms: Sequence[str]) -> list[str]:
     return out
 
 
+BASE = "the base model without adapter"
+
+
+def reference(run: RunDir, arms: Sequence[str]) -> tuple[Path | None, str]:
+    """The reference model of the membership attacks on ``arms``: the public warm start they began from, if any.
+
+    A reference attack scores ``reference loss - trained loss``; the reference should be the model as it was before
+    the private data, so that the score shows what the private records did and nothing else. Without a warm start that
+    is the base model. With one it is the base model with the warm start: against the bare base model, the warm
+    start's public fitting would lower every record's loss alike, noise that blunts the attack (a weaker audit, not an
+    invalid one). Returns the adapter folder (None for the bare base model) and the words that say which model it is.
+    The folder is used only while it still holds the weights the arms recorded (their digest): otherwise the bare base
+    model, and the words say why.
+    """
+    from dpsynth.models.convert import adapter_digest
+
+    starts: list[tuple[str, str] | None] = []
+    for arm in arms:
+        path = run.privacy_json(arm)
+        entry = (read_json(path).get("init_adapter") if path.is_file() else None) or {}
+        starts.append((str(entry["path"]), str(entry["digest"])) if entry.get("digest") else None)
+    if not any(starts):
+        return None, BASE
+    if len(set(starts)) > 1:
+        return None, f"{BASE} (the arms began from different warm starts, so none is the reference for all)"
+    folder, want = starts[0]  # type: ignore[misc]
+    if not all((Path(folder) / name).is_file() for name in FILES) or adapter_digest(Path(folder)) != want:
+        return None, f"{BASE} (the arms' warm start {folder} no longer holds the weights they began from)"
+    return Path(folder), f"the base model with the public warm start {folder} (the weights every arm began from)"
+
+
 def _origin(folder: Path) -> dict[str, Any] | None:
     """The data source of the run that wrote ``folder`` (``RUN/ARM/adapter``), when its ``prepare.json`` is there."""
     prepare = folder.parent.parent / "data" / "prepare.json"
