@@ -53,7 +53,7 @@ def test_the_reference_is_the_warm_start_the_arms_recorded_while_it_holds_their_
 
     _record(run, "dp", entry)
     ref, words = warm_start.reference(run, ["dp", "no_dp"])  # one arm began cold: no common reference
-    assert ref is None and "different warm starts" in words
+    assert ref is None and "different weights" in words
 
     _record(run, "no_dp", entry)
     ref, words = warm_start.reference(run, ["dp", "no_dp"])
@@ -64,7 +64,20 @@ def test_the_reference_is_the_warm_start_the_arms_recorded_while_it_holds_their_
     ref, words = warm_start.reference(run, ["dp", "no_dp"])
     assert ref is None and "no longer holds" in words and words.startswith(warm_start.BASE)
     weights.unlink()
-    assert warm_start.reference(run, ["dp"])[0] is None
+    ref, words = warm_start.reference(run, ["dp"])
+    assert ref is None and "is not found" in words
+
+
+def test_a_relative_warm_start_is_found_from_another_directory(tmp_path, tokenizer, monkeypatch):
+    folder, _ = _warm_adapter(tmp_path, tokenizer, LoraSettings(top_k_layers=1))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [f"train.init_adapter={folder.name}"])  # relative to the working directory
+    entry = warm_start.record(cfg, adapter_digest(folder))
+    assert entry["path"] == str(folder.resolve())  # recorded absolute
+    run = RunDir(tmp_path / "run")
+    _record(run, "dp", entry)
+    monkeypatch.chdir(tmp_path / "run")  # evaluate or audit started elsewhere
+    assert warm_start.reference(run, ["dp"])[0] == folder.resolve()
 
 
 def test_membership_inference_scores_against_the_warm_start(tmp_path, tokenizer, tiny_model_dir, monkeypatch):
@@ -132,3 +145,10 @@ def test_the_audit_scores_against_the_warm_start(tmp_path, tokenizer, tiny_model
     rows = read_jsonl(audit.root / "scores.jsonl")
     np.testing.assert_allclose([r["loss_base"] for r in rows], warm, rtol=1e-5)
     assert not np.allclose(warm, bare)
+
+    # the warm start retrained in place: the audit's arms began from other weights, so they are trained again
+    weights = folder / "adapter_model.safetensors"
+    save_file({k: v + 1 for k, v in load_file(str(weights)).items()}, str(weights))
+    again = api.audit(cfg, out, progress=False)
+    assert not any(arm["training"]["reused"] for arm in again["arms"].values())
+    assert str(folder) in again["reference_model"]

@@ -111,7 +111,8 @@ def _stamps(cfg: Config, audit: RunDir, arm: Arm) -> tuple[str, str]:
     """What an arm's result depends on: its training data and the sections of its configuration that training reads.
 
     The non-DP arm's own batch counts for that arm alone, and only when set (a stamp made before the key existed
-    stays the same): a changed stamp retrains the DP arm, which is a second release. Checkpoint spacing cannot change
+    stays the same): a changed stamp retrains the DP arm, which is a second release. A warm start counts by its digest
+    as well as its path, so an adapter retrained in place is a new configuration. Checkpoint spacing cannot change
     an arm: the stamp (first) reads it as 50, the default when stamps began; the second, with the configured value,
     is the stamp an arm made before that got, so such an arm is kept too.
     """
@@ -127,6 +128,8 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None
         dumped["train"].pop("no_dp_batch_size", None)
     if checkpoint_every is not None:
         dumped["train"]["checkpoint_every"] = checkpoint_every
+    if dumped["train"].get("init_adapter") is not None:  # the warm start's weights, not its path (set: no old stamps)
+        dumped["train"]["init_adapter_digest"] = warm_start.digest(cfg)
     sections = {k: dumped[k] for k in ("model", "privacy", "train")}
     h.update(json.dumps(sections, sort_keys=True).encode())
     return h.hexdigest()

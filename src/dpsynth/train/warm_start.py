@@ -11,6 +11,7 @@ and an arm trained (or checkpointed) from the old one must not be kept as if mad
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ from dpsynth.rundir import RunDir, read_json
 
 if TYPE_CHECKING:
     from dpsynth.config import Config
+
+log = logging.getLogger(__name__)
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -62,7 +65,7 @@ def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
     """The ``privacy.json`` entry: what the weights started from, declared public by the user."""
     folder = Path(str(cfg.train.init_adapter))
     return {
-        "path": str(folder),
+        "path": str(folder.resolve()),  # absolute: evaluate and audit find it from any working directory
         "digest": adapter_digest,
         "declared_public": True,
         "fitted_to": _origin(folder),
@@ -96,19 +99,28 @@ def reference(run: RunDir, arms: Sequence[str]) -> tuple[Path | None, str]:
     """
     from dpsynth.models.convert import adapter_digest
 
-    starts: list[tuple[str, str] | None] = []
+    recorded: list[dict[str, Any]] = []
     for arm in arms:
         path = run.privacy_json(arm)
-        entry = (read_json(path).get("init_adapter") if path.is_file() else None) or {}
-        starts.append((str(entry["path"]), str(entry["digest"])) if entry.get("digest") else None)
-    if not any(starts):
+        recorded.append((read_json(path).get("init_adapter") if path.is_file() else None) or {})
+    digests = {r.get("digest") for r in recorded}
+    if digests <= {None}:
         return None, BASE
-    if len(set(starts)) > 1:
-        return None, f"{BASE} (the arms began from different warm starts, so none is the reference for all)"
-    folder, want = starts[0]  # type: ignore[misc]
-    if not all((Path(folder) / name).is_file() for name in FILES) or adapter_digest(Path(folder)) != want:
-        return None, f"{BASE} (the arms' warm start {folder} no longer holds the weights they began from)"
-    return Path(folder), f"the base model with the public warm start {folder} (the weights every arm began from)"
+    if len(digests) > 1:
+        why = f"{BASE} (the arms began from different weights, so no one model is the reference for all of them)"
+        log.warning("membership reference: %s", why)
+        return None, why
+    want = digests.pop()
+    for folder in dict.fromkeys(Path(str(r.get("path"))) for r in recorded):
+        if all((folder / name).is_file() for name in FILES) and adapter_digest(folder) == want:
+            return folder, f"the base model with the public warm start {folder} (the weights every arm began from)"
+    folder = Path(str(recorded[0].get("path")))
+    if (folder / FILES[1]).is_file():
+        why = f"{BASE} (the arms' warm start {folder} no longer holds the weights they began from; a weaker attack)"
+    else:
+        why = f"{BASE} (the arms' warm start {folder} is not found from {Path.cwd()}; a weaker attack)"
+    log.warning("membership reference: %s", why)
+    return None, why
 
 
 def _origin(folder: Path) -> dict[str, Any] | None:
