@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from dpsynth._base import Section
 from dpsynth.data.config import DataConfig
@@ -168,6 +168,12 @@ class GenerateConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(50, ge=0, description="0: the whole vocabulary; 50 is what HF generate always applied")
     seed: int = 0
+    code_power: float | dict[str, float] = Field(
+        1.0,
+        description="flatten the released code distribution before drawing codes: each marginal p becomes p**power, "
+        "renormalized (1: as released; 0: uniform over the public domain; 0.5: between), one number or one per code "
+        "name, e.g. {category: 0}; post-processing, no privacy cost",
+    )
     engine: Literal["auto", "hf", "ctranslate2", "vllm"] = Field(
         "auto",
         description="auto: ctranslate2 on CPU when installed (fastest on 2 cores, bench/bench_generate.py), else hf; "
@@ -177,6 +183,14 @@ class GenerateConfig(Section):
     ctranslate2_quantization: Literal["int8", "float32", "bfloat16", "int8_bfloat16"] = Field(
         "int8", description="weights of the merged model converted for ctranslate2 (cached beside the adapter)"
     )
+
+    @field_validator("code_power")
+    @classmethod
+    def _power_in_unit_interval(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for power in v.values() if isinstance(v, dict) else [v]:
+            if not 0.0 <= power <= 1.0:
+                raise ValueError(f"each code power must be within [0, 1], got {power}")
+        return v
 
 
 class Config(Section):

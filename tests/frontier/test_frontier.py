@@ -214,6 +214,14 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), inf) != fingerprint(_cfg(tiny_model_dir), inf)
     same = f"train.no_dp_batch_size={_cfg(tiny_model_dir).train.batch_size}"  # equal to the DP batch: the default
     assert fingerprint(_cfg(tiny_model_dir, same), inf) == fingerprint(_cfg(tiny_model_dir), inf)
+    # flattened codes change the trained rows, not eps 0 (uniform codes anyway) or real; 1 is the old draw
+    assert fingerprint(_cfg(tiny_model_dir, "generate.code_power=1.0"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "generate.code_power=0.5"), row) != base
+    flat_rating = _cfg(tiny_model_dir, "generate.code_power={rating: 0}")
+    assert fingerprint(flat_rating, inf) != fingerprint(_cfg(tiny_model_dir), inf)
+    for other in (RowSpec("eps0", 0.0), RowSpec("real", "real", real_n=-1)):
+        flat = _cfg(tiny_model_dir, "generate.code_power=0")
+        assert fingerprint(flat, other) == fingerprint(_cfg(tiny_model_dir), other)
 
 
 def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_path, tiny_model_dir):

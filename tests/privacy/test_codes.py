@@ -119,3 +119,48 @@ def test_a_known_total_replaces_the_noisy_one_when_every_unit_has_one_record():
         release_marginals(
             [[{"rating": 1, "category": "a"}] * 2], DOMAINS, 5.0, np.random.default_rng(0), one_record_per_unit=True
         )
+
+
+def test_code_power_flattens_each_marginal_and_keeps_the_release_at_one():
+    """generate.code_power: 1 draws exactly as before (same random stream), 0 uniformly over the public domain,
+    0.5 between; a mapping flattens only the codes it names."""
+    units = [[{"rating": 5, "category": "a"}]] * 90 + [[{"rating": 1, "category": "b"}]] * 10
+    rel = release_marginals(units, DOMAINS, 1e-9, np.random.default_rng(0))
+    assert rel.sample(300, np.random.default_rng(3)) == rel.sample(300, np.random.default_rng(3), 1.0)
+
+    def shares(power, name="category"):
+        cells = rel.sample(20_000, np.random.default_rng(1), power)
+        i = list(DOMAINS).index(name)
+        return {v: sum(c[i] == v for c in cells) / len(cells) for v in DOMAINS[name]}
+
+    assert shares(1.0)["a"] == pytest.approx(0.9, abs=0.02) and shares(1.0)["c"] == 0
+    assert all(s == pytest.approx(0.2, abs=0.02) for s in shares(0.0).values())  # empty cells too: public domain
+    half = shares(0.5)
+    assert half["a"] == pytest.approx(0.75, abs=0.02) and half["b"] == pytest.approx(0.25, abs=0.02)
+    mixed = {"category": 0.0}
+    assert all(s == pytest.approx(0.2, abs=0.02) for s in shares(mixed).values())
+    assert shares(mixed, "rating")[5] == pytest.approx(0.9, abs=0.02)
+
+
+def test_code_power_on_the_joint_histogram_takes_one_number():
+    units = [[{"rating": 5, "category": "a"}]] * 90 + [[{"rating": 1, "category": "b"}]] * 10
+    rel = release_codes(units, DOMAINS, "joint", 1e-9, np.random.default_rng(0))
+    cells = rel.sample(10_000, np.random.default_rng(1), 0.0)
+    assert len(set(cells)) == 25  # uniform over every combination of the public domains
+    assert rel.sample(50, np.random.default_rng(2)) == rel.sample(50, np.random.default_rng(2), 1.0)
+    with pytest.raises(ValueError, match="marginals"):
+        rel.sample(5, np.random.default_rng(0), {"rating": 0.0})
+
+
+def test_code_power_is_checked_in_the_config_and_against_the_code_names():
+    from dpsynth.config import load_config
+    from dpsynth.errors import ConfigError, DPSynthError
+    from dpsynth.generate.stage import sample_codes
+
+    for bad in ("generate.code_power=1.5", "generate.code_power={category: -0.1}"):
+        with pytest.raises(ConfigError, match="within \\[0, 1\\]"):
+            load_config(None, [bad])
+    assert load_config(None, ["generate.code_power={category: 0}"]).generate.code_power == {"category": 0.0}
+    rel = release_marginals(_units(50), DOMAINS, 1.0, np.random.default_rng(0))
+    with pytest.raises(DPSynthError, match="stars, not a control code"):
+        sample_codes(rel, list(DOMAINS), 5, 0, {"stars": 0.0})

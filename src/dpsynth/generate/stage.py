@@ -17,13 +17,18 @@ from dpsynth.data.format import parse_response
 from dpsynth.data.prepare import load_prepare_info
 from dpsynth.errors import DPSynthError
 from dpsynth.generate.engine import generate_from_codes
-from dpsynth.privacy.codes import CodeRelease, load_code_release
+from dpsynth.privacy.codes import CodePower, CodeRelease, load_code_release
 from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
 
 
-def sample_codes(release: CodeRelease, names: list[str], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` control-code combinations drawn from the released distribution (marginals or joint histogram)."""
-    cells = release.sample(n, np.random.default_rng(seed))
+def sample_codes(
+    release: CodeRelease, names: list[str], n: int, seed: int, power: CodePower = 1.0
+) -> list[dict[str, Any]]:
+    """``n`` control-code combinations drawn from the released distribution (marginals or joint histogram),
+    flattened by ``generate.code_power`` (:func:`dpsynth.privacy.codes.flatten`)."""
+    if isinstance(power, dict) and (unknown := sorted(set(power) - set(names))):
+        raise DPSynthError(f"generate.code_power names {', '.join(unknown)}, not a control code (codes: {names})")
+    cells = release.sample(n, np.random.default_rng(seed), power)
     return [dict(zip(names, cell, strict=True)) for cell in cells]
 
 
@@ -36,7 +41,7 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     release = load_code_release(codes_file["release"], list(codes_file["names"]))
     info = load_prepare_info(run)
     include_title = bool(info.get("include_title", False))
-    codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed)
+    codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed, g.code_power)
     texts = generate_from_codes(
         cfg.model, run.adapter(arm), codes, info["system_prompt"], g, progress=progress, desc=f"generate {arm}"
     )

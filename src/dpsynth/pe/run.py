@@ -143,7 +143,7 @@ def _start(
         one_record_per_unit=one,
     )
     n_sel = cfg.pe.candidates or cfg.generate.num_records
-    drawn = sample_codes(release, names, n_sel, cfg.generate.seed)
+    drawn = sample_codes(release, names, n_sel, cfg.generate.seed, cfg.generate.code_power)
     quota = Counter(code_key(c, names) for c in drawn)
     factor = initial_size(cfg) / n_sel
     codes = [dict(zip(names, cell, strict=True)) for cell, q in quota.items() for _ in range(math.ceil(q * factor))]

@@ -52,9 +52,34 @@ class CodeRelease(Protocol):
     @property
     def names(self) -> tuple[str, ...]: ...
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[Cell]: ...
+    def sample(self, n: int, rng: np.random.Generator, power: CodePower = 1.0) -> list[Cell]: ...
 
     def to_json(self) -> dict[str, Any]: ...
+
+
+CodePower = float | Mapping[str, float]  # one exponent for every code, or one per code name (missing: 1.0)
+
+
+def flatten(probabilities: Sequence[float], power: float) -> np.ndarray:
+    """``p ** power``, renormalized: 1 keeps the distribution, 0 is uniform over the whole domain, 0.5 in between.
+
+    Post-processing of a released distribution (free under DP). At 0, values whose released probability is zero are
+    drawn too: the domain is public, so a uniform draw over it needs nothing from the release.
+
+    >>> flatten([0.6, 0.3, 0.1, 0.0], 0.5).round(3).tolist(), flatten([0.6, 0.4, 0.0], 0.0).round(3).tolist()
+    ([0.465, 0.329, 0.19, 0.0], [0.333, 0.333, 0.333])
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"a code power must be within [0, 1], got {power}")
+    if power == 1.0:
+        return p
+    q = np.ones_like(p) if power == 0.0 else np.power(p, power)
+    return q / q.sum()
+
+
+def _power_of(power: CodePower, name: str) -> float:
+    return float(power) if isinstance(power, (int, float)) else float(power.get(name, 1.0))
 
 
 def project_to_simplex(values: Sequence[float] | np.ndarray, total: float) -> np.ndarray:
@@ -105,12 +130,13 @@ class MarginalRelease:
             return tuple([1.0 / len(values)] * len(values))
         return tuple(float(p) for p in projected / s)
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[Cell]:
-        """``n`` combinations, each code drawn independently from its marginal (in the order of :attr:`names`)."""
+    def sample(self, n: int, rng: np.random.Generator, power: CodePower = 1.0) -> list[Cell]:
+        """``n`` combinations, each code drawn independently from its marginal (in the order of :attr:`names`),
+        flattened by ``power`` (:func:`flatten`; per code name when a mapping)."""
         columns = []
         for name in self.names:
             values, _ = self.counts(name)
-            idx = rng.choice(len(values), size=n, p=np.asarray(self.probabilities(name)))
+            idx = rng.choice(len(values), size=n, p=flatten(self.probabilities(name), _power_of(power, name)))
             columns.append([values[i] for i in idx])
         return [tuple(col[i] for col in columns) for i in range(n)]
 
@@ -132,8 +158,18 @@ class JointRelease:
     names: tuple[str, ...]
     histogram: HistogramRelease
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[Cell]:
-        return self.histogram.sample(n, rng)
+    def sample(self, n: int, rng: np.random.Generator, power: CodePower = 1.0) -> list[Cell]:
+        """``n`` cells of the joint histogram; ``power`` (one number: the cells are combinations) flattens it over
+        the released cells (:func:`flatten`; at 0 uniform over every combination of the public domains)."""
+        if not isinstance(power, (int, float)):
+            raise ValueError("generate.code_power per code name needs privacy.code_release=marginals")
+        if power == 1.0:
+            return self.histogram.sample(n, rng)
+        if n < 0:
+            raise ValueError(f"cannot sample {n} cells")
+        cells = self.histogram.cells
+        idx = rng.choice(len(cells), size=n, p=flatten(self.histogram.probabilities, float(power)))
+        return [cells[i] for i in idx]
 
     def probabilities(self, name: str) -> tuple[float, ...]:
         """The marginal of ``name`` implied by the joint's probabilities (for reports)."""
