@@ -67,7 +67,7 @@ def flatten(probabilities: Sequence[float], power: float) -> np.ndarray:
     drawn too: the domain is public, so a uniform draw over it needs nothing from the release.
 
     >>> flatten([0.6, 0.3, 0.1, 0.0], 0.5).round(3).tolist(), flatten([0.6, 0.4, 0.0], 0.0).round(3).tolist()
-    ([0.465, 0.329, 0.19, 0.0], [0.333, 0.333, 0.333])
+    ([0.473, 0.334, 0.193, 0.0], [0.333, 0.333, 0.333])
     """
     p = np.asarray(probabilities, dtype=np.float64)
     if not 0.0 <= power <= 1.0:
