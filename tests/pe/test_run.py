@@ -151,3 +151,22 @@ def test_the_audit_refuses_generator_pe(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="generator=pe trains nothing"):
         api.audit(load_config(None, _overrides(tiny_model_dir)), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_pe_draws_its_quotas_with_the_configured_code_power(tmp_path, tiny_model_dir, monkeypatch):
+    """generate.code_power reaches Private Evolution's code draw (its per-cell quotas), not only the generate stage."""
+    from dpsynth.generate import stage
+
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(tmp_path / "ledger.sqlite"))
+    cfg = load_config(None, [*_overrides(tiny_model_dir), "pe.iterations=1", "generate.code_power={rating: 0}"])
+    api.prepare(cfg, tmp_path / "run")
+    seen = []
+    real = stage.sample_codes
+
+    def recording(release, names, n, seed, power=1.0):
+        seen.append(power)
+        return real(release, names, n, seed, power)
+
+    monkeypatch.setattr(stage, "sample_codes", recording)
+    api.generate(cfg, tmp_path / "run", progress=False)
+    assert seen == [{"rating": 0.0}]

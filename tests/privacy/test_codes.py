@@ -164,3 +164,6 @@ def test_code_power_is_checked_in_the_config_and_against_the_code_names():
     rel = release_marginals(_units(50), DOMAINS, 1.0, np.random.default_rng(0))
     with pytest.raises(DPSynthError, match="stars, not a control code"):
         sample_codes(rel, list(DOMAINS), 5, 0, {"stars": 0.0})
+    joint = release_codes(_units(50), DOMAINS, "joint", 1.0, np.random.default_rng(0))
+    with pytest.raises(DPSynthError, match=r"needs privacy\.code_release=marginals"):
+        sample_codes(joint, list(DOMAINS), 5, 0, {"rating": 0.0})

@@ -25,10 +25,13 @@ def sample_codes(
     release: CodeRelease, names: list[str], n: int, seed: int, power: CodePower = 1.0
 ) -> list[dict[str, Any]]:
     """``n`` control-code combinations drawn from the released distribution (marginals or joint histogram),
-    flattened by ``generate.code_power`` (:func:`dpsynth.privacy.codes.flatten`)."""
+    flattened by ``generate.code_power`` (:func:`dpsynth.privacy.mechanisms.flatten`)."""
     if isinstance(power, dict) and (unknown := sorted(set(power) - set(names))):
         raise DPSynthError(f"generate.code_power names {', '.join(unknown)}, not a control code (codes: {names})")
-    cells = release.sample(n, np.random.default_rng(seed), power)
+    try:
+        cells = release.sample(n, np.random.default_rng(seed), power)
+    except ValueError as exc:  # a per-code power on the joint histogram
+        raise DPSynthError(str(exc)) from exc
     return [dict(zip(names, cell, strict=True)) for cell in cells]
 
 

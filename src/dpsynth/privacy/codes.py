@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dpsynth.privacy.mechanisms import Cell, HistogramRelease, exact_histogram, gaussian_histogram
+from dpsynth.privacy.mechanisms import Cell, HistogramRelease, exact_histogram, flatten, gaussian_histogram
 
 CodeValue = Any
 Units = Sequence[Sequence[Mapping[str, CodeValue]]]  # per privacy unit, the codes of each of its records
@@ -58,24 +58,6 @@ class CodeRelease(Protocol):
 
 
 CodePower = float | Mapping[str, float]  # one exponent for every code, or one per code name (missing: 1.0)
-
-
-def flatten(probabilities: Sequence[float], power: float) -> np.ndarray:
-    """``p ** power``, renormalized: 1 keeps the distribution, 0 is uniform over the whole domain, 0.5 in between.
-
-    Post-processing of a released distribution (free under DP). At 0, values whose released probability is zero are
-    drawn too: the domain is public, so a uniform draw over it needs nothing from the release.
-
-    >>> flatten([0.6, 0.3, 0.1, 0.0], 0.5).round(3).tolist(), flatten([0.6, 0.4, 0.0], 0.0).round(3).tolist()
-    ([0.473, 0.334, 0.193, 0.0], [0.333, 0.333, 0.333])
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if not 0.0 <= power <= 1.0:
-        raise ValueError(f"a code power must be within [0, 1], got {power}")
-    if power == 1.0:
-        return p
-    q = np.ones_like(p) if power == 0.0 else np.power(p, power)
-    return q / q.sum()
 
 
 def _power_of(power: CodePower, name: str) -> float:
@@ -159,17 +141,11 @@ class JointRelease:
     histogram: HistogramRelease
 
     def sample(self, n: int, rng: np.random.Generator, power: CodePower = 1.0) -> list[Cell]:
-        """``n`` cells of the joint histogram; ``power`` (one number: the cells are combinations) flattens it over
-        the released cells (:func:`flatten`; at 0 uniform over every combination of the public domains)."""
+        """``n`` cells of the joint histogram; ``power`` (one number: the cells are combinations) flattens it
+        (:func:`flatten`; at 0 uniform over every combination of the public domains)."""
         if not isinstance(power, (int, float)):
             raise ValueError("generate.code_power per code name needs privacy.code_release=marginals")
-        if power == 1.0:
-            return self.histogram.sample(n, rng)
-        if n < 0:
-            raise ValueError(f"cannot sample {n} cells")
-        cells = self.histogram.cells
-        idx = rng.choice(len(cells), size=n, p=flatten(self.histogram.probabilities, float(power)))
-        return [cells[i] for i in idx]
+        return self.histogram.sample(n, rng, flatten_by=float(power))
 
     def probabilities(self, name: str) -> tuple[float, ...]:
         """The marginal of ``name`` implied by the joint's probabilities (for reports)."""

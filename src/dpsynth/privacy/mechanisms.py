@@ -86,6 +86,24 @@ def _normal_quantile(p: float) -> float:
     return float(norm.ppf(p))
 
 
+def flatten(probabilities: Sequence[float], power: float) -> np.ndarray:
+    """``p ** power``, renormalized: 1 keeps the distribution, 0 is uniform over the whole domain, 0.5 in between.
+
+    Post-processing of a released distribution (free under DP). At 0, values whose released probability is zero are
+    drawn too: the domain is public, so a uniform draw over it needs nothing from the release.
+
+    >>> flatten([0.6, 0.3, 0.1, 0.0], 0.5).round(3).tolist(), flatten([0.6, 0.4, 0.0], 0.0).round(3).tolist()
+    ([0.473, 0.334, 0.193, 0.0], [0.333, 0.333, 0.333])
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"a code power must be within [0, 1], got {power}")
+    if power == 1.0:
+        return p
+    q = np.ones_like(p) if power == 0.0 else np.power(p, power)
+    return q / q.sum()
+
+
 @dataclass(frozen=True)
 class HistogramRelease:
     """A released histogram over a public domain of cells; ``sigma == 0`` marks the exact (non-DP) histogram."""
@@ -134,11 +152,12 @@ class HistogramRelease:
             return tuple([1.0 / len(self.cells)] * len(self.cells))
         return tuple(float(p) for p in clipped / total)
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[Cell]:
-        """``n`` cells drawn independently from :attr:`probabilities`."""
+    def sample(self, n: int, rng: np.random.Generator, flatten_by: float = 1.0) -> list[Cell]:
+        """``n`` cells drawn independently from :attr:`probabilities`, raised to ``flatten_by`` and renormalized
+        (:func:`flatten`; 1 keeps them)."""
         if n < 0:
             raise ValueError(f"cannot sample {n} cells")
-        idx = rng.choice(len(self.cells), size=n, p=np.asarray(self.probabilities))
+        idx = rng.choice(len(self.cells), size=n, p=flatten(self.probabilities, flatten_by))
         return [self.cells[i] for i in idx]
 
     def to_json(self) -> dict[str, Any]:
