@@ -1,6 +1,7 @@
 """Generation throughput per engine, side by side in one run, with llama.cpp's single stream as the reference.
 
     python bench/bench_generate.py                       # hf (batch 32, 64 records), ctranslate2 (int8, 256)
+                                                         # with one model copy and with one per thread (default)
     python bench/bench_generate.py --records 1000        # the issue's 1,000 records (20+ minutes on 2 busy cores)
     python bench/bench_generate.py --engines hf,hf-bf16,ctranslate2,ctranslate2-float32 --records 200
     python bench/bench_generate.py --json bench-generate.json
@@ -41,11 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import dpsynth  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 
 ENGINES = {
-    # name: (engine, dtype for HF or quantization for ctranslate2)
-    "hf": ("hf", "float32"),
-    "hf-bf16": ("hf", "bfloat16"),
-    "ctranslate2": ("ctranslate2", "int8"),
-    "ctranslate2-float32": ("ctranslate2", "float32"),
+    # name: (engine, dtype for HF or quantization for ctranslate2, ctranslate2 replicas: None = the default)
+    "hf": ("hf", "float32", None),
+    "hf-bf16": ("hf", "bfloat16", None),
+    "ctranslate2": ("ctranslate2", "int8", None),
+    "ctranslate2-1replica": ("ctranslate2", "int8", 1),
+    "ctranslate2-float32": ("ctranslate2", "float32", None),
 }
 
 
@@ -101,7 +103,9 @@ def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--engines", default="hf,ctranslate2", help=f"comma-separated, of {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="hf,ctranslate2-1replica,ctranslate2", help=f"comma-separated, of {', '.join(ENGINES)}"
+    )
     parser.add_argument("--records", type=int, default=256, help="records per engine other than hf")
     parser.add_argument("--hf-records", type=int, default=64, help="records for hf and hf-bf16")
     parser.add_argument("--llamacpp-records", type=int, default=16)
@@ -140,7 +144,7 @@ def main() -> None:
     figures: dict[str, dict[str, Any]] = {}
     streams: dict[str, Any] = {}
     for name in names:
-        engine, kind = ENGINES[name]
+        engine, kind, replicas = ENGINES[name]
         n = args.hf_records if engine == "hf" else args.records
         fig: dict[str, Any] = {"engine": engine, "records": n, "batch_size": args.batch_size}
         if engine == "hf":
@@ -152,7 +156,9 @@ def main() -> None:
             t0 = time.perf_counter()
             ctranslate2_model(cfg, adapter, kind, tokenizer=tokenizer)
             fig["convert_s"] = round(time.perf_counter() - t0, 1)
-        eng = load_engine(ecfg, adapter, tokenizer, engine=engine, quantization=kind)
+        eng = load_engine(ecfg, adapter, tokenizer, engine=engine, quantization=kind, replicas=replicas)
+        if engine == "ctranslate2":
+            fig["replicas"] = eng.replicas  # type: ignore[attr-defined]
         list(eng.iter_batches(prompts[:2], stops, SamplingSettings(max_new_tokens=4)))  # warm-up
         streams[name] = eng.iter_batches(prompts[:n], stops, s)
         fig["_batches"] = math.ceil(n / args.batch_size)
@@ -208,6 +214,10 @@ def main() -> None:
             if "hf" in figures and name != "hf"
         },
     }
+    if "ctranslate2" in figures and "ctranslate2-1replica" in figures:
+        out["ratios"]["ctranslate2/ctranslate2-1replica"] = round(
+            figures["ctranslate2"]["tokens_per_s"] / figures["ctranslate2-1replica"]["tokens_per_s"], 2
+        )
     if ref_rate:
         out["ratios"].update(
             {f"{n}/llamacpp_single_stream": round(f["tokens_per_s"] / ref_rate, 2) for n, f in figures.items()}
@@ -229,6 +239,9 @@ def main() -> None:
             f"| {name} | {f['records']} | {f['tokens']} | {f['seconds']} | {f['tokens_per_s']} "
             f"| {x_hf:.2f} | {x_ref:.2f} |"
         )
+    if "ctranslate2/ctranslate2-1replica" in out["ratios"]:
+        ratio = out["ratios"]["ctranslate2/ctranslate2-1replica"]
+        print(f"\none CTranslate2 replica per thread / one replica: {ratio}x")
     if not ref_rate:
         print(f"\nllama.cpp reference not measured: {reference['reason']}")
     if args.json:

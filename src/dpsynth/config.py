@@ -183,6 +183,13 @@ class GenerateConfig(Section):
     ctranslate2_quantization: Literal["int8", "float32", "bfloat16", "int8_bfloat16"] = Field(
         "int8", description="weights of the merged model converted for ctranslate2 (cached beside the adapter)"
     )
+    ctranslate2_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="copies of the model that ctranslate2 runs side by side, each with its share of the threads and "
+        "of the batches (none: one per thread on CPU, 1 on CUDA); on 2 cores 2 x 1 thread beat 1 x 2 threads "
+        "(bench/bench_generate.py); a seed reproduces a run for the same number of replicas",
+    )
 
     @field_validator("code_power")
     @classmethod

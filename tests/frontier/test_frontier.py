@@ -190,7 +190,7 @@ def test_the_dataset_is_named_with_its_folder():
 
 
 def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_dir):
-    from dpsynth.frontier.rows import RowSpec, fingerprint, fingerprints
+    from dpsynth.frontier.rows import RowSpec, _view, fingerprint, fingerprints
 
     row = RowSpec("eps4", 4.0)
     base = fingerprint(_cfg(tiny_model_dir), row)
@@ -222,6 +222,10 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     for other in (RowSpec("eps0", 0.0), RowSpec("real", "real", real_n=-1)):
         flat = _cfg(tiny_model_dir, "generate.code_power=0")
         assert fingerprint(flat, other) == fingerprint(_cfg(tiny_model_dir), other)
+    # CTranslate2 replicas: auto (unset) is not in the view, so sweeps from before the key keep their rows; a set
+    # number draws other random numbers, so it is a new row
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "replicas" in k]
+    assert fingerprint(_cfg(tiny_model_dir, "generate.ctranslate2_replicas=2"), row) != base
 
 
 def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_path, tiny_model_dir):

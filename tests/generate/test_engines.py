@@ -115,6 +115,67 @@ def test_sampling_respects_max_new_tokens_and_reproduces(name, cfg, adapter_dir,
     assert other != first
 
 
+def test_ctranslate2_replicas_keep_the_order_reproduce_and_draw_apart(cfg, adapter_dir, tokenizer, prompts):
+    """Two model copies, each with its share of the batches: greedy outputs equal one copy's (the batches come back
+    in order); sampled outputs reproduce with the seed; and the same prompt in two batches run by two replicas is
+    not one record twice (CTranslate2's own ``inter_threads`` seeds both workers alike, which would repeat it)."""
+    stops = stop_token_ids(tokenizer)
+    folder = ctranslate2_model(cfg, adapter_dir, "float32")
+    one = CT2Engine(folder, tokenizer, threads=2, replicas=1)
+    two = CT2Engine(folder, tokenizer, threads=2, replicas=2)
+    many = prompts * 3  # 12 prompts in batches of 3: batches 0, 2 on one replica, 1, 3 on the other
+    assert two.generate(many, stops, GREEDY) == one.generate(many, stops, GREEDY)
+    s = SamplingSettings(max_new_tokens=10, temperature=1.0, top_p=1.0, top_k=0, seed=5, batch_size=1)
+    same = [prompts[0]] * 4  # one prompt per batch: replica 0 runs batches 0 and 2, replica 1 batches 1 and 3
+    first = two.generate(same, stops, s)
+    assert first == two.generate(same, stops, s)
+    assert first[0] != first[1] and first[2] != first[3]
+    assert len(set(map(tuple, first))) == 4
+    # one thread per replica must not leave this process's torch on one thread (CTranslate2 sets the OpenMP count)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two.generate(same, stops, s)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    # one replica samples exactly as the engine did before replicas existed (the seed, then a fresh generator)
+    assert one.generate(same, stops, s) == CT2Engine(folder, tokenizer, threads=2).generate(same, stops, s)
+    assert load_engine(cfg, adapter_dir, tokenizer, engine="ctranslate2", replicas=3).replicas == 3  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="replicas"):
+        CT2Engine(folder, tokenizer, replicas=0)
+
+
+def test_ctranslate2_replicas_share_batches_round_robin_and_yield_in_order(tokenizer, monkeypatch):
+    """The dispatch alone, on stand-in generators that echo their prompts (the tiny model's greedy text is the same
+    token for every prompt, so it cannot show the order): batch i runs on replica i mod R, results come back in the
+    prompts' order, and each replica got its own seed."""
+    import time
+    from types import SimpleNamespace
+
+    from dpsynth.generate.ct2_engine import replica_seed
+
+    seen: list[tuple[int, int]] = []
+
+    class Echo:
+        def __init__(self, seed: int) -> None:
+            self.seed = seed
+
+        def generate_batch(self, batch, **kw):
+            ids = [tokenizer.convert_tokens_to_ids(tokens) for tokens in batch]
+            time.sleep(0.05 if self.seed == replica_seed(9, 0) else 0.0)  # replica 0 finishes last
+            seen.append((self.seed, ids[0][0]))
+            return [SimpleNamespace(sequences_ids=[p[:1]]) for p in ids]
+
+    engine = CT2Engine(Path("unused"), tokenizer, threads=2, replicas=3)
+    monkeypatch.setattr(engine, "_generator", lambda seed, warm: Echo(seed))
+    prompts = [[i] for i in range(10, 21)]  # 11 one-token prompts, batches of 2: 6 batches, 2 rounds of 3
+    s = SamplingSettings(max_new_tokens=3, seed=9, batch_size=2)
+    assert engine.generate(prompts, [0], s) == prompts
+    by_batch = {first: seed for seed, first in seen}
+    assert [by_batch[10 + 2 * b] for b in range(6)] == [replica_seed(9, b % 3) for b in range(6)]
+
+
 def test_conversion_is_cached_and_follows_the_adapter(cfg, adapter_dir, tmp_path):
     folder = ctranslate2_model(cfg, adapter_dir, "int8")
     assert folder == converted_dir(cfg, adapter_dir, "int8") == adapter_dir.with_name("adapter.ctranslate2-int8")

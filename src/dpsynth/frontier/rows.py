@@ -124,6 +124,8 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
     gen = dump.get("generate", {})
     if gen.get("code_power", 1.0) == 1.0 or row.eps in ("real", 0.0):
         gen.pop("code_power", None)  # the released codes as drawn before the key existed; eps 0 and real ignore it
+    if gen.get("ctranslate2_replicas") is None:
+        gen.pop("ctranslate2_replicas", None)  # auto (the machine's threads), like engine auto: as before the key
     dump.pop("tracking", None)
     _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:

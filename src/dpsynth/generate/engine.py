@@ -73,11 +73,14 @@ def load_engine(
     *,
     engine: str = "auto",
     quantization: str = "int8",
+    replicas: int | None = None,
 ) -> Engine:
     """The engine for base model + ``adapter_dir`` (``None``: the base model alone), ready to generate.
 
     With ``engine=auto``, a model that CTranslate2 cannot convert falls back to HF ``generate`` with a warning; an
-    explicit ``engine=ctranslate2`` raises instead.
+    explicit ``engine=ctranslate2`` raises instead. ``replicas`` (CTranslate2 only; ``generate.ctranslate2_replicas``):
+    copies of the model run side by side, ``None`` meaning one per torch thread on CPU and one on CUDA
+    (:mod:`dpsynth.generate.ct2_engine` says why).
     """
     name = resolve_engine(engine, model_cfg)
     if name == "vllm":
@@ -99,7 +102,10 @@ def load_engine(
             log.warning("%s; using HF generate", exc)
         else:
             device = resolve_device(model_cfg.device).type
-            return CT2Engine(folder, tokenizer, device=device, threads=torch.get_num_threads())
+            threads = torch.get_num_threads()
+            if replicas is None:
+                replicas = threads if device == "cpu" else 1
+            return CT2Engine(folder, tokenizer, device=device, threads=threads, replicas=replicas)
     from dpsynth.models.adapters import attach_adapter
     from dpsynth.models.loader import load_model
 
@@ -119,13 +125,14 @@ def sample_texts(
     *,
     engine: str = "auto",
     quantization: str = "int8",
+    replicas: int | None = None,
     tokenizer: Any = None,
     progress: bool = False,
     desc: str = "generate",
 ) -> list[str]:
     """One sampled continuation per token-id prompt, with the chosen engine; texts only (never the prompt)."""
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
-    eng = load_engine(model_cfg, adapter_dir, tokenizer, engine=engine, quantization=quantization)
+    eng = load_engine(model_cfg, adapter_dir, tokenizer, engine=engine, quantization=quantization, replicas=replicas)
     stops = stop_token_ids(tokenizer)
     log.info("generating %d texts with %s", len(prompts), eng.name)
     return decode(tokenizer, eng.generate(prompts, stops, settings, progress=progress, desc=f"{desc} ({eng.name})"))
@@ -158,6 +165,7 @@ def generate_from_codes(
         SamplingSettings.from_config(gen_cfg),
         engine=gen_cfg.engine,
         quantization=gen_cfg.ctranslate2_quantization,
+        replicas=gen_cfg.ctranslate2_replicas,
         tokenizer=tokenizer,
         progress=progress,
         desc=desc,

@@ -87,7 +87,12 @@ class PEModel:
         self.api = None
         self.tokenizer = load_tokenizer(m)
         self.engine = load_engine(
-            m, None, self.tokenizer, engine=cfg.generate.engine, quantization=cfg.generate.ctranslate2_quantization
+            m,
+            None,
+            self.tokenizer,
+            engine=cfg.generate.engine,
+            quantization=cfg.generate.ctranslate2_quantization,
+            replicas=cfg.generate.ctranslate2_replicas,
         )
         self.stops = stop_token_ids(self.tokenizer)
 
