@@ -105,6 +105,54 @@ def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypat
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
+def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """Another ``frontier.mauve_repeats`` scores the finished rows again (mean and sd over the draws) without remaking
+    any row or charging anything; the default sweep reports its MAUVE over 5 draws with a standard deviation."""
+    import shutil
+
+    _, out, doc, ledger_path = frontier_run
+    synthetic = [r for r in doc["rows"] if r["eps"] != "real" and r["mauve"] is not None]
+    assert synthetic and all(r["mauve_repeats"] == 5 and r["mauve_sd"] is not None for r in synthetic)
+    assert "±" in (out / "frontier.md").read_text()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    stamps = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")}
+    one = run_frontier(_cfg(tiny_model_dir, "frontier.mauve_repeats=1"), copy, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps  # no row remade
+    single = [r for r in one["rows"] if r["eps"] != "real" and r["mauve"] is not None]
+    assert all(r["mauve_repeats"] == 1 and r["mauve_sd"] is None for r in single)
+    assert {r["row"]: r["mauve"] for r in single} != {r["row"]: r["mauve"] for r in synthetic}
+    source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1
+
+
+def test_mauve_over_draws_starts_from_the_single_draw():
+    """Draw i subsamples with seed ``seed + i`` and clusters with k-means seed ``25 + i``; one draw is the figure of
+    earlier sweeps; several give their mean and standard deviation."""
+    import numpy as np
+
+    from dpsynth.evaluate.fidelity import mauve_score
+    from dpsynth.frontier.metrics import Reference, _mauve
+
+    rng = np.random.default_rng(0)
+    test = rng.normal(size=(60, 8)).astype(np.float32)
+    synth = (rng.normal(size=(80, 8)) + 0.7).astype(np.float32)
+    ref = Reference([], {}, [], [], test, [], [], test, 1)
+
+    def draw(i: int) -> float:
+        pick = np.random.default_rng(3 + i)
+        p, q = synth[pick.choice(80, 60, replace=False)], test[pick.choice(60, 60, replace=False)]
+        return mauve_score(p, q, seed=25 + i)
+
+    one, sd = _mauve(synth, ref, seed=3, repeats=1)
+    assert sd is None and one == pytest.approx(draw(0))
+    values = [draw(i) for i in range(3)]
+    mean, sd3 = _mauve(synth, ref, seed=3, repeats=3)
+    assert mean == pytest.approx(np.mean(values)) and sd3 == pytest.approx(np.std(values, ddof=1))
+    assert len(set(values)) > 1  # the draws differ: the spread is what the sd reports
+
+
 def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir):
     _, out, _, _ = frontier_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

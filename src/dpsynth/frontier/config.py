@@ -62,6 +62,13 @@ class FrontierConfig(Section):
         None, description="labels to classify (default: every code, and sentiment derived from a rating)"
     )
     classifiers: list[Classifier] = Field(default_factory=lambda: list(CLASSIFIERS))
+    mauve_repeats: int = Field(
+        5,
+        ge=1,
+        description="MAUVE is the mean over this many draws (a subsample of equal size from each side and a k-means "
+        "seed each), reported with its standard deviation: one draw of the Yelp sweep's non-DP row ranged 0.42-0.62 "
+        "(1: the single draw of sweeps before 2026-12-03)",
+    )
 
     @field_validator("eps", mode="before")
     @classmethod

@@ -127,16 +127,25 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
     )
 
 
-def _mauve(emb: np.ndarray, ref: Reference, seed: int) -> float | None:
+def _mauve(emb: np.ndarray, ref: Reference, seed: int, repeats: int = 1) -> tuple[float | None, float | None]:
+    """MAUVE's mean and standard deviation over ``repeats`` draws of equal-size subsamples and k-means seeds.
+
+    One figure moves a lot with the draw (the Yelp sweep's non-DP row: 0.42 to 0.62 over six), too much for a
+    scoreboard; draw 0 is the single figure of earlier sweeps (subsample seed ``seed``, MAUVE's k-means seed 25).
+    """
     from dpsynth.evaluate.fidelity import mauve_score
 
     n = min(len(emb), len(ref.test_emb))
     if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    p = emb[rng.choice(len(emb), n, replace=False)]
-    q = ref.test_emb[rng.choice(len(ref.test_emb), n, replace=False)]
-    return mauve_score(p, q)
+        return None, None
+    values = []
+    for i in range(repeats):
+        rng = np.random.default_rng(seed + i)
+        p = emb[rng.choice(len(emb), n, replace=False)]
+        q = ref.test_emb[rng.choice(len(ref.test_emb), n, replace=False)]
+        values.append(mauve_score(p, q, seed=25 + i))
+    sd = float(np.std(values, ddof=1)) if repeats > 1 else None
+    return float(np.mean(values)), sd
 
 
 def score_row(
@@ -150,10 +159,10 @@ def score_row(
     emb = embed(texts, memo=not synthetic)  # real rows: the reference's vectors of the same records
     labels = [derive_labels(r.get("codes") or {}, ref.labels) for r in records]
     try:
-        mauve = _mauve(emb, ref, cfg.evaluate.seed)
+        mauve, mauve_sd = _mauve(emb, ref, cfg.evaluate.seed, cfg.frontier.mauve_repeats)
     except ValueError as exc:  # e.g. too few points for the clustering
         log.warning("frontier: MAUVE of row %s not measured (%s)", row["key"], exc)
-        mauve = None
+        mauve, mauve_sd = None, None
     quality = quality_counts(texts)["rates"]
     eps = row["eps"]
     dp_eps = float(eps) if isinstance(eps, (int, float)) and eps > 0 else None
@@ -183,6 +192,8 @@ def score_row(
                 "n_test": len(test.labels),
                 "majority_accuracy": ref.majority(label),
                 "mauve": mauve,
+                "mauve_sd": mauve_sd,
+                "mauve_repeats": cfg.frontier.mauve_repeats,
                 "code_agreement": agreement,
                 "well_formed": quality.get("well_formed"),
                 "seconds": sum(row.get("seconds", {}).values()),

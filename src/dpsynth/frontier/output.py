@@ -2,7 +2,8 @@
 
 ``frontier.json``: ``dataset``, ``generator``, ``n_private``, ``n_synthetic``, ``command``, ``date`` and ``rows``, one
 object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` or ``"real"``), ``label``,
-``classifier``, ``accuracy``, ``macro_f1``, ``mauve``, ``code_agreement`` and ``seconds``.
+``classifier``, ``accuracy``, ``macro_f1``, ``mauve``, ``code_agreement`` and ``seconds``; ``mauve`` is the mean over
+``mauve_repeats`` draws, ``mauve_sd`` their standard deviation (null for one draw).
 
 The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
 against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
@@ -25,6 +26,24 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _mauve_cell(row: dict[str, Any]) -> str:
+    """MAUVE, with its standard deviation over draws when there were several.
+
+    >>> _mauve_cell({"mauve": 0.4351, "mauve_sd": 0.0224}), _mauve_cell({"mauve": 0.4, "mauve_sd": None})
+    ('0.435 ± 0.022', '0.400')
+    """
+    if row.get("mauve_sd") is None:
+        return _fmt(row.get("mauve"))
+    return f"{_fmt(row['mauve'])} ± {_fmt(row['mauve_sd'])}"
+
+
+def _mauve_note(rows: Sequence[dict[str, Any]]) -> str:
+    repeats = {r.get("mauve_repeats") or 1 for r in rows}
+    if repeats == {1}:
+        return "MAUVE: against the real test split, one draw."
+    return f"MAUVE: against the real test split, mean ± standard deviation over {max(repeats)} draws."
 
 
 def _eps_label(row: dict[str, Any]) -> str:
@@ -61,7 +80,8 @@ def markdown(doc: dict[str, Any]) -> str:
         + "real: real training records.",
         "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
-        "DP-LR: DP logistic regression trained on the real training split at the row's epsilon.",
+        "DP-LR: DP logistic regression trained on the real training split at the row's epsilon. "
+        + _mauve_note(doc["rows"]),
         "- These metrics read the private data (test split, training split): the table is not DP.",
         "",
     ]
@@ -76,7 +96,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 continue
             lines.append(
                 f"| {label} | {r['classifier']} | {_eps_label(r)} | {r['n_train']} | {_fmt(r['accuracy'])} | "
-                f"{_fmt(r['macro_f1'])} | {_fmt(r['majority_accuracy'])} | {_fmt(r['mauve'])} | "
+                f"{_fmt(r['macro_f1'])} | {_fmt(r['majority_accuracy'])} | {_mauve_cell(r)} | "
                 f"{_fmt(r['code_agreement'])} | {_fmt(r['well_formed'], 2)} | {_fmt(r['dp_logreg_accuracy'])} | "
                 f"{_fmt(r['seconds'], 0)} |"
             )

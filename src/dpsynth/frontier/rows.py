@@ -90,6 +90,7 @@ _NEUTRAL_KEYS = (
     ("model", "api_key_env"),
     ("model", "api_concurrency"),
     ("model", "api_timeout"),
+    ("frontier", "mauve_repeats"),  # scoring only: the scores' fingerprint has it (dpsynth.frontier.run)
 )
 
 

@@ -11,7 +11,8 @@ Layout of ``DIR``::
                      scores.json
     DIR/frontier.json  DIR/frontier.md  DIR/frontier.html
 
-Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same;
+Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same
+(``frontier.mauve_repeats`` changes the scores alone: a new value scores the kept rows again);
 an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved. Changing only
 ``generate.*``, ``evaluate.*`` or ``frontier.n_synthetic`` keeps the trained arms and generates again
 (:func:`dpsynth.frontier.rows.check_reuse`).
@@ -100,7 +101,11 @@ def run_frontier(
         made = make_row(cfg, root, spec, progress=progress)
         scores_path = root.root / "rows" / spec.key / "scores.json"
         cached = read_json(scores_path) if scores_path.is_file() else None
-        if cached is not None and cached.get("fingerprint") == made["fingerprint"]:
+        # the row's fingerprint, and how the scores are computed where that differs from before the setting existed
+        scored = made["fingerprint"]
+        if cfg.frontier.mauve_repeats != 1:
+            scored += f"/mauve_repeats={cfg.frontier.mauve_repeats}"
+        if cached is not None and cached.get("fingerprint") == scored:
             entries = cached["entries"]
         else:
             t0 = time.perf_counter()
@@ -110,7 +115,7 @@ def run_frontier(
             for e in entries:
                 e["seconds_evaluate"] = seconds
                 e["seconds"] = round(e["seconds"] + seconds, 1)  # the row's train + generate + evaluate
-            write_json(scores_path, {"fingerprint": made["fingerprint"], "entries": entries})
+            write_json(scores_path, {"fingerprint": scored, "entries": entries})
         for e in entries:
             e["privacy"] = made.get("privacy")
         rows.extend(entries)
