@@ -187,8 +187,9 @@ class GenerateConfig(Section):
         None,
         ge=1,
         description="copies of the model that ctranslate2 runs side by side, each with its share of the threads and "
-        "of the batches (none: one per thread on CPU, 1 on CUDA); on 2 cores 2 x 1 thread beat 1 x 2 threads "
-        "(bench/bench_generate.py); a seed reproduces a run for the same number of replicas",
+        "of the batches, each holding the model (none: one per torch thread up to 2 on CPU, 1 on CUDA); on 2 cores "
+        "2 x 1 thread beat 1 x 2 threads (bench/bench_generate.py); a seed reproduces a run for the same number of "
+        "replicas",
     )
 
     @field_validator("code_power")

@@ -139,8 +139,33 @@ def test_ctranslate2_replicas_keep_the_order_reproduce_and_draw_apart(cfg, adapt
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    # one replica samples exactly as the engine did before replicas existed (the seed, then a fresh generator)
-    assert one.generate(same, stops, s) == CT2Engine(folder, tokenizer, threads=2).generate(same, stops, s)
+    # one replica samples exactly as the engine did before replicas existed: the seed, then a fresh generator
+    import ctranslate2
+
+    ctranslate2.set_random_seed(s.seed)
+    plain = ctranslate2.Generator(str(folder), device="cpu", inter_threads=1, intra_threads=2)
+    before = []
+    for p in same:
+        (res,) = plain.generate_batch(
+            [tokenizer.convert_ids_to_tokens(p)],
+            max_length=s.max_new_tokens,
+            include_prompt_in_result=False,
+            end_token=stops,
+            return_end_token=False,
+            sampling_topk=s.top_k,
+            sampling_topp=s.top_p,
+            sampling_temperature=s.temperature,
+        )
+        before.append(res.sequences_ids[0][: s.max_new_tokens])
+    assert one.generate(same, stops, s) == before
+    # unset, one replica per torch thread, at most 2; set, as given
+    saved = torch.get_num_threads()
+    try:
+        for threads, expected in ((1, 1), (2, 2), (4, 2)):
+            torch.set_num_threads(threads)
+            assert load_engine(cfg, adapter_dir, tokenizer, engine="ctranslate2").replicas == expected  # type: ignore[attr-defined]
+    finally:
+        torch.set_num_threads(saved)
     assert load_engine(cfg, adapter_dir, tokenizer, engine="ctranslate2", replicas=3).replicas == 3  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="replicas"):
         CT2Engine(folder, tokenizer, replicas=0)

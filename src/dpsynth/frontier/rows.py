@@ -126,7 +126,9 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
     if gen.get("code_power", 1.0) == 1.0 or row.eps in ("real", 0.0):
         gen.pop("code_power", None)  # the released codes as drawn before the key existed; eps 0 and real ignore it
     if gen.get("ctranslate2_replicas") is None:
-        gen.pop("ctranslate2_replicas", None)  # auto (the machine's threads), like engine auto: as before the key
+        # auto: resolved on the machine (its threads), like engine auto; popped so that sweeps made before the key keep
+        # their rows, though their texts came from one replica and a rerun elsewhere may draw with two
+        gen.pop("ctranslate2_replicas", None)
     dump.pop("tracking", None)
     _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:
@@ -178,7 +180,8 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
     if cfg.generator == "pe":
         # PE's release is its generation: only scoring may change (a finished run is then kept by its resume)
         drop = ("evaluate", "tracking", "ledger", "audit")
-        a, b = (flat_view(c, drop, (*LAYOUT_KEYS, ("frontier", "eps"))) for c in (before, new))
+        ignore = (*LAYOUT_KEYS, ("frontier", "eps"), ("frontier", "mauve_repeats"))
+        a, b = (flat_view(c, drop, ignore) for c in (before, new))
         changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     else:
         from dpsynth.train import warm_start

@@ -25,6 +25,7 @@ the same texts; with one replica, exactly the texts of the engine before replica
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,7 +70,8 @@ class CT2Engine(BatchedEngine):
         import torch
 
         ctranslate2.set_random_seed(seed)
-        threads = max(1, self.threads // self.replicas) if self.threads else 0
+        total = self.threads or os.cpu_count() or 1  # 0 would give every copy CTranslate2's own default
+        threads = max(1, total // self.replicas)
         torch_threads = torch.get_num_threads()
         generator = ctranslate2.Generator(
             str(self.model_dir),

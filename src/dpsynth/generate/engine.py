@@ -79,7 +79,7 @@ def load_engine(
 
     With ``engine=auto``, a model that CTranslate2 cannot convert falls back to HF ``generate`` with a warning; an
     explicit ``engine=ctranslate2`` raises instead. ``replicas`` (CTranslate2 only; ``generate.ctranslate2_replicas``):
-    copies of the model run side by side, ``None`` meaning one per torch thread on CPU and one on CUDA
+    copies of the model run side by side, ``None`` meaning one per torch thread up to 2 on CPU and one on CUDA
     (:mod:`dpsynth.generate.ct2_engine` says why).
     """
     name = resolve_engine(engine, model_cfg)
@@ -103,8 +103,8 @@ def load_engine(
         else:
             device = resolve_device(model_cfg.device).type
             threads = torch.get_num_threads()
-            if replicas is None:
-                replicas = threads if device == "cpu" else 1
+            if replicas is None:  # measured on 2 cores only: past 2 copies, memory grows and nothing says speed does
+                replicas = min(threads, 2) if device == "cpu" else 1
             return CT2Engine(folder, tokenizer, device=device, threads=threads, replicas=replicas)
     from dpsynth.models.adapters import attach_adapter
     from dpsynth.models.loader import load_model
