@@ -16,14 +16,13 @@ from dpsynth.evaluate.fidelity import (
     correlation_matrix,
     fit_sentiment,
     length_fidelity,
-    mauve_from_curve,
-    mauve_score,
     nearest_real_similarity,
     numeric_divergence,
     smoothed_kl,
     token_lengths,
     unigram_fidelity,
 )
+from dpsynth.evaluate.mauve_metric import mauve_from_curve, mauve_score
 
 REVIEWS = [
     "Great case, fits my phone perfectly.",

@@ -206,6 +206,9 @@ def test_every_group_for_both_arms_with_finite_or_null_values(evaluated):
     # MAUVE's real reference uses as many real training records as an arm has (the same sample-size bias).
     mauve = {m["arm"]: m for m in metrics if m["name"] == "fidelity.mauve"}
     assert mauve["real"]["n"] == max(mauve[a]["n"] for a in ("dp", "no_dp")) and mauve["real"]["value"] is not None
+    # each a mean over evaluate.mauve_repeats draws of equal-size samples, with the spread beside it
+    for m in mauve.values():
+        assert m["repeats"] == 5 and m["sd"] is not None and m["sd"] >= 0 and m["n"] == m["n_real"]
     assert 0.0 <= run_value(doc, "privacy.exposure.mean", "dp") <= math.log2(21) + 1e-9  # capped at log2(R + 1)
 
 

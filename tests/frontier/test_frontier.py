@@ -132,7 +132,7 @@ def test_mauve_over_draws_starts_from_the_single_draw():
     earlier sweeps; several give their mean and standard deviation."""
     import numpy as np
 
-    from dpsynth.evaluate.fidelity import mauve_score
+    from dpsynth.evaluate.mauve_metric import mauve_score
     from dpsynth.frontier.metrics import Reference, _mauve
 
     rng = np.random.default_rng(0)
@@ -246,6 +246,7 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "pe.iterations=7"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.prefix_cache_dir=/tmp/cache"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.distributed=true", "train.nproc_per_node=4"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "evaluate.mauve_repeats=2"), row) == base  # the run report's, not ours
     # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid;
     # a row made then with another value is matched by the second fingerprint (its value as configured)
     for every in (1, 7, 50):

@@ -91,6 +91,15 @@ def test_metric_index_shows_each_metric_once() -> None:
     assert table.rows == [["fidelity.mauve", "0.800", "0.900", "↑ higher", ""]]
 
 
+def test_a_mean_over_draws_shows_its_spread() -> None:
+    """MAUVE is a mean over draws: the report prints the standard deviation beside it, and nothing for one draw."""
+    entry = {"name": "fidelity.mauve", "group": "fidelity", "arm": "dp", "value": 0.8, "n": 500, "n_real": 500}
+    idx = MetricIndex([{**entry, "sd": 0.02}, {**entry, "arm": "no_dp", "sd": None}, {**entry, "arm": "x", "sd": "?"}])
+    shown = {m.arm: m.shown() for m in idx.metrics}
+    assert shown["dp"].startswith("0.800 ± 0.020 (")
+    assert "±" not in shown["no_dp"] and "±" not in shown["x"]
+
+
 def test_plots_skip_empty_series_and_return_none_without_data() -> None:
     assert plots.histogram({"dp": [], "real": None}, key="x", xlabel="x") is None
     assert plots.grouped_bars([1, 2], {"dp": [0.5]}, key="x", ylabel="y", xlabel="x") is None

@@ -21,6 +21,11 @@ class EvaluateConfig(Section):
     llm_classifier_epochs: int = Field(2, gt=0, description="epochs of each LLM classifier's fine-tuning")
     llm_classifier_learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the LLM classifier")
     llm_classifier_batch_size: int = Field(8, gt=0, description="rows per step of the LLM classifier")
+    mauve_repeats: int = Field(
+        5,
+        ge=1,
+        description="draws MAUVE is averaged over (equal-size subsamples, k-means seeds): its mean and sd are reported",
+    )
     length_bins: int = Field(20, gt=1, description="shared histogram bins of the length-in-tokens KL")
     unigram_top_k: int = Field(1000, gt=0, description="vocabulary (real side's most frequent words) of the unigram KL")
     ngram_n: int = Field(8, gt=0, description="word n-gram length of the verbatim-overlap check")

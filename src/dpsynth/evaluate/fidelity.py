@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy.stats import entropy, rankdata, wasserstein_distance
@@ -53,7 +53,9 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
         "closer to reference",
     ),
     "mauve": MetricInfo(
-        "MAUVE (Pillutla et al. 2021) between real and synthetic sentence embeddings, in [0, 1]", "higher"
+        "MAUVE (Pillutla et al. 2021) between real and synthetic sentence embeddings, in [0, 1]: the mean over "
+        "evaluate.mauve_repeats draws of equal-size samples and k-means seeds, their standard deviation as sd",
+        "higher",
     ),
     "correlation_frobenius": MetricInfo(
         "Frobenius norm of the difference of the real and synthetic Spearman correlation matrices over "
@@ -273,60 +275,6 @@ def nearest_real_similarity(
         out[f"{name}_mean"] = float(values.mean()) if len(values) else None
         out[f"{name}_median"] = float(np.median(values)) if len(values) else None
     return out
-
-
-def mauve_score(
-    p_features: np.ndarray,
-    q_features: np.ndarray,
-    *,
-    num_buckets: int | Literal["auto"] = "auto",
-    seed: int = 25,
-    scaling_factor: float = 5.0,
-) -> float:
-    """MAUVE between two sets of precomputed features (use :func:`dpsynth.evaluate.embeddings.embed` for both).
-
-    Features must be given: ``mauve.compute_mauve`` would otherwise download GPT-2. ``num_buckets="auto"`` clusters
-    into ``n / 10`` buckets (at least 2); ``scaling_factor`` is the paper's ``c``. 1 means indistinguishable.
-    """
-    import mauve
-
-    p = np.asarray(p_features, dtype=np.float32)
-    q = np.asarray(q_features, dtype=np.float32)
-    if len(p) < 2 or len(q) < 2:
-        raise ValueError("MAUVE needs at least two feature vectors on each side")
-    buckets: int | str = num_buckets
-    if num_buckets == "auto":
-        buckets = max(2, min(len(p), len(q)) // 10)
-    out = mauve.compute_mauve(
-        p_features=p,
-        q_features=q,
-        num_buckets=buckets,
-        seed=seed,
-        mauve_scaling_factor=scaling_factor,
-        kmeans_num_redo=2,
-        kmeans_max_iter=200,
-        verbose=False,
-    )
-    return mauve_from_curve(out.divergence_curve)
-
-
-def mauve_from_curve(curve: np.ndarray) -> float:
-    """MAUVE (the area under the divergence curve, averaged over both axes) integrated in the curve's own order.
-
-    ``mauve.compute_mauve`` sorts the curve's points by one coordinate before integrating. When P and Q have identical
-    histograms every inner point is (1, 1) and ties with an end point; the order of the tie is arbitrary and the
-    score can come out below 1 (0.75 for 40 templated sentences compared with themselves). The curve, as computed,
-    runs from (1, 0) to (0, 1) with x non-increasing and y non-decreasing (``KL(Q || R)`` grows and ``KL(P || R)``
-    shrinks along the mixture ``R = w P + (1 - w) Q``), so integrating in that order is exact and tie-free; it equals
-    the library's value whenever there are no ties.
-
-    >>> mauve_from_curve(np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]]))
-    1.0
-    """
-    x, y = np.asarray(curve, dtype=float).T
-    area_y_dx = np.trapezoid(y[::-1], x[::-1])
-    area_x_dy = np.trapezoid(x, y)
-    return float(0.5 * (area_y_dx + area_x_dy))
 
 
 def fit_sentiment(

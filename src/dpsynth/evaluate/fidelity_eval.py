@@ -26,11 +26,11 @@ from dpsynth.evaluate.fidelity import (
     correlation_difference,
     fit_sentiment,
     length_fidelity,
-    mauve_score,
     nearest_real_similarity,
     token_lengths,
     unigram_fidelity,
 )
+from dpsynth.evaluate.mauve_metric import MauveDraws, mauve_over_draws
 
 T = TypeVar("T")
 
@@ -214,24 +214,31 @@ def _similarity(
                 n=len(vectors),
                 n_real=len(emb.test),
             )
-        mauve = attempt(notes, f"MAUVE ({arm})", mauve_score, emb.test, vectors, seed=e.seed)
-        metrics.add("fidelity.mauve", "fidelity", arm, mauve, "mauve", n=len(vectors), n_real=len(emb.test))
+        _add_mauve(metrics, arm, attempt(notes, f"MAUVE ({arm})", _draws, emb.test, vectors, e), len(vectors), e)
     dist["nearest_real_similarity"] = nn or None
     # Reference: real training records in place of synthetic ones, as many as the largest arm has, against the same
     # test sample, so that the score's sample-size bias is the same as the arms' (MAUVE on a few dozen points is far
     # from its large-sample value).
     n_ref = min(len(emb.train), max((len(v) for v in emb.synthetic.values()), default=0))
     pick = np.sort(np.random.default_rng(e.seed).permutation(len(emb.train))[:n_ref])
-    ref = attempt(notes, "MAUVE (real reference)", mauve_score, emb.test, emb.train[pick], seed=e.seed)
+    ref = attempt(notes, "MAUVE (real reference)", _draws, emb.test, emb.train[pick], e)
+    qualifier = f"arm real: {n_ref} real training records in place of the synthetic ones (the reference)"
+    _add_mauve(metrics, "real", ref, n_ref, e, qualifier)
+
+
+def _draws(test: np.ndarray, other: np.ndarray, e: EvaluateConfig) -> MauveDraws:
+    return mauve_over_draws(other, test, repeats=e.mauve_repeats, seed=e.seed)
+
+
+def _add_mauve(
+    metrics: MetricList, arm: str, draws: MauveDraws | None, n: int, e: EvaluateConfig, qualifier: str | None = None
+) -> None:
+    """MAUVE's mean over ``evaluate.mauve_repeats`` draws, with their standard deviation (``sd``) beside it: one
+    draw moves by several points, so a difference between arms smaller than the spread is not a difference."""
+    mean, sd = (None, None) if draws is None else (draws.mean, draws.sd)
+    size = n if draws is None else draws.n  # each draw compares equal-size samples
     metrics.add(
-        "fidelity.mauve",
-        "fidelity",
-        "real",
-        ref,
-        "mauve",
-        f"arm real: {n_ref} real training records in place of the synthetic ones (the reference)",
-        n=n_ref,
-        n_real=len(emb.test),
+        "fidelity.mauve", "fidelity", arm, mean, "mauve", qualifier, sd=sd, repeats=e.mauve_repeats, n=size, n_real=size
     )
 
 

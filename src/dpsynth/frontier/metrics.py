@@ -4,7 +4,7 @@ For every row and label: train-on-X, test-on-real accuracy and macro-F1 of each 
 (:func:`dpsynth.evaluate.utility.train_and_test`), the code agreement of synthetic rows
 (:func:`dpsynth.evaluate.agreement.code_agreement`), the DP logistic regression on the real training split at the
 row's epsilon (:func:`dpsynth.evaluate.utility.dp_train_and_test`); per row, MAUVE against the real test split
-(:func:`dpsynth.evaluate.fidelity.mauve_score`) and the quality shares
+(:func:`dpsynth.evaluate.mauve_metric.mauve_over_draws`) and the quality shares
 (:func:`dpsynth.evaluate.quality.quality_counts`).
 
 The real references (the test split, capped at ``evaluate.max_records`` by a seeded draw, and the whole real training
@@ -128,24 +128,14 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
 
 
 def _mauve(emb: np.ndarray, ref: Reference, seed: int, repeats: int = 1) -> tuple[float | None, float | None]:
-    """MAUVE's mean and standard deviation over ``repeats`` draws of equal-size subsamples and k-means seeds.
+    """MAUVE's mean and standard deviation over ``repeats`` draws against the real test split
+    (:func:`dpsynth.evaluate.mauve_metric.mauve_over_draws`; draw 0 is the single figure of earlier sweeps)."""
+    from dpsynth.evaluate.mauve_metric import mauve_over_draws
 
-    One figure moves a lot with the draw (the Yelp sweep's non-DP row: 0.42 to 0.62 over six), too much for a
-    scoreboard; draw 0 is the single figure of earlier sweeps (subsample seed ``seed``, MAUVE's k-means seed 25).
-    """
-    from dpsynth.evaluate.fidelity import mauve_score
-
-    n = min(len(emb), len(ref.test_emb))
-    if n < 2:
+    if min(len(emb), len(ref.test_emb)) < 2:
         return None, None
-    values = []
-    for i in range(repeats):
-        rng = np.random.default_rng(seed + i)
-        p = emb[rng.choice(len(emb), n, replace=False)]
-        q = ref.test_emb[rng.choice(len(ref.test_emb), n, replace=False)]
-        values.append(mauve_score(p, q, seed=25 + i))
-    sd = float(np.std(values, ddof=1)) if repeats > 1 else None
-    return float(np.mean(values)), sd
+    draws = mauve_over_draws(emb, ref.test_emb, repeats=repeats, seed=seed)
+    return draws.mean, draws.sd
 
 
 def score_row(

@@ -89,6 +89,7 @@ class Metric:
     definition: str
     n: int | None = None  # the arm's sample size (records, or test records for a classifier's accuracy)
     n_real: int | None = None  # the real side's sample size, when the metric compares with real data
+    sd: float | None = None  # the spread over repeated draws, when the value is a mean over them (MAUVE)
 
     @property
     def small(self) -> bool:
@@ -97,7 +98,7 @@ class Metric:
 
     def shown(self) -> str:
         """The value with its sample size, and the caution mark when the sample is too small to mean anything."""
-        value = fmt(self.value)
+        value = fmt(self.value) + (f" ± {fmt(self.sd)}" if self.value is not None and self.sd is not None else "")
         if self.n is None:
             return value
         return f"{value} ({size_note(self.n, self.n_real)})" + (f" {CAUTION}" if self.small else "")
@@ -134,6 +135,7 @@ class MetricIndex:
                     # a classifier's accuracy is as precise as its test set is large; elsewhere, the arm's records
                     n=_size(entry, "n_test", "n") if entry["name"].startswith("utility.") else _size(entry, "n"),
                     n_real=None if entry["name"].startswith("utility.") else _size(entry, "n_real"),
+                    sd=float(entry["sd"]) if is_number(entry.get("sd")) and not isinstance(entry["sd"], bool) else None,
                 )
             )
 
