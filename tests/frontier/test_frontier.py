@@ -238,7 +238,8 @@ def test_the_dataset_is_named_with_its_folder():
 
 
 def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_dir):
-    from dpsynth.frontier.rows import RowSpec, _view, fingerprint, fingerprints
+    from dpsynth.frontier.fingerprint import _view, fingerprint, fingerprints
+    from dpsynth.frontier.spec import RowSpec
 
     row = RowSpec("eps4", 4.0)
     base = fingerprint(_cfg(tiny_model_dir), row)
@@ -278,7 +279,8 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
 
 
 def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_path, tiny_model_dir):
-    from dpsynth.frontier.rows import RowSpec, _view, fingerprint
+    from dpsynth.frontier.fingerprint import _view, fingerprint
+    from dpsynth.frontier.spec import RowSpec
 
     row = RowSpec("eps4", 4.0)
     # unset, the key is not in the view at all: fingerprints of sweeps made before it existed still match
@@ -300,7 +302,8 @@ def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_
 
 def test_a_row_trained_from_other_warm_start_weights_is_refused(tmp_path, tiny_model_dir):
     """Same path, retrained adapter: the row's arm began from the old weights, so it is not kept as the new one's."""
-    from dpsynth.frontier.rows import RowSpec, check_reuse, row_config
+    from dpsynth.frontier.rows import check_reuse, row_config
+    from dpsynth.frontier.spec import RowSpec
     from dpsynth.models.convert import adapter_digest
     from dpsynth.rundir import RunDir, write_text
 

@@ -32,7 +32,8 @@ from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
-from dpsynth.frontier.rows import RowSpec, check_reuse, load_records, make_row, row_config, row_specs
+from dpsynth.frontier.rows import check_reuse, load_records, make_row, row_config
+from dpsynth.frontier.spec import RowSpec, row_specs
 from dpsynth.machine import usable_cores
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 from dpsynth.train import warm_start
