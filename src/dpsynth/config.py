@@ -164,7 +164,12 @@ class GenerateConfig(Section):
     num_records: int = Field(100, gt=0)
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(128, gt=0)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(
+        1.1,
+        gt=0,
+        description="chosen on a public proxy (bench/results/recipe-search/, 'Sampling temperature'): 1.1 against 1.0 "
+        "raised DP MAUVE and category accuracy and cost a few points of well-formed share",
+    )
     top_p: float = Field(0.95, gt=0, le=1)
     top_k: int = Field(50, ge=0, description="0: the whole vocabulary; 50 is what HF generate always applied")
     seed: int = 0
