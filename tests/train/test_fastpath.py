@@ -256,6 +256,41 @@ def test_a_shared_prefix_cache_is_built_once_and_reused(tmp_path):
         self_check(other, second, examples, COLLATE, torch.device("cpu"))
 
 
+def test_the_self_check_allows_bf16_rounding_and_refuses_a_cache_of_another_model():
+    """Under bf16 autocast a cache built in batches differs from a lone pass by rounding (kernels differ by shape:
+    0.8% of the largest value on SmolLM2 with AMX), which the check must allow, while a cache of other weights must
+    still be refused; in float32 the tolerance stays 1e-3."""
+    import contextlib
+
+    from dpsynth.train.prefix import _self_check, check_tolerance, self_check
+
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    model = _model(layers=3, top_k=1)
+    examples = indexed(_examples(LENGTHS, seed=3))
+    cpu = torch.device("cpu")
+    cache = PrefixCache.build(model, examples, start=2, collate=COLLATE, batch_size=4, device=cpu, context=bf16)
+    self_check(model, cache, examples, COLLATE, cpu, bf16)
+    other = _model(layers=3, top_k=1, seed=1)
+    with pytest.raises(Exception, match="differs from the full model"):
+        self_check(other, cache, examples, COLLATE, cpu, bf16)
+    assert check_tolerance(model, cpu) == 1e-3
+    with bf16():
+        assert check_tolerance(model, cpu) == 4 * torch.finfo(torch.bfloat16).eps
+    # rounding noise at the bf16 level (0.8% of the largest state) passes under bf16 and fails in float32
+    noisy = PrefixCache(
+        cache.storage * (1 + 0.008 * torch.sign(torch.randn_like(cache.storage))),
+        cache.offsets,
+        cache.lengths,
+        cache.start,
+    )
+    longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    _self_check(model, noisy, examples, longest, COLLATE, cpu, bf16)
+    with pytest.raises(Exception, match="differs from the full model"):
+        _self_check(model, noisy, examples, longest, COLLATE, cpu, contextlib.nullcontext)
+
+
 def test_prefix_cache_refuses_trainable_blocks_below_the_split():
     model = _model(layers=4, top_k=2)
     examples = indexed(_examples([5, 6]))
