@@ -23,6 +23,7 @@ from dpsynth.data.config import DataConfig
 from dpsynth.errors import ConfigError
 from dpsynth.evaluate.config import EvaluateConfig
 from dpsynth.frontier.config import FrontierConfig
+from dpsynth.generate.select import SelectBy
 from dpsynth.pe.config import PEConfig
 from dpsynth.privacy.config import AuditConfig, LedgerConfig, PrivacyConfig
 from dpsynth.rundir import ARMS
@@ -179,6 +180,19 @@ class GenerateConfig(Section):
         "renormalized (1: as released; 0: uniform over the public domain; 0.5: between), one number or one per code "
         "name, e.g. {category: 0}; post-processing, no privacy cost",
     )
+    candidates: int = Field(
+        1,
+        ge=1,
+        description="best-of-m: sample this many texts per drawn code and keep the one that reads most like it "
+        "(generate.select_by; dpsynth.generate.select): public rules and models only, no privacy cost, m times the "
+        "generation; fine-tuned arms and the frontier's eps-0 row (Private Evolution selects by its own votes)",
+    )
+    select_by: list[SelectBy] = Field(
+        default_factory=lambda: list[SelectBy](["codes"]),
+        min_length=1,
+        description="what best-of-m prefers (generate.candidates > 1): codes, a zero-shot reading of each code by "
+        "the public embedding model; well_formed, text that is not gibberish, cut off or repetitive (first)",
+    )
     engine: Literal["auto", "hf", "ctranslate2", "vllm"] = Field(
         "auto",
         description="auto: ctranslate2 on CPU when installed (fastest on 2 cores, bench/bench_generate.py), else hf; "
@@ -232,6 +246,15 @@ class Config(Section):
             raise ValueError(
                 "train.init_adapter is a warm start for fine-tuning; Private Evolution samples the base model "
                 "(its eps-0 floor would start from the adapter and its rows not)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _best_of_m_is_for_fine_tuning(self) -> Config:
+        if self.generate.candidates > 1 and self.generator == "pe":
+            raise ValueError(
+                "generate.candidates (best-of-m) selects among a fine-tuned model's samples; Private Evolution "
+                "selects its records by DP votes (pe.*)"
             )
         return self
 

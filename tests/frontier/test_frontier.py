@@ -272,6 +272,13 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     for other in (RowSpec("eps0", 0.0), RowSpec("real", "real", real_n=-1)):
         flat = _cfg(tiny_model_dir, "generate.code_power=0")
         assert fingerprint(flat, other) == fingerprint(_cfg(tiny_model_dir), other)
+    # best-of-m: one candidate (the default) is the path before the key existed; more change every generated row
+    assert fingerprint(_cfg(tiny_model_dir, "generate.candidates=1", "generate.select_by=[well_formed]"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "generate.candidates=2"), row) != base
+    two = _cfg(tiny_model_dir, "generate.candidates=2")
+    assert fingerprint(two, RowSpec("eps0", 0.0)) != fingerprint(_cfg(tiny_model_dir), RowSpec("eps0", 0.0))
+    real = RowSpec("real", "real", real_n=-1)
+    assert fingerprint(two, real) == fingerprint(_cfg(tiny_model_dir), real)
     # CTranslate2 replicas: auto (unset) is not in the view, so sweeps from before the key keep their rows; a set
     # number draws other random numbers, so it is a new row
     assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "replicas" in k]
@@ -352,6 +359,11 @@ def test_the_table_says_which_model_eps0_is(frontier_run):
     warm = markdown({**doc, "init_adapter": "runs/public/no_dp/adapter"})
     assert "starts from the public warm start runs/public/no_dp/adapter" in warm
     assert "the pretrained model prompted" not in warm
+    # best-of-m is said when used, never otherwise
+    assert doc["candidates"] == 1 and "best-of" not in markdown(doc)
+    assert "- best-of-2: every generated row sampled 2 texts per code and kept the one preferred by codes" in markdown(
+        {**doc, "candidates": 2, "select_by": ["codes"]}
+    )
 
 
 def test_a_pe_sweep_makes_each_dp_row_with_private_evolution(tmp_path, tiny_model_dir, monkeypatch):

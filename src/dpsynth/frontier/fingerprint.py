@@ -60,6 +60,10 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
     gen = dump.get("generate", {})
     if gen.get("code_power", 1.0) == 1.0 or row.eps in ("real", 0.0):
         gen.pop("code_power", None)  # the released codes as drawn before the key existed; eps 0 and real ignore it
+    if gen.get("candidates", 1) == 1 or row.eps == "real":
+        # one text per code, as before best-of-m existed (select_by is then unused); real rows generate nothing
+        gen.pop("candidates", None)
+        gen.pop("select_by", None)
     if gen.get("ctranslate2_replicas") is None:
         # auto: resolved on the machine (its threads), like engine auto; popped so that sweeps made before the key keep
         # their rows, though their texts came from one replica and a rerun elsewhere may draw with two

@@ -78,6 +78,16 @@ def markdown(doc: dict[str, Any]) -> str:
             "when train.no_dp_batch_size is set (not releasable); "
         )
         + "real: real training records.",
+        *(
+            [
+                f"- best-of-{doc['candidates']}: every generated row sampled {doc['candidates']} texts per code and "
+                f"kept the one preferred by {', '.join(doc.get('select_by', []))} (generate.candidates, "
+                "generate.select_by: public rules and model, no privacy cost); well-formed share and code agreement "
+                "are measured on the kept texts."
+            ]
+            if doc.get("candidates", 1) > 1
+            else []
+        ),
         "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
         "DP-LR: DP logistic regression trained on the real training split at the row's epsilon. "

@@ -233,6 +233,7 @@ def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[st
         codes,
         info["system_prompt"],
         cfg.generate,
+        domains={s.name: list(s.values) for s in specs},
         progress=progress,
         desc="generate eps0",
     )

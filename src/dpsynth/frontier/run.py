@@ -130,6 +130,8 @@ def run_frontier(
         "init_adapter": None if cfg.train.init_adapter is None else str(cfg.train.init_adapter),
         "n_private": int(counts["train_units"]),
         "n_synthetic": cfg.frontier.n_synthetic,
+        "candidates": cfg.generate.candidates,
+        "select_by": list(cfg.generate.select_by),
         "n_test": len(ref.test_texts),
         "labels": ref.labels,
         "command": command,

@@ -145,6 +145,7 @@ def generate_from_codes(
     system_prompt: str,
     gen_cfg: Any,
     *,
+    domains: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = False,
     desc: str = "generate",
 ) -> list[str]:
@@ -152,13 +153,18 @@ def generate_from_codes(
 
     ``gen_cfg`` is a :class:`dpsynth.config.GenerateConfig` (engine, quantization and sampling settings);
     ``adapter_dir=None`` samples from the base model alone. Split titles from bodies with
-    :func:`dpsynth.data.format.parse_response`.
+    :func:`dpsynth.data.format.parse_response`. With ``gen_cfg.candidates = m > 1``, ``m`` texts are sampled per
+    code (the codes repeated ``m`` times, in one pass) and the best is kept (:mod:`dpsynth.generate.select`), reading
+    the codes against their public ``domains`` (needed for ``select_by`` codes).
     """
     from dpsynth.data.format import encode_prompt
 
+    m = gen_cfg.candidates
+    if m > 1 and "codes" in gen_cfg.select_by and domains is None:
+        raise ValueError("best-of-m by codes needs the codes' public domains")
     tokenizer = load_tokenizer(model_cfg)
-    prompts = [encode_prompt(tokenizer, c, system_prompt) for c in codes]
-    return sample_texts(
+    prompts = [encode_prompt(tokenizer, c, system_prompt) for c in codes] * m
+    texts = sample_texts(
         model_cfg,
         adapter_dir,
         prompts,
@@ -170,3 +176,10 @@ def generate_from_codes(
         progress=progress,
         desc=desc,
     )
+    if m == 1:
+        return texts
+    from dpsynth.generate.select import choose
+
+    log.info("best-of-%d: choosing %d of %d texts by %s", m, len(codes), len(texts), ", ".join(gen_cfg.select_by))
+    keep = choose(texts, codes, m, domains or {}, gen_cfg.select_by)
+    return [texts[k] for k in keep]

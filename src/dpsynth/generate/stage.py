@@ -14,7 +14,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import parse_response
-from dpsynth.data.prepare import load_prepare_info
+from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.errors import DPSynthError
 from dpsynth.generate.engine import generate_from_codes
 from dpsynth.privacy.codes import CodePower, CodeRelease, load_code_release
@@ -45,8 +45,17 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     info = load_prepare_info(run)
     include_title = bool(info.get("include_title", False))
     codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed, g.code_power)
+    # best-of-m reads each code against its public domain, as prepare declared it
+    domains = {spec.name: list(spec.values) for spec in load_code_specs(run)} if g.candidates > 1 else None
     texts = generate_from_codes(
-        cfg.model, run.adapter(arm), codes, info["system_prompt"], g, progress=progress, desc=f"generate {arm}"
+        cfg.model,
+        run.adapter(arm),
+        codes,
+        info["system_prompt"],
+        g,
+        domains=domains,
+        progress=progress,
+        desc=f"generate {arm}",
     )
     rows = []
     for i, (c, text) in enumerate(zip(codes, texts, strict=True)):
