@@ -87,6 +87,12 @@ class TrainConfig(Section):
     )
     physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
     learning_rate: float = Field(2e-3, gt=0)
+    no_dp_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="the non-DP arm's learning rate (none: learning_rate); with no_dp_batch_size the two arms take "
+        "steps of different sizes, and the rate goes with the batch (bench/results/recipe-search/, 'Learning rate')",
+    )
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0)
     epochs: float = Field(3.0, gt=0)
@@ -139,10 +145,12 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _no_dp_batch_as_default(self) -> TrainConfig:
-        """A non-DP batch equal to ``batch_size`` is the default, stored as none: the same arm is the same setting to
-        resumes, frontier fingerprints and audit stamps."""
+        """A non-DP batch (or learning rate) equal to the DP arm's is the default, stored as none: the same arm is
+        the same setting to resumes, frontier fingerprints and audit stamps."""
         if self.no_dp_batch_size == self.batch_size:
             self.no_dp_batch_size = None
+        if self.no_dp_learning_rate == self.learning_rate:
+            self.no_dp_learning_rate = None
         return self
 
     def arm_batch_size(self, arm: str) -> int:
@@ -156,6 +164,18 @@ class TrainConfig(Section):
         if arm == "no_dp" and self.no_dp_batch_size is not None:
             return self.no_dp_batch_size
         return self.batch_size
+
+    def arm_learning_rate(self, arm: str) -> float:
+        """The learning rate of ``arm``: ``no_dp_learning_rate`` for the non-DP arm when set, else ``learning_rate``.
+
+        >>> TrainConfig(learning_rate=1e-2, no_dp_learning_rate=2e-3).arm_learning_rate("no_dp")
+        0.002
+        >>> TrainConfig(learning_rate=1e-2, no_dp_learning_rate=2e-3).arm_learning_rate("dp")
+        0.01
+        """
+        if arm == "no_dp" and self.no_dp_learning_rate is not None:
+            return self.no_dp_learning_rate
+        return self.learning_rate
 
 
 class GenerateConfig(Section):

@@ -262,6 +262,11 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), row) == base
     inf = RowSpec("epsinf", "inf")
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), inf) != fingerprint(_cfg(tiny_model_dir), inf)
+    # likewise its learning rate
+    assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_learning_rate=0.5"), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_learning_rate=0.5"), inf) != fingerprint(
+        _cfg(tiny_model_dir), inf
+    )
     same = f"train.no_dp_batch_size={_cfg(tiny_model_dir).train.batch_size}"  # equal to the DP batch: the default
     assert fingerprint(_cfg(tiny_model_dir, same), inf) == fingerprint(_cfg(tiny_model_dir), inf)
     # flattened codes change the trained rows, not eps 0 (uniform codes anyway) or real; 1 is the old draw

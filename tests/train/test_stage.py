@@ -234,6 +234,34 @@ def test_the_non_dp_arm_takes_its_epochs_in_its_own_batches(tmp_path, tiny_model
     assert read_json(run.privacy_json("no_dp"))["batch_size"] == 4
 
 
+def test_the_non_dp_arm_steps_at_its_own_learning_rate(tmp_path, tiny_model_dir, monkeypatch):
+    """train.no_dp_learning_rate: each arm's optimizer gets its arm's rate, the baseline records it; resumes and
+    DP-only runs treat it like no_dp_batch_size."""
+    from dpsynth.config_diff import training_changes
+    from dpsynth.train import loop
+
+    seen: dict[str, float] = {}
+    make = loop._make_optimizer
+
+    def spy(cfg, model, arm):
+        opt = make(cfg, model, arm)
+        seen[arm] = opt.param_groups[0]["lr"]
+        return opt
+
+    monkeypatch.setattr(loop, "_make_optimizer", spy)
+    extra = ("train.learning_rate=0.01", "train.no_dp_learning_rate=0.002")
+    cfg = _cfg(tiny_model_dir, *extra)
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    api.train(cfg, out, progress=False)
+    assert seen == {"dp": 0.01, "no_dp": 0.002}
+    assert read_json(RunDir(out).privacy_json("no_dp"))["learning_rate"] == 0.002
+    dp_only = [_cfg(tiny_model_dir, "train.arms=[dp]", *x) for x in ((), ("train.no_dp_learning_rate=0.5",))]
+    assert training_changes(*dp_only) == []
+    assert training_changes(cfg, _cfg(tiny_model_dir, *extra[:-1])) == ["train.no_dp_learning_rate"]
+    assert _cfg(tiny_model_dir, "train.no_dp_learning_rate=0.002").train.no_dp_learning_rate is None  # = the default
+
+
 def test_weight_check_fails_when_training_changed_nothing(tiny_llama):
     from dpsynth.config import LoraSettings
     from dpsynth.train.lora import add_lora, snapshot

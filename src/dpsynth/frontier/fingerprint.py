@@ -55,8 +55,9 @@ def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> 
 def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
-    if row.eps != "inf" or dump.get("train", {}).get("no_dp_batch_size") is None:
-        dump.get("train", {}).pop("no_dp_batch_size", None)  # only the non-DP row trains with it
+    for key in ("no_dp_batch_size", "no_dp_learning_rate"):
+        if row.eps != "inf" or dump.get("train", {}).get(key) is None:
+            dump.get("train", {}).pop(key, None)  # only the non-DP row trains with it
     gen = dump.get("generate", {})
     if gen.get("code_power", 1.0) == 1.0 or row.eps in ("real", 0.0):
         gen.pop("code_power", None)  # the released codes as drawn before the key existed; eps 0 and real ignore it

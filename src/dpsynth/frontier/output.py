@@ -75,7 +75,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "
             if doc["generator"] == "pe"
             else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches "
-            "when train.no_dp_batch_size is set (not releasable); "
+            "and at its own learning rate when train.no_dp_batch_size and train.no_dp_learning_rate are set (not "
+            "releasable); "
         )
         + "real: real training records.",
         *(

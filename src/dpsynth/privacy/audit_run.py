@@ -124,8 +124,9 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None
     for path in (audit.train, audit.prepare_json):
         h.update(path.read_bytes())
     dumped = cfg.model_dump(mode="json")
-    if arm != "no_dp" or dumped["train"].get("no_dp_batch_size") is None:
-        dumped["train"].pop("no_dp_batch_size", None)
+    for key in ("no_dp_batch_size", "no_dp_learning_rate"):
+        if arm != "no_dp" or dumped["train"].get(key) is None:
+            dumped["train"].pop(key, None)
     if checkpoint_every is not None:
         dumped["train"]["checkpoint_every"] = checkpoint_every
     if dumped["train"].get("init_adapter") is not None:  # the warm start's weights, not its path (set: no old stamps)

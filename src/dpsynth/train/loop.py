@@ -73,11 +73,12 @@ def _generator(device: torch.device, seed: int | None) -> torch.Generator:
     return g
 
 
-def _make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _make_optimizer(cfg: Config, model: torch.nn.Module, arm: str) -> torch.optim.Optimizer:
     params = list(trainable_parameters(model).values())
+    lr = cfg.train.arm_learning_rate(arm)
     if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class ArmTrainer:
         if self.dist.enabled:  # Opacus's DPDDP makes every rank start from rank 0's weights (a broadcast)
             DifferentiallyPrivateDistributedDataParallel(self.model)
         self.initial = snapshot(self.model)
-        self.optimizer = _make_optimizer(cfg, self.model)
+        self.optimizer = _make_optimizer(cfg, self.model, setup.arm)
         self.dataset = ExampleDataset(indexed(setup.examples))  # indexed: batches carry positions for the cache
         self.collate = Collator(pad_id=int(self.tokenizer.pad_token_id))
         self.forward = TrainForward(self.model, self.device, resolve_precision(cfg.train.precision, self.device))
