@@ -6,6 +6,7 @@ import pytest
 
 from dpsynth.data.format import (
     IGNORE_INDEX,
+    cut_response,
     encode_prompt,
     encode_unit,
     parse_response,
@@ -127,6 +128,33 @@ def test_truncation_drops_end_of_turn_from_the_loss(tokenizer):
     # a response exactly at the bound is complete: its end token is learned
     exact = encode_unit(tokenizer, [short], system_prompt=SYSTEM, max_tokens=n_short)
     assert [len(s) for s in _label_spans(exact)] == [n_short + 1]
+
+
+def test_sentence_cut_ends_a_long_response_after_its_last_whole_sentence(tokenizer):
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    text = 'Stopped charging after two weeks. Support said "send it back!" Returning it now. It was my third one'
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    first_two = 'Stopped charging after two weeks. Support said "send it back!"'
+    n_two = len(tokenizer(first_two, add_special_tokens=False)["input_ids"])
+    three = len(tokenizer(text[: text.index(" It was")], add_special_tokens=False)["input_ids"])
+    assert n_two < three < n
+    rec = Record(text=text, unit="u9", codes={"rating": 1})
+    # a bound between two and three sentences: the first two, closed by the end-of-turn token (learned)
+    for max_tokens in (n_two, three - 1):
+        ex = encode_unit(tokenizer, [rec], system_prompt=SYSTEM, max_tokens=max_tokens, cut="sentence")
+        (span,) = _label_spans(ex)
+        assert span[-1] == end and tokenizer.decode(span[:-1]) == first_two
+        assert cut_response(tokenizer, text, max_tokens, "sentence")[1] == len(first_two)
+    # the token rule cuts the same bound mid-sentence and learns no end of turn
+    (span,) = _label_spans(encode_unit(tokenizer, [rec], system_prompt=SYSTEM, max_tokens=three - 1))
+    assert len(span) == three - 1 and end not in span
+    assert cut_response(tokenizer, text, three - 1)[1] is None
+    # no sentence end within the bound: cut at the token, as the token rule does
+    ids, kept = cut_response(tokenizer, text, 4, "sentence")
+    assert kept is None and ids == tokenizer(text, add_special_tokens=False)["input_ids"][:4]
+    # a response within the bound is whole under either rule
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert cut_response(tokenizer, text, n, "sentence") == (whole, len(text))
 
 
 def test_one_unit_per_example(tokenizer):

@@ -295,3 +295,23 @@ def test_roundtrip_check_fails_on_an_adapter_that_is_not_the_trained_one(tmp_pat
     )
     assert result["reload_max_logit_diff"] < 1e-4
     assert json.loads((tmp_path / "good" / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_the_prepared_cut_rule_reaches_training(tmp_path, tokenizer):
+    """``data.cut_responses`` is recorded by prepare and read by the train stage: under ``sentence`` every long
+    response ends complete (end-of-turn in the loss); under ``token`` none does."""
+    from dpsynth.data.format import IGNORE_INDEX
+    from dpsynth.train.stage import _examples_and_cells
+
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ends = {}
+    for cut in ("token", "sentence"):
+        cfg = load_config(None, ["data.demo_records=60", "data.max_tokens=16", f"data.cut_responses={cut}"])
+        out = tmp_path / cut
+        assert api.prepare(cfg, out)["cut_responses"] == cut
+        examples, *_ = _examples_and_cells(cfg, RunDir(out), tokenizer)
+        trained = [t for ex in examples for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE_INDEX]
+        ends[cut] = trained.count(end)
+        n = len(examples)
+    assert ends["token"] < n / 2  # most demo reviews run past 16 tokens: cut mid-sentence, no end of turn learned
+    assert ends["sentence"] > ends["token"] + n / 4  # their sentence cuts end with it

@@ -74,6 +74,12 @@ class DataConfig(Section):
     max_chars: int | None = Field(None, gt=0, description="drop texts longer than this after cleaning (none: no limit)")
     dedup: bool = Field(True, description="drop exact and normalized duplicate texts (the first occurrence is kept)")
     max_tokens: int = Field(128, gt=0, description="public bound on a response's length in tokens")
+    cut_responses: Literal["token", "sentence"] = Field(
+        "token",
+        description="how a response over max_tokens is cut for training: token (at the bound, its end-of-turn not "
+        "trained) or sentence (after its last sentence within the bound, followed by the end-of-turn token, so the "
+        "model learns to finish within it; a response with no sentence end within the bound is cut at the token)",
+    )
     include_title: bool = Field(
         False, description="train on and generate a 'Title: ...' line before the text of records that have a title"
     )

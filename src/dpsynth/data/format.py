@@ -7,7 +7,10 @@ clipping bounds each unit's influence.
 
 Only assistant responses are in the loss (``labels`` is -100 elsewhere). Each response is cut to ``max_tokens``
 tokens, a public bound; its end-of-turn token (``<|im_end|>``) is in the loss only when the response was not cut, so
-the model does not learn to stop mid-sentence.
+the model does not learn to stop mid-sentence. With ``cut="sentence"`` (``data.cut_responses``) a longer response is
+cut instead after its last sentence that fits the bound, and then ends with the end-of-turn token: a model trained
+on token cuts never learns to finish a long review within the bound and runs into the generation limit mid-sentence.
+Either rule reads one record only, so one unit's example still depends on that unit alone.
 
 Tokens are produced piece by piece: the template is rendered with placeholders for the responses, the text between
 them is tokenized on its own, and each response is tokenized on its own. The first piece is then exactly the
@@ -19,20 +22,27 @@ generation prompt (:func:`encode_prompt`), so a model sees at generation time th
 'Write a very negative 1-star review. language: en.'
 >>> parse_response("Title: Works\\nGood case.", include_title=True)
 ('Works', 'Good case.')
+>>> sentence_ends('Great case. Fits well! "Love it." Would buy')
+[11, 22, 33]
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from dpsynth.data.categories import category_label
 from dpsynth.data.records import CodeValue, Record
 
+CutRule = Literal["token", "sentence"]
 IGNORE_INDEX = -100
 TITLE_PREFIX = "Title: "
 _MARK = "\ue000DPSYNTH-RESPONSE-{}\ue001"  # private-use characters: no template or text contains them
+# A sentence ends with . ! ? or an ellipsis, closing quotes or brackets after it, then white space (the rule of
+# dpsynth.evaluate.quality.is_abrupt, so that a sentence cut reads as well-formed there).
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019\u00bb)\]}*_]*(?=\s)")
 
 
 # A 1-5 star rating named in words too: the pretrained model ignores a bare star count (STACK-NOTES). A public
@@ -91,6 +101,29 @@ def _tokens(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def sentence_ends(text: str) -> list[int]:
+    """Character positions just after each sentence of ``text`` but its last (those followed by white space)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)]
+
+
+def cut_response(tokenizer: Any, text: str, max_tokens: int, cut: CutRule = "token") -> tuple[list[int], int | None]:
+    """The response's token ids as trained, and how many characters of ``text`` they stand for when it ends
+    complete (its end-of-turn token is then trained), or None when it was cut mid-sentence at ``max_tokens``.
+
+    ``cut="sentence"``: a response over the bound ends after its last sentence whose tokens fit; one with no sentence
+    end within the bound is cut at ``max_tokens`` as with ``"token"``.
+    """
+    ids = _tokens(tokenizer, text)
+    if len(ids) <= max_tokens:
+        return ids, len(text)
+    if cut == "sentence":
+        for end in reversed(sentence_ends(text)):
+            kept = _tokens(tokenizer, text[:end])
+            if len(kept) <= max_tokens:
+                return kept, end
+    return ids[:max_tokens], None
+
+
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 
@@ -141,10 +174,11 @@ def encode_unit(
     system_prompt: str,
     max_tokens: int,
     include_title: bool = False,
+    cut: CutRule = "token",
 ) -> Example:
     """ONE example for one privacy unit: system prompt, then a user turn (codes) and an assistant turn (response)
-    per record. Labels are the response tokens (each cut to ``max_tokens``) and, for uncut responses, the end-of-turn
-    token that follows; every other position is -100."""
+    per record. Labels are the response tokens (each cut by :func:`cut_response`) and, for responses that end
+    complete, the end-of-turn token that follows; every other position is -100."""
     if not records:
         raise ValueError("a unit without records")
     if len({r.unit for r in records}) != 1:
@@ -166,9 +200,8 @@ def encode_unit(
         input_ids += ids
         labels += piece_labels
         if i < len(responses):
-            resp_ids = _tokens(tokenizer, responses[i])
-            truncated = len(resp_ids) > max_tokens
-            resp_ids = resp_ids[:max_tokens]
+            resp_ids, complete = cut_response(tokenizer, responses[i], max_tokens, cut)
+            truncated = complete is None
             input_ids += resp_ids
             labels += resp_ids
     return Example(input_ids=input_ids, labels=labels)

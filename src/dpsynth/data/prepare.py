@@ -222,6 +222,7 @@ def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
         "max_records": cfg.max_records,
         "sample": cfg.sample,
         "max_tokens": cfg.max_tokens,
+        "cut_responses": cfg.cut_responses,
         "min_chars": cfg.min_chars,
         "max_chars": cfg.max_chars,
         "dedup": cfg.dedup,

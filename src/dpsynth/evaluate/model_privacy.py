@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data.format import IGNORE_INDEX, encode_prompt, encode_unit
+from dpsynth.data.canaries import Canary
+from dpsynth.data.format import IGNORE_INDEX, CutRule, cut_response, encode_prompt, encode_unit
 from dpsynth.data.records import Record, group_by_unit
 from dpsynth.evaluate.collect import EvalInputs, MetricList, sample
 from dpsynth.evaluate.exposure import canary_exposures
@@ -77,6 +78,7 @@ class UnitScorer:
                 system_prompt=info["system_prompt"],
                 max_tokens=int(info["max_tokens"]),
                 include_title=bool(info.get("include_title", False)),
+                cut=info.get("cut_responses", "token"),
             )
             for start, end in labelled_runs(ex.labels):
                 self.prompts.append(ex.input_ids[:start])
@@ -235,6 +237,15 @@ def model_privacy(
     return {"mia": mia, "exposure": exposure}
 
 
+def _secret_trained(tokenizer: Any, canary: Canary, max_tokens: int, cut: CutRule) -> bool:
+    """Whether training saw the canary's secret: the response as cut (:func:`dpsynth.data.format.cut_response`)
+    reaches past it."""
+    _, kept = cut_response(tokenizer, canary.text, max_tokens, cut)
+    if kept is not None:
+        return kept >= len(canary.prefix) + len(canary.secret)
+    return len(tokenizer(canary.prefix + canary.secret, add_special_tokens=False)["input_ids"]) <= max_tokens
+
+
 def _exposure(
     cfg: Config, inputs: EvalInputs, model: Any, tokenizer: Any, arms: Sequence[str], metrics: MetricList
 ) -> dict[str, Any] | None:
@@ -243,11 +254,8 @@ def _exposure(
     max_tokens = int(info["max_tokens"])
     # A secret beyond the training cut (data.max_tokens) was never trained on: its exposure would be ~1 bit by
     # construction (every candidate ties), so such canaries are left out and counted.
-    secret_in_loss = [
-        c
-        for c in inputs.canaries
-        if len(tokenizer(c.prefix + c.secret, add_special_tokens=False)["input_ids"]) <= max_tokens
-    ]
+    cut = info.get("cut_responses", "token")
+    secret_in_loss = [c for c in inputs.canaries if _secret_trained(tokenizer, c, max_tokens, cut)]
     chosen = sample(secret_in_loss, e.exposure_canaries, e.seed, "exposure")
     if not chosen:
         if not inputs.canaries:

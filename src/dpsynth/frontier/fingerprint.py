@@ -69,6 +69,8 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         # auto: resolved on the machine (its threads), like engine auto; popped so that sweeps made before the key keep
         # their rows, though their texts came from one replica and a rerun elsewhere may draw with two
         gen.pop("ctranslate2_replicas", None)
+    if dump.get("data", {}).get("cut_responses") == "token":
+        dump["data"].pop("cut_responses")  # the rule before the key existed
     dump.pop("tracking", None)
     _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:

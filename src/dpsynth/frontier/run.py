@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def _data_fingerprint(cfg: Config) -> str:
-    return hashlib.sha256(cfg.data.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+    # the token cut is the rule from before the key existed: left out then, sweeps prepared since keep their data
+    exclude = {"cut_responses"} if cfg.data.cut_responses == "token" else None
+    return hashlib.sha256(cfg.data.model_dump_json(by_alias=True, exclude=exclude).encode()).hexdigest()[:16]
 
 
 def _prepare(cfg: Config, root: RunDir) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def _examples_and_cells(cfg: Config, run: RunDir, tokenizer: Any) -> tuple[list[
             system_prompt=info["system_prompt"],
             max_tokens=int(info["max_tokens"]),
             include_title=bool(info.get("include_title", False)),
+            cut=info.get("cut_responses", "token"),
         )
         for recs in units.values()
     ]
