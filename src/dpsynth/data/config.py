@@ -75,10 +75,11 @@ class DataConfig(Section):
     dedup: bool = Field(True, description="drop exact and normalized duplicate texts (the first occurrence is kept)")
     max_tokens: int = Field(128, gt=0, description="public bound on a response's length in tokens")
     cut_responses: Literal["token", "sentence"] = Field(
-        "token",
-        description="how a response over max_tokens is cut for training: token (at the bound, its end-of-turn not "
-        "trained) or sentence (after its last sentence within the bound, followed by the end-of-turn token, so the "
-        "model learns to finish within it; a response with no sentence end within the bound is cut at the token)",
+        "sentence",
+        description="how a response over max_tokens is cut for training: sentence (default: after its last sentence "
+        "within the bound, followed by the end-of-turn token, so the model learns to finish within it; a response "
+        "with no sentence end within the bound is cut at the token) or token (at the bound, its end-of-turn not "
+        "trained: the rule until 2026-12-03, which left most generated records stopping mid-sentence at the limit)",
     )
     include_title: bool = Field(
         False, description="train on and generate a 'Title: ...' line before the text of records that have a title"
