@@ -288,6 +288,18 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     # number draws other random numbers, so it is a new row
     assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "replicas" in k]
     assert fingerprint(_cfg(tiny_model_dir, "generate.ctranslate2_replicas=2"), row) != base
+    # the token cut is the rule from before data.cut_responses existed: not in the view (nor in the prepared data's
+    # fingerprint), so sweeps made then keep their data and rows when rerun with data.cut_responses=token
+    from dpsynth.frontier.run import _data_fingerprint
+
+    token = _cfg(tiny_model_dir, "data.cut_responses=token")
+    assert not [k for k, _ in _view(token, row, 50) if "cut_responses" in k]
+    # the prepared data's fingerprint of the quick settings as made before the key existed (at e2ade12)
+    old_spelling = load_config(None, [*QUICK_OVERRIDES, "data.cut_responses=token"])
+    assert _data_fingerprint(old_spelling) == "6762404bc5c3cffd"
+    sentence = _cfg(tiny_model_dir, "data.cut_responses=sentence")
+    assert fingerprint(sentence, row) != fingerprint(token, row)
+    assert _data_fingerprint(sentence) != _data_fingerprint(token)
 
 
 def test_a_warm_start_is_fingerprinted_by_its_weights_and_absent_when_unset(tmp_path, tiny_model_dir):
