@@ -348,6 +348,16 @@ def test_scored_tokens_are_the_tokens_training_learns(tokenizer):
         expected = response_ids(tokenizer, canary, max_tokens)
         assert learned[: len(expected)] == expected
         assert len(learned) - len(expected) == (0 if max_tokens == 2 else 1)  # the end-of-turn token when not cut
+    # a canary of several sentences over the bound, under the sentence rule: cut after its last whole sentence
+    long = AuditCanary(
+        index=1, unit="audit-canary-1", text="Lamp orbit. Velvet hinge cobalt. Mint", kind="prefix_suffix"
+    )
+    bound = len(tokenizer("Lamp orbit. Velvet hinge", add_special_tokens=False)["input_ids"])
+    ex = encode_unit(tokenizer, [long.record()], system_prompt="You write reviews.", max_tokens=bound, cut="sentence")
+    learned = [t for t in ex.labels if t != IGNORE_INDEX]
+    expected = response_ids(tokenizer, long, bound, "sentence")
+    assert tokenizer.decode(expected) == "Lamp orbit."
+    assert learned[:-1] == expected  # and the end of turn after it
 
 
 def test_dp_arm_keeps_the_run_configuration(tiny_model_dir):

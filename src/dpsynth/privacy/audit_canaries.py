@@ -35,6 +35,7 @@ import numpy as np
 from faker import Faker
 
 from dpsynth.data.demo import PRODUCTS, review_text
+from dpsynth.data.format import CutRule, cut_response
 from dpsynth.data.records import CodeSpec, CodeValue, Record
 from dpsynth.errors import DPSynthError
 
@@ -152,10 +153,11 @@ def check_canaries_unseen(canaries: Sequence[AuditCanary], records: Iterable[Rec
                 raise DPSynthError(f"audit canary #{c.index} occurs in the real data; choose another audit.seed")
 
 
-def response_ids(tokenizer: Any, canary: AuditCanary, max_tokens: int) -> list[int]:
-    """The canary's response tokens exactly as training sees them: tokenized alone, cut to ``max_tokens``.
+def response_ids(tokenizer: Any, canary: AuditCanary, max_tokens: int, cut: CutRule = "token") -> list[int]:
+    """The canary's response tokens exactly as training sees them: tokenized alone, cut to ``max_tokens`` by the
+    run's rule (``data.cut_responses``, :func:`dpsynth.data.format.cut_response`).
 
     Must match :func:`dpsynth.data.format.encode_unit` (tests check it), or the audit would score another sequence
     than the one trained on.
     """
-    return list(tokenizer(canary.text, add_special_tokens=False)["input_ids"])[:max_tokens]
+    return cut_response(tokenizer, canary.text, max_tokens, cut)[0]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.config import Config
-from dpsynth.data.format import encode_prompt
+from dpsynth.data.format import CutRule, encode_prompt
 from dpsynth.evaluate.mia import roc_auc
 from dpsynth.evaluate.scoring import response_nll
 from dpsynth.privacy.audit import epsilon_lower_bound_from_canaries, one_run_audit
@@ -34,11 +34,18 @@ from dpsynth.rundir import RunDir
 
 
 def canary_losses(
-    model: Any, tokenizer: Any, canaries: Sequence[AuditCanary], *, system_prompt: str, max_tokens: int, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    canaries: Sequence[AuditCanary],
+    *,
+    system_prompt: str,
+    max_tokens: int,
+    batch_size: int,
+    cut: CutRule = "token",
 ) -> np.ndarray:
     """Mean NLL per response token of each canary under ``model``, with the prompt and tokens training used."""
     prompts = [encode_prompt(tokenizer, c.codes, system_prompt) for c in canaries]
-    responses = [response_ids(tokenizer, c, max_tokens) for c in canaries]
+    responses = [response_ids(tokenizer, c, max_tokens, cut) for c in canaries]
     return response_nll(model, tokenizer, prompts, responses, batch_size)
 
 
@@ -80,6 +87,7 @@ def score_arms(
                         part,
                         system_prompt=str(info["system_prompt"]),
                         max_tokens=int(info["max_tokens"]),
+                        cut=info.get("cut_responses", "token"),
                         batch_size=cfg.audit.score_batch_size,
                     )
                 )
