@@ -102,7 +102,8 @@ def _tokens(tokenizer: Any, text: str) -> list[int]:
 
 
 def sentence_ends(text: str) -> list[int]:
-    """Character positions just after each sentence of ``text`` but its last (those followed by white space)."""
+    """Character positions just after each sentence end of ``text`` that white space follows (so not the end of the
+    text itself: a response that fits the bound is never cut)."""
     return [m.end() for m in _SENTENCE_END.finditer(text)]
 
 
