@@ -77,6 +77,7 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
     return ``{}`` (:mod:`dpsynth.train.distributed`).
     """
     from dpsynth.train import distributed
+    from dpsynth.train.prefix import kept_between_arms
     from dpsynth.train.stage import commit_release, train_arm
 
     if cfg.generator == "pe":
@@ -95,7 +96,7 @@ def train(cfg: Config, out: Path | str, *, resume: bool = False, progress: bool 
     if dist.is_main:
         save_config(cfg, run)
     results: dict[str, dict[str, Any]] = {}
-    with tracked(cfg, run, "train", enabled=dist.is_main) as tracker:
+    with tracked(cfg, run, "train", enabled=dist.is_main) as tracker, kept_between_arms():
         for arm in cfg.train.arms:
             if resume and _arm_finished(run, arm):
                 # Retraining a finished arm would be a second release from the same data: resume never does that.

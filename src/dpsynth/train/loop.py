@@ -47,7 +47,7 @@ from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, top_layers
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
 from dpsynth.train.precision import resolve_precision
-from dpsynth.train.prefix import PrefixCache, cache_key, self_check
+from dpsynth.train.prefix import PrefixCache, cache_key, remembered, self_check
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -217,10 +217,15 @@ class ArmTrainer:
             return  # LoRA on every block: nothing is frozen below
         start = layers[0]
         examples = self.dataset.examples
-        if not _cache_fits(self, start, examples[:1]):
-            return  # an architecture the cache does not fit: the same training, without the speed-up
+        m = self.s.cfg.model
+        key = cache_key(f"{m.name}@{m.revision}:{m.dtype}", start, str(self.forward.autocast_dtype), examples)
 
-        def build() -> PrefixCache:
+        def check(cache: PrefixCache) -> None:
+            self_check(self.model, cache, examples, self.collate, self.device, self.forward.context)
+
+        def build() -> PrefixCache | None:
+            if not _cache_fits(self, start, examples[:1]):
+                return None  # an architecture the cache does not fit: the same training, without the speed-up
             return PrefixCache.build(
                 self.model,
                 examples,
@@ -233,17 +238,12 @@ class ArmTrainer:
                 spill_dir=self.s.run.arm(self.s.arm),
             )
 
-        if cfg.prefix_cache_dir is None:
-            self.forward.cache = build()
+        if cfg.prefix_cache_dir is None:  # in memory; the other arm of this `dpsynth train` may reuse it
+            self.forward.cache = remembered(key, build, check)
         else:
-            m = self.s.cfg.model
-            key = cache_key(f"{m.name}@{m.revision}:{m.dtype}", start, str(self.forward.autocast_dtype), examples)
-            self.forward.cache = PrefixCache.shared(
-                cfg.prefix_cache_dir,
-                key,
-                build,
-                lambda c: self_check(self.model, c, examples, self.collate, self.device, self.forward.context),
-            )
+            self.forward.cache = PrefixCache.shared(cfg.prefix_cache_dir, key, build, check)
+        if self.forward.cache is None:
+            return
         log.info(
             "prefix cache: blocks 0-%d of %s examples, %.0f MB",
             start - 1,
