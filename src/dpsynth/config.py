@@ -63,13 +63,14 @@ class LoraSettings(Section):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     top_k_layers: int | None = Field(
-        None,
+        8,
         gt=0,
-        description="LoRA on the top K transformer blocks only (none, or K at least the model's blocks: all); with "
-        "train.prefix_cache the frozen blocks below run once per example per run (dpsynth.train.prefix). The "
-        "5,000-record frontiers use 8 (more signal per unit of DP noise on the public proxy, 2.4x the throughput); "
-        "the default stays every block because the 136-user demo's DP arm stopped learning with 8 "
-        "(bench/results/dp-snr/electronics-topk.md)",
+        description="LoRA on the top K transformer blocks only (none: every block; K at least the model's blocks: "
+        "all); with train.prefix_cache the frozen blocks below run once per example per run "
+        "(dpsynth.train.prefix). 8 (every block until 2026-12-03): on the public proxy more signal per unit of DP "
+        "noise than every block (bench/results/dp-snr/electronics-topk.md), the setting of every 5,000-record "
+        "frontier, and about 2.8x the DP training throughput once the cache is built; it starved the DP arm of the "
+        "old 136-user demo, not the 695-user one (bench/results/demo-recipe/)",
     )
 
 
@@ -86,16 +87,29 @@ class TrainConfig(Section):
         "library default)",
     )
     physical_batch_size: int = Field(8, gt=0, description="largest batch held in memory at once")
-    learning_rate: float = Field(2e-3, gt=0)
-    no_dp_learning_rate: float | None = Field(
-        None,
+    learning_rate: float = Field(
+        1e-2,
         gt=0,
-        description="the non-DP arm's learning rate (none: learning_rate); with no_dp_batch_size the two arms take "
-        "steps of different sizes, and the rate goes with the batch (bench/results/recipe-search/, 'Learning rate')",
+        description="the DP arm's AdamW learning rate (and the non-DP arm's when no_dp_learning_rate is none); 1e-2 "
+        "(2e-3 until 2026-12-03): chosen on the public proxy at batch 256 (bench/results/recipe-search/, "
+        "'Learning rate') and on the demo generator's seed 1 at batch 32 (bench/results/demo-recipe/)",
+    )
+    no_dp_learning_rate: float | None = Field(
+        2e-3,
+        gt=0,
+        description="the non-DP arm's learning rate (none: learning_rate); 2e-3, the library's rate before DP's was "
+        "raised: a rate goes with the noise and the batch, and the noiseless arm does not need DP's "
+        "(bench/results/recipe-search/, 'Learning rate')",
     )
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0)
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(
+        2.0,
+        gt=0,
+        description="passes over the training units (DP: expected passes under Poisson sampling); 2 (3 until "
+        "2026-12-03): the demo's DP arm on the demo generator's seed 1 (bench/results/demo-recipe/); the 5,000-record "
+        "frontiers set 1",
+    )
     max_steps: int | None = Field(None, gt=0, description="stop after this many (logical) steps")
     clipping_mode: Literal["hooks", "ghost"] = Field(
         "hooks", description="per-sample gradient mode; hooks was faster on a 2-core CPU (bench/bench_train.py)"

@@ -156,7 +156,7 @@ def test_mauve_over_draws_starts_from_the_single_draw():
 def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir):
     _, out, _, _ = frontier_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    for change in ("train.learning_rate=0.01", "privacy.max_grad_norm=0.5"):
+    for change in ("train.learning_rate=0.005", "privacy.max_grad_norm=0.5"):
         with pytest.raises(DPSynthError, match="two configurations in one frontier"):
             run_frontier(_cfg(tiny_model_dir, change), out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
@@ -193,7 +193,7 @@ def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_p
     # a row that crashed while generating again (no row.json) still refuses other training settings
     (copy / "rows" / "eps2" / "row.json").unlink()
     with pytest.raises(DPSynthError, match=r"other settings of train\.learning_rate"):
-        run_frontier(_cfg(tiny_model_dir, "frontier.n_synthetic=16", "train.learning_rate=0.01"), copy, progress=False)
+        run_frontier(_cfg(tiny_model_dir, "frontier.n_synthetic=16", "train.learning_rate=0.005"), copy, progress=False)
     # ...and with the same settings generates again, reporting the time its arm cost when trained (kept beside the
     # arm: the crashed row has no row.json to carry it), not the moment it took to find it
     stamp = copy / "rows" / "eps2" / "train_seconds.json"
@@ -256,7 +256,7 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert seven[0] == base and seven[1] != base
     assert fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=50"), row) == (base, base)
     # ...while anything a fine-tuned row reads does change it
-    assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.01"), row) != base
+    assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.005"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
     # the non-DP arm's batch changes the non-DP row alone; unset, it leaves every fingerprint as it was before it
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_batch_size=4"), row) == base

@@ -123,13 +123,13 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert resolve_precision("auto", torch.device("cpu")) == expected
 
 
-def test_the_frontiers_top_8_on_a_deeper_model_and_the_default_on_every_block():
+def test_the_default_top_8_on_a_deeper_model_and_none_on_every_block():
     def blocks(settings: LoraSettings) -> set[int]:
         peft = add_lora(make_tiny_llama(VOCAB, seed=0, num_hidden_layers=10), settings, seed=0)
         return {int(n.split("layers.")[1].split(".")[0]) for n in trainable_parameters(peft)}
 
-    assert blocks(LoraSettings(top_k_layers=8)) == set(range(2, 10))
-    assert blocks(LoraSettings()) == set(range(10))
+    assert blocks(LoraSettings()) == set(range(2, 10))  # the default since 2026-12-03: the top 8
+    assert blocks(LoraSettings(top_k_layers=None)) == set(range(10))
 
 
 def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny_model_dir, monkeypatch, caplog):
@@ -160,6 +160,7 @@ def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny
             "data.demo_records=40",
             "data.max_tokens=24",
             "train.arms=[dp]",
+            "train.batch_size=8",
             "train.max_steps=2",
             "train.lora.top_k_layers=1",
             "privacy.target_epsilon=null",

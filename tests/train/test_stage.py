@@ -249,17 +249,20 @@ def test_the_non_dp_arm_steps_at_its_own_learning_rate(tmp_path, tiny_model_dir,
         return opt
 
     monkeypatch.setattr(loop, "_make_optimizer", spy)
-    extra = ("train.learning_rate=0.01", "train.no_dp_learning_rate=0.002")
+    extra = ("train.learning_rate=0.05", "train.no_dp_learning_rate=0.004")
     cfg = _cfg(tiny_model_dir, *extra)
     out = tmp_path / "run"
     api.prepare(cfg, out)
     api.train(cfg, out, progress=False)
-    assert seen == {"dp": 0.01, "no_dp": 0.002}
-    assert read_json(RunDir(out).privacy_json("no_dp"))["learning_rate"] == 0.002
+    assert seen == {"dp": 0.05, "no_dp": 0.004}
+    assert read_json(RunDir(out).privacy_json("no_dp"))["learning_rate"] == 0.004
     dp_only = [_cfg(tiny_model_dir, "train.arms=[dp]", *x) for x in ((), ("train.no_dp_learning_rate=0.5",))]
     assert training_changes(*dp_only) == []
     assert training_changes(cfg, _cfg(tiny_model_dir, *extra[:-1])) == ["train.no_dp_learning_rate"]
-    assert _cfg(tiny_model_dir, "train.no_dp_learning_rate=0.002").train.no_dp_learning_rate is None  # = the default
+    same = _cfg(tiny_model_dir, "train.learning_rate=0.003", "train.no_dp_learning_rate=0.003")
+    assert same.train.no_dp_learning_rate is None  # the same rate as the DP arm's is stored as none
+    default = _cfg(tiny_model_dir).train
+    assert (default.arm_learning_rate("dp"), default.arm_learning_rate("no_dp")) == (0.01, 0.002)
 
 
 def test_weight_check_fails_when_training_changed_nothing(tiny_llama):

@@ -89,7 +89,13 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
     canary_rate: float = Field(0.0, ge=0, lt=1, description="canaries injected into the training split, per unit")
-    demo_records: int = Field(400, gt=0, description="size of the built-in demo data set when no path is given")
+    demo_records: int = Field(
+        2000,
+        gt=0,
+        description="size of the built-in demo data set when no path is given; 2,000 rows hold about 860 users, of "
+        "whom about 690 train (one review each, data.max_records_per_user): fake users cost no privacy, and 136 (the "
+        "400-row demo until 2026-12-03) left DP-SGD too little signal (bench/results/demo-recipe/)",
+    )
     system_prompt: str = "You write realistic customer product reviews."
 
     @field_validator("path", "meta_path", "test_path")
