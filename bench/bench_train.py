@@ -8,7 +8,8 @@ Modes (each in its own child process, so that its peak memory is its own):
 
 - ``no_dp``, ``dp``: the path before issue 8: the model's full logits (all positions), float32, Opacus hooks, and
   (as that DP loop did) the logged per-sequence losses computed a second time; ``ghost``: the same, ghost clipping;
-- ``dp_bf16``: ``dp_fast`` with ``train.precision=bfloat16`` forced (slower than float32 on a CPU without native bf16);
+- ``dp_bf16``: the fast forward with ``train.precision=bfloat16`` forced, on every block (bf16 alone: slower than
+  float32 on a CPU without native bf16);
 - ``dp_prefix``: ``dp_fast`` with LoRA on the top ``--top-k`` blocks and the frozen-prefix cache (built once over the
   batch before timing; its build time is printed);
 - ``no_dp_fast``, ``dp_fast``: the defaults of ``TrainConfig`` (``train.precision``, ``train.lora.top_k_layers``):
@@ -76,7 +77,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
         torch.cuda.reset_peak_memory_stats()
     defaults = TrainConfig()
     fast = mode not in ("no_dp", "dp", "ghost")
-    top_k = {"dp_prefix": args.top_k}.get(mode, defaults.lora.top_k_layers if fast else None)
+    # dp_bf16 isolates bf16 on every block; dp_fast / no_dp_fast take whatever the defaults are (top 8 since 2026-12-03)
+    top_k = {"dp_prefix": args.top_k, "dp_bf16": None}.get(mode, defaults.lora.top_k_layers if fast else None)
     precision = {"dp_bf16": "bfloat16"}.get(mode, defaults.precision if fast else "float32")
     lora = LoraSettings(target_modules=args.targets.split(","), top_k_layers=top_k)
     model = add_lora(base, lora, seed=0)
