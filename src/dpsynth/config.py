@@ -68,9 +68,9 @@ class LoraSettings(Section):
         description="LoRA on the top K transformer blocks only (none: every block; K at least the model's blocks: "
         "all); with train.prefix_cache the frozen blocks below run once per example per run "
         "(dpsynth.train.prefix). 8 (every block until 2026-12-03), for a 2-core CPU's time budget. "
-        "Every block learns more from the same steps (the 690-user demo, generator seed 1, 44 DP steps: MAUVE 0.68 "
-        "against 0.30) at 3.6x the training time; from half the steps (22, still 1.85x the time) not clearly better (0.36; "
-        "bench/results/demo-recipe/). On the public proxy 8 has more signal per unit of DP noise "
+        "Every block learns more from the same steps (the 690-user demo, generator seed 1, 44 DP steps: MAUVE "
+        "0.68 against 0.30) at 3.6x the training time; from half the steps (22, still 1.85x the time) not clearly "
+        "better (0.36; bench/results/demo-recipe/). On the public proxy 8 has more signal per unit of DP noise "
         "(bench/results/dp-snr/electronics-topk.md), and every 5,000-record frontier uses it: with time to spare "
         "(a GPU), set none",
     )

@@ -197,7 +197,8 @@ _BETWEEN_ARMS: dict[str, PrefixCache] | None = None
 def kept_between_arms() -> Iterator[None]:
     """Within this block, a cache built for one arm is kept in memory and reused by the next arm with the same
     :func:`cache_key`: ``dpsynth train`` trains the DP arm and the non-DP baseline over the same examples and base
-    model, so the frozen blocks run once for both (about 25 s of the demo's 6 minutes). Dropped when the block ends.
+    model, so the frozen blocks run once for both (the build is about 20 s of the demo's DP arm). Dropped when the
+    block ends.
 
     >>> built = []
     >>> with kept_between_arms():
