@@ -3,6 +3,7 @@
     python bench/bench_train.py                      # SmolLM2-135M, batch 16 x 64 tokens, LoRA q,v
     python bench/bench_train.py --json train.json    # also write the figures as JSON
     python bench/bench_train.py --batch 8 --tokens 128 --modes no_dp,dp,ghost --steps 5
+    python bench/bench_train.py --modes no_dp_fast,dp_fast --profile dp_fast   # and where a dp_fast step goes
 
 Modes (each in its own child process, so that its peak memory is its own):
 
@@ -71,7 +72,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
 
     torch.set_num_threads(args.threads)
     device = resolve_device("auto")
-    base = load_model(ModelConfig(name=args.model), device=device)
+    base = load_model(ModelConfig(name=args.model, attn_implementation=args.attn), device=device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -149,6 +150,25 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+    profile = None
+    if args.profile == mode:  # one more step under torch.profiler: where its time goes, by operator
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profiler(activities=activities) as prof:
+            step()
+        averages = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in averages) or 1.0
+        profile = [
+            {
+                "op": e.key,
+                "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1),
+                "share": round(e.self_cpu_time_total / total, 3),
+                "calls": e.count,
+            }
+            for e in averages[: args.profile_top]
+        ]
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -164,6 +184,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
             "precision": str(forward.autocast_dtype or "float32").replace("torch.", ""),
             "top_k_layers": top_k,
             "cache_s": cache_s,
+            "profile": profile,
         }
     )
 
@@ -179,6 +200,9 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8, help="LoRA blocks in the dp_prefix mode (of 30 in SmolLM2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="model.attn_implementation")
+    parser.add_argument("--profile", default=None, help="profile one more step of this mode (e.g. dp_fast)")
+    parser.add_argument("--profile-top", type=int, default=15, help="operators listed by --profile")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -220,6 +244,12 @@ def main() -> None:
     for r in rows:
         if r["cache_s"] is not None:
             print(f"\n{r['mode']}: prefix cache built once in {r['cache_s']:.2f} s for {args.batch} examples")
+    for r in rows:
+        if r["profile"]:
+            print(f"\n{r['mode']}: one step under torch.profiler, top operators by self CPU time\n")
+            print("| operator | self CPU ms | share | calls |\n|---|---|---|---|")
+            for e in r["profile"]:
+                print(f"| {e['op']} | {e['self_cpu_ms']} | {e['share']:.1%} | {e['calls']} |")
     pairs = [("dp_fast", "dp", "tokens/s, target >= 3"), ("dp_fast", "no_dp_fast", "step time, target <= 1.10")]
     for a, b, what in pairs:
         if a in by_mode and b in by_mode:
@@ -239,6 +269,7 @@ def main() -> None:
                     "precision": r["precision"],
                     "top_k_layers": r["top_k_layers"],
                     "prefix_cache_build_s": r["cache_s"],
+                    **({"profile": r["profile"]} if r["profile"] else {}),
                 }
                 for r in rows
             },

@@ -15,16 +15,18 @@ response to its training prompt with the true secret and with ``evaluate.exposur
 total NLL of the response tokens (as in Carlini et al.).
 
 Cost (SmolLM2-135M on 2 busy CPU cores, ~150-300 tokens/s): the MIA scores each sampled unit three times (base and
-two arms), about 90 tokens each; exposure scores ``candidates + 1`` tails of ~7 tokens per canary and arm after a
-cached prefix (:mod:`dpsynth.evaluate.prefix_nll`), so its cost is ``canaries x candidates x ~7`` tokens per arm.
+two arms), about 90 tokens each; with every adapter in the top blocks (``train.lora.top_k_layers``, the default) the
+blocks below run once for all three (:mod:`dpsynth.evaluate.adapter_nll`: 1.57x faster on the demo, the same losses
+within 3e-6 nats, ``bench/bench_mia.py``); exposure scores ``candidates + 1`` tails of ~7 tokens per canary and arm
+after a cached prefix (:mod:`dpsynth.evaluate.prefix_nll`), so its cost is ``canaries x candidates x ~7`` tokens per
+arm.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from dpsynth.config import Config
 from dpsynth.data.canaries import Canary
 from dpsynth.data.format import IGNORE_INDEX, CutRule, cut_response, encode_prompt, encode_unit
 from dpsynth.data.records import Record, group_by_unit
+from dpsynth.evaluate.adapter_nll import Adapter, active_adapter, adapters_response_nll, shared_bottom_start
 from dpsynth.evaluate.collect import EvalInputs, MetricList, sample
 from dpsynth.evaluate.exposure import canary_exposures
 from dpsynth.evaluate.mia import loss_attack, reference_attack
@@ -88,6 +91,30 @@ class UnitScorer:
         self.batch_tokens = batch_tokens
         self.common = common_prefix_length(self.prompts)
 
+    def losses_under(self, model: Any, adapters: Sequence[Adapter]) -> list[np.ndarray]:
+        """:meth:`losses` under each of ``adapters`` of a peft model; when every adapter lives in the top blocks, the
+        blocks below run once for all of them (:mod:`dpsynth.evaluate.adapter_nll`)."""
+        start = shared_bottom_start(model)
+        if start is not None and self.prompts:
+            sums = adapters_response_nll(
+                model,
+                self.tokenizer,
+                self.prompts,
+                self.responses,
+                adapters,
+                start=start,
+                max_batch_tokens=self.batch_tokens,
+                reduction="sum",
+            )
+            if sums is not None:
+                return [self._per_unit(s) for s in sums]
+            log.warning("evaluate: the blocks below the adapters could not be shared; scoring each model whole")
+        out = []
+        for name in adapters:
+            with active_adapter(model, name) as m:
+                out.append(self.losses(m))
+        return out
+
     def losses(self, model: Any) -> np.ndarray:
         """Mean NLL per labelled token of each unit under ``model``."""
         c = self.common
@@ -103,6 +130,10 @@ class UnitScorer:
             )
         else:  # pragma: no cover - every chat template starts with the same tokens
             sums = response_nll(model, self.tokenizer, self.prompts, self.responses, reduction="sum")
+        return self._per_unit(sums)
+
+    def _per_unit(self, sums: np.ndarray) -> np.ndarray:
+        """Summed NLL per labelled run -> mean NLL per labelled token of each unit."""
         total = np.zeros(self.n_units)
         count = np.zeros(self.n_units)
         np.add.at(total, self.owner, sums)
@@ -137,17 +168,6 @@ def canary_scorer(model: Any, tokenizer: Any, prompt: list[int], max_tokens: int
 
 REFERENCE = "public_warm_start"
 """The adapter name of the arms' public warm start on the shared model (no arm is called so)."""
-
-
-@contextlib.contextmanager
-def _adapter(model: Any, arm: str | None) -> Iterator[Any]:
-    """``model`` with ``arm``'s adapter active, or with every adapter disabled (the base model) for ``None``."""
-    if arm is None:
-        with model.disable_adapter():
-            yield model
-    else:
-        model.set_adapter(arm)
-        yield model
 
 
 def load_arms(cfg: Config, run: RunDir, arms: Sequence[str], reference: Path | None = None) -> tuple[Any, Any]:
@@ -191,11 +211,11 @@ def model_privacy(
     mia: dict[str, Any] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
     if members and nonmembers:
         scorers = [UnitScorer(tokenizer, units, inputs.info, e.score_batch_tokens) for units in (members, nonmembers)]
-        with _adapter(model, None if reference is None else REFERENCE) as ref_model:
-            ref = [s.losses(ref_model) for s in scorers]
-        for arm in arms:
-            with _adapter(model, arm) as m:
-                target = [s.losses(m) for s in scorers]
+        # one pass per scorer: the reference first, then each arm (the unadapted blocks run once for all of them)
+        scores = [s.losses_under(model, [None if reference is None else REFERENCE, *arms]) for s in scorers]
+        ref = [per_model[0] for per_model in scores]
+        for k, arm in enumerate(arms, start=1):
+            target = [per_model[k] for per_model in scores]
             attacks = {
                 "loss": loss_attack(target[0], target[1], fprs=(TARGET_FPR,)),
                 "reference": reference_attack(target[0], ref[0], target[1], ref[1], fprs=(TARGET_FPR,)),
@@ -288,7 +308,7 @@ def _exposure(
         return scorers[texts[0]](texts)  # canary_exposures passes the canary with its true secret first
 
     for arm in arms:
-        with _adapter(model, arm):
+        with active_adapter(model, arm):
             result = canary_exposures(
                 [c.to_json() for c in chosen], score, num_candidates=e.exposure_candidates, seed=e.seed
             )

@@ -124,33 +124,17 @@ class PrefixCache:
         lengths = [len(e.input_ids) for e in examples]
         offsets = [0, *torch.tensor(lengths).cumsum(0).tolist()[:-1]] if lengths else []
         hidden_size = int(decoder.config.hidden_size)
-        captured: list[torch.Tensor] = []
-
-        def grab(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _Stop
-
         order = sorted(range(len(examples)), key=lengths.__getitem__)
         storage: torch.Tensor | None = None
-        handle = decoder.layers[start].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            for k in range(0, len(order), batch_size):
-                chunk = order[k : k + batch_size]
-                batch = collate([examples[i] for i in chunk])
-                captured.clear()
-                with context(), contextlib.suppress(_Stop):
-                    decoder(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                        position_ids=batch["position_ids"].to(device),
-                    )
-                hidden = captured[0].detach()
-                if storage is None:
-                    storage = _allocate(sum(lengths), hidden_size, hidden.dtype, memory_mb, spill_dir)
-                for row, i in enumerate(chunk):
-                    storage[offsets[i] : offsets[i] + lengths[i]] = hidden[row, : lengths[i]].to("cpu")
-        finally:
-            handle.remove()
+        for k in range(0, len(order), batch_size):
+            chunk = order[k : k + batch_size]
+            batch = collate([examples[i] for i in chunk])
+            with context():
+                hidden = bottom_hidden(decoder, start, batch, device).detach()
+            if storage is None:
+                storage = _allocate(sum(lengths), hidden_size, hidden.dtype, memory_mb, spill_dir)
+            for row, i in enumerate(chunk):
+                storage[offsets[i] : offsets[i] + lengths[i]] = hidden[row, : lengths[i]].to("cpu")
         if storage is None:
             raise DPSynthError("prefix cache: no examples")
         cache = cls(storage, offsets, lengths, start)
@@ -276,12 +260,41 @@ def cached_hidden(
     model: torch.nn.Module, cache: PrefixCache, batch: dict[str, torch.Tensor], device: torch.device
 ) -> torch.Tensor:
     """The last hidden states (after the final norm) of ``batch``, from the cache through the top blocks."""
-    decoder = decoder_of(model)
     t = batch["input_ids"].shape[1]
     inputs = cache.gather(batch["index"].tolist(), t, device)
-    with top_blocks(decoder, cache.start):
+    return top_hidden(decoder_of(model), cache.start, inputs, batch, device)
+
+
+def bottom_hidden(decoder: Any, start: int, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The hidden states entering block ``start`` of ``decoder`` for a collated ``batch`` (``input_ids``,
+    ``attention_mask``, ``position_ids``): the embeddings and blocks below it run, the forward stops there."""
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    handle = decoder.layers[start].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with contextlib.suppress(_Stop):
+            decoder(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                position_ids=batch["position_ids"].to(device),
+            )
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def top_hidden(
+    decoder: Any, start: int, hidden: torch.Tensor, batch: dict[str, torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """The last hidden states (after the final norm) from ``hidden`` entering block ``start``, through the blocks
+    from ``start`` on: the decoder's own forward, so mask, positions and rotary embeddings are its own."""
+    with top_blocks(decoder, start):
         out = decoder(
-            inputs_embeds=inputs,
+            inputs_embeds=hidden,
             attention_mask=batch["attention_mask"].to(device),
             position_ids=batch["position_ids"].to(device),
         )
