@@ -62,6 +62,7 @@ def test_nothing_is_shared_when_an_adapter_reaches_the_first_block(tokenizer):
     assert shared_bottom_start(_with_adapters(len(tokenizer), None)) is None
     assert shared_bottom_start(_with_adapters(len(tokenizer), [0, 2])) is None
     assert shared_bottom_start(make_tiny_llama(len(tokenizer))) is None  # no adapter at all
+    assert shared_bottom_start(torch.nn.Linear(2, 2)) is None  # not a decoder stack: scored whole, no error
 
 
 def _units(n: int, seed: int):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dpsynth.errors import DPSynthError
 from dpsynth.evaluate.prefix_nll import _batches
 from dpsynth.evaluate.scoring import Reduction, _device, _pad_id, response_nll
 from dpsynth.train.batching import IGNORE_INDEX, Collator
@@ -50,7 +51,7 @@ def shared_bottom_start(model: Any) -> int | None:
     below it (the embeddings included) is adapted; else None (nothing to share)."""
     try:
         decoder = decoder_of(model)
-    except Exception:  # not a decoder stack with a `layers` list
+    except (DPSynthError, AttributeError):  # not a decoder stack with a `layers` list
         return None
 
     def adapted(module: torch.nn.Module) -> bool:
