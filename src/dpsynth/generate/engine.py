@@ -151,7 +151,7 @@ def generate_from_codes(
 ) -> list[str]:
     """Raw model texts for control codes (one per dict), as the generate stage samples them.
 
-    ``gen_cfg`` is a :class:`dpsynth.config.GenerateConfig` (engine, quantization and sampling settings);
+    ``gen_cfg`` is a :class:`dpsynth.generate.config.GenerateConfig` (engine, quantization and sampling settings);
     ``adapter_dir=None`` samples from the base model alone. Split titles from bodies with
     :func:`dpsynth.data.format.parse_response`. With ``gen_cfg.candidates = m > 1``, ``m`` texts are sampled per
     code (the codes repeated ``m`` times, in one pass) and the best is kept (:mod:`dpsynth.generate.select`), reading

@@ -39,7 +39,7 @@ class SamplingSettings:
 
     @classmethod
     def from_config(cls, g: Any) -> SamplingSettings:
-        """From a :class:`dpsynth.config.GenerateConfig` (or anything with the same fields)."""
+        """From a :class:`dpsynth.generate.config.GenerateConfig` (or anything with the same fields)."""
         return cls(
             max_new_tokens=g.max_new_tokens,
             temperature=g.temperature,

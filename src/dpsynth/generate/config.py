@@ -1,0 +1,77 @@
+"""The generate stage's settings: how many records, how they are sampled, and by which engine.
+
+>>> GenerateConfig(temperature=1.0, engine="hf").top_k
+50
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from dpsynth._base import Section
+from dpsynth.generate.select import SelectBy
+from dpsynth.rundir import ARMS
+
+
+class GenerateConfig(Section):
+    """Sampling synthetic records from base model + adapter."""
+
+    arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: list(ARMS))
+    num_records: int = Field(100, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int = Field(128, gt=0)
+    temperature: float = Field(
+        1.1,
+        gt=0,
+        description="chosen on a public proxy (bench/results/recipe-search/, 'Sampling temperature'): 1.1 against 1.0 "
+        "raised DP MAUVE and category accuracy and cost a few points of well-formed share",
+    )
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(50, ge=0, description="0: the whole vocabulary; 50 is what HF generate always applied")
+    seed: int = 0
+    code_power: float | dict[str, float] = Field(
+        1.0,
+        description="flatten the released code distribution before drawing codes: each marginal p becomes p**power, "
+        "renormalized (1: as released; 0: uniform over the public domain; 0.5: between), one number or one per code "
+        "name, e.g. {category: 0}; post-processing, no privacy cost",
+    )
+    candidates: int = Field(
+        1,
+        ge=1,
+        description="best-of-m: sample this many texts per drawn code and keep the one that reads most like it "
+        "(generate.select_by; dpsynth.generate.select): public rules and models only, no privacy cost, m times the "
+        "generation; fine-tuned arms and the frontier's eps-0 row (Private Evolution selects by its own votes)",
+    )
+    select_by: list[SelectBy] = Field(
+        default_factory=lambda: list[SelectBy](["codes"]),
+        min_length=1,
+        description="what best-of-m prefers (generate.candidates > 1): codes, a zero-shot reading of each code by "
+        "the public embedding model; well_formed, text that is not gibberish, cut off or repetitive (first)",
+    )
+    engine: Literal["auto", "hf", "ctranslate2", "vllm"] = Field(
+        "auto",
+        description="auto: ctranslate2 on CPU when installed (fastest on 2 cores, bench/bench_generate.py), else hf; "
+        "every engine samples with the same settings and writes the same files; vllm: on a GPU, the adapter as a "
+        "LoRARequest (optional: pip install vllm in a CUDA environment)",
+    )
+    ctranslate2_quantization: Literal["int8", "float32", "bfloat16", "int8_bfloat16"] = Field(
+        "int8", description="weights of the merged model converted for ctranslate2 (cached beside the adapter)"
+    )
+    ctranslate2_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="copies of the model that ctranslate2 runs side by side, each with its share of the threads and "
+        "of the batches, each holding the model (none: one per torch thread up to 2 on CPU, 1 on CUDA); on 2 cores "
+        "2 x 1 thread beat 1 x 2 threads (bench/bench_generate.py); a seed reproduces a run for the same number of "
+        "replicas",
+    )
+
+    @field_validator("code_power")
+    @classmethod
+    def _power_in_unit_interval(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for power in v.values() if isinstance(v, dict) else [v]:
+            if not 0.0 <= power <= 1.0:
+                raise ValueError(f"each code power must be within [0, 1], got {power}")
+        return v
