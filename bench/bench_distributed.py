@@ -112,6 +112,9 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         doc = {"command": " ".join(sys.argv), "cores": cores, "tokens_per_example": tokens, "modes": results}
         doc["epsilon_equal"] = same
+        from dpsynth import machine
+
+        doc["machine"] = machine.describe()
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
 
 

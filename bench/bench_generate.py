@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import dpsynth  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+from dpsynth import machine
 
 ENGINES = {
     # name: (engine, dtype for HF or quantization for ctranslate2, ctranslate2 replicas: None = the default)
@@ -202,7 +202,7 @@ def main() -> None:
     ref_rate = reference.get("tokens_per_s")
     out: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "threads": args.threads},
+        "machine": {**machine.describe(), "cpus": os.cpu_count(), "threads": args.threads},
         "load_average_before_after": [round(load_before[0], 1), round(load_after[0], 1)],
         "settings": {**s.__dict__, "model": args.model, "adapter": "LoRA r=8 on q_proj, v_proj"},
         "default_engine": default,

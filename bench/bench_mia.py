@@ -29,6 +29,7 @@ def main() -> None:
 
     import torch
 
+    from dpsynth import machine
     from dpsynth.config import load_config
     from dpsynth.evaluate.adapter_nll import active_adapter
     from dpsynth.evaluate.collect import load_inputs
@@ -86,6 +87,7 @@ def main() -> None:
         "max_loss_diff": diff,
         "units": {"members": len(members), "nonmembers": len(nonmembers), "models": names},
         "torch_threads": torch.get_num_threads(),
+        "machine": machine.describe(),
     }
     print(f"{'path':<14} {'seconds':>8}  reference-attack AUC per arm")
     for path, r in results.items():

@@ -277,6 +277,8 @@ def main() -> None:
             )
             print(f"{a} / {b} ({what}): {ratio:.2f}")
     if args.json is not None:
+        from dpsynth import machine
+
         figures = {
             "modes": {
                 r["mode"]: {
@@ -300,6 +302,7 @@ def main() -> None:
                 }
                 for r in rows
             ],
+            "machine": machine.describe(),
             "settings": {
                 "model": args.model,
                 "batch": args.batch,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dpsynth.config import Config
+from dpsynth.config import NO_DP_KEYS, Config
 
 AFTER_TRAINING = ("generate", "evaluate", "frontier", "tracking", "ledger", "audit")
 LAYOUT_KEYS = (
@@ -53,15 +53,15 @@ def training_changes(old: Config, new: Config, arms: Sequence[str] | None = None
     """The dotted keys whose values differ between ``old`` and ``new`` in what decides the training of ``arms``
     (default: the arms either configuration lists), sorted.
 
-    The non-DP arm's batch and learning rate (``train.no_dp_batch_size``, ``no_dp_learning_rate``) count only when
-    ``arms`` holds that arm: a resume passes the arms already trained or checkpointed, since those are what a changed
-    setting would mislabel.
+    The non-DP arm's own settings (:data:`~dpsynth.config.NO_DP_KEYS`: its batch, learning rate, target modules)
+    count only when ``arms`` holds that arm: a resume passes the arms already trained or checkpointed, since those are
+    what a changed setting would mislabel.
     """
     if arms is None:
         arms = [*old.train.arms, *new.train.arms]
     drop: tuple[tuple[str, str], ...] = LAYOUT_KEYS
     if "no_dp" not in arms:
-        drop = (*drop, ("train", "no_dp_batch_size"), ("train", "no_dp_learning_rate"))
+        drop = (*drop, *(("train", key) for key in NO_DP_KEYS))
     a = flat_view(old, AFTER_TRAINING, drop)
     b = flat_view(new, AFTER_TRAINING, drop)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

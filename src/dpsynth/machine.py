@@ -1,8 +1,15 @@
-"""What this machine offers a run: one place that counts the usable CPU cores (thread counts, reports, benchmarks)."""
+"""What this machine offers a run: the usable CPU cores (thread counts, reports, benchmarks) and which processor it
+is (benchmarks and frontiers record it: the same 2 cores ran 2-5x apart on the processors this project met, a Xeon
+with AMX, an EPYC with AVX-512 bf16 and one with AVX2 only, so a time without its processor compares with nothing)."""
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags of native bfloat16 dot products (``dpsynth.train.precision`` trains under bf16 autocast only there)."""
 
 
 def usable_cores() -> int:
@@ -15,3 +22,62 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def _cpuinfo(path: str) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of a Linux ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends at the first blank line
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux); empty where unknown."""
+    return frozenset(_cpuinfo(cpuinfo).get("flags", "").split())
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what :func:`platform.processor` says, else ``unknown``."""
+    return _cpuinfo(cpuinfo).get("model name") or platform.processor() or "unknown"
+
+
+def describe(cpuinfo: str = "/proc/cpuinfo") -> dict[str, object]:
+    """The processor, its native bf16 and AVX-512 flags, the usable cores, and the GPU when torch sees one.
+
+    >>> sorted(describe())
+    ['arch', 'avx512', 'bf16_flags', 'cores', 'cpu', 'gpu']
+    """
+    flags = cpu_flags(cpuinfo)
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:  # the report and CLI run without torch imported; a missing torch is no GPU to name
+        pass
+    return {
+        "cpu": cpu_model(cpuinfo),
+        "arch": platform.machine(),
+        "cores": usable_cores(),
+        "bf16_flags": [f for f in BF16_FLAGS if f in flags],
+        "avx512": "avx512f" in flags,
+        "gpu": gpu,
+    }
+
+
+def summary(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """One line for a table's header: ``AMD EPYC (avx512_bf16), x86_64, 2 CPU cores``."""
+    d = describe(cpuinfo)
+    bf16 = d["bf16_flags"]
+    tags = ", ".join(bf16) if isinstance(bf16, list) and bf16 else ("AVX-512" if d["avx512"] else "no AVX-512")
+    line = f"{d['cpu']} ({tags}), {d['arch']}, {d['cores']} CPU cores"
+    return f"{line}, GPU {d['gpu']}" if d["gpu"] else line

@@ -267,6 +267,12 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.no_dp_learning_rate=0.5"), inf) != fingerprint(
         _cfg(tiny_model_dir), inf
     )
+    # and its LoRA modules
+    wide = "train.no_dp_target_modules=[q_proj,k_proj,v_proj,o_proj]"
+    assert fingerprint(_cfg(tiny_model_dir, wide), row) == base
+    assert fingerprint(_cfg(tiny_model_dir, wide), inf) != fingerprint(_cfg(tiny_model_dir), inf)
+    qv = "train.no_dp_target_modules=[v_proj,q_proj]"  # the DP arm's modules (in any order): the default
+    assert fingerprint(_cfg(tiny_model_dir, qv), inf) == fingerprint(_cfg(tiny_model_dir), inf)
     same = f"train.no_dp_batch_size={_cfg(tiny_model_dir).train.batch_size}"  # equal to the DP batch: the default
     assert fingerprint(_cfg(tiny_model_dir, same), inf) == fingerprint(_cfg(tiny_model_dir), inf)
     # flattened codes change the trained rows, not eps 0 (uniform codes anyway) or real; 1 is the old draw

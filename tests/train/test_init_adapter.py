@@ -59,6 +59,33 @@ def test_another_shape_is_refused_naming_what_differs(tmp_path, tokenizer, ours,
         load_init_adapter(model, folder)
 
 
+def test_an_adapter_on_some_of_the_modules_starts_the_others_fresh(tmp_path, tokenizer, caplog):
+    """A q,v warm start for an arm on q,k,v,o (train.no_dp_target_modules): q and v load in full, k and o keep their
+    fresh initialisation with B = 0, so the arm computes exactly what the warm start's model computes."""
+    warm_settings = LoraSettings(top_k_layers=1)
+    folder, weights = _warm_adapter(tmp_path, tokenizer, warm_settings)
+    warm = add_lora(make_tiny_llama(len(tokenizer)), warm_settings, seed=0)
+    load_init_adapter(warm, folder)
+    wide = add_lora(
+        make_tiny_llama(len(tokenizer)),
+        LoraSettings(top_k_layers=1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        seed=0,
+    )
+    with caplog.at_level("INFO", logger="dpsynth.train.lora"):
+        assert load_init_adapter(wide, folder) == adapter_digest(folder)
+    assert "['k_proj', 'o_proj'] start fresh" in caplog.text
+    loaded = trainable_parameters(wide)
+    assert weights.keys() < loaded.keys()
+    assert all(torch.equal(loaded[n], weights[n]) for n in weights)
+    fresh = [n for n in loaded if n not in weights]
+    assert {n.partition(".lora_")[0].rpartition(".")[2] for n in fresh} == {"k_proj", "o_proj"}
+    assert all(not loaded[n].any() for n in fresh if ".lora_B." in n)
+    ids = torch.randint(0, len(tokenizer), (2, 9), generator=torch.Generator().manual_seed(1))
+    warm.eval(), wide.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(wide(input_ids=ids).logits, warm(input_ids=ids).logits)
+
+
 def test_a_folder_without_an_adapter_is_refused(tmp_path, tokenizer):
     model = add_lora(make_tiny_llama(len(tokenizer)), LoraSettings(), seed=0)
     with pytest.raises(ConfigError, match=r"train.init_adapter: .*adapter_config\.json not found"):
@@ -102,6 +129,29 @@ def test_both_arms_start_from_it_and_privacy_json_names_it(tmp_path, tokenizer, 
             save_file({k: v + 1 for k, v in state.items()}, str(f))
     with pytest.raises(DPSynthError, match=r"--resume: .*train.init_adapter \(the dp arm started from other weights\)"):
         api.train(cfg, out, progress=False, resume=True)
+
+
+def test_a_non_dp_arm_on_more_modules_trains_them_from_the_same_warm_start(tmp_path, tokenizer, tiny_model_dir):
+    """train.no_dp_target_modules: the baseline's adapter covers its own modules, the DP arm's the shared ones; the
+    warm start's q,v go into both."""
+    from dpsynth.config_diff import training_changes
+
+    settings = LoraSettings(top_k_layers=1)
+    folder, _ = _warm_adapter(tmp_path, tokenizer, settings)
+    extra = ("train.max_steps=2", "train.lora.top_k_layers=1", f"train.init_adapter={folder}")
+    cfg = _cfg(tiny_model_dir, *extra, "train.no_dp_target_modules=[q_proj,k_proj,v_proj,o_proj]")
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    api.train(cfg, out, progress=False)
+    run = RunDir(out)
+    targets = {a: sorted(read_json(run.adapter(a) / "adapter_config.json")["target_modules"]) for a in ("dp", "no_dp")}
+    assert targets == {"dp": ["q_proj", "v_proj"], "no_dp": ["k_proj", "o_proj", "q_proj", "v_proj"]}
+    for arm in ("dp", "no_dp"):
+        assert read_json(run.privacy_json(arm))["init_adapter"]["digest"] == adapter_digest(folder)
+    # a resume of the DP arm alone may change it; one with the non-DP arm started may not
+    other = _cfg(tiny_model_dir, *extra)
+    assert training_changes(cfg, other, ["dp"]) == []
+    assert training_changes(cfg, other, ["dp", "no_dp"]) == ["train.no_dp_target_modules"]
 
 
 def test_without_it_nothing_is_loaded_or_recorded(tmp_path, tiny_model_dir, monkeypatch):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from dpsynth.config import Config
+from dpsynth.config import NO_DP_KEYS, Config
 from dpsynth.frontier.spec import RowSpec
 
 # Kept apart from dpsynth.config_diff.LAYOUT_KEYS on purpose: these keys (and _flatten's spelling) define the
@@ -55,7 +55,7 @@ def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> 
 def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
-    for key in ("no_dp_batch_size", "no_dp_learning_rate"):
+    for key in NO_DP_KEYS:
         if row.eps != "inf" or dump.get("train", {}).get(key) is None:
             dump.get("train", {}).pop(key, None)  # only the non-DP row trains with it
     gen = dump.get("generate", {})

@@ -74,9 +74,9 @@ def markdown(doc: dict[str, Any]) -> str:
         + (
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "
             if doc["generator"] == "pe"
-            else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches "
-            "and at its own learning rate when train.no_dp_batch_size and train.no_dp_learning_rate are set (not "
-            "releasable); "
+            else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches, "
+            "at its own learning rate and on its own LoRA modules when train.no_dp_batch_size, "
+            "train.no_dp_learning_rate and train.no_dp_target_modules are set (not releasable); "
         )
         + "real: real training records.",
         *(

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dpsynth import machine
 from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import check_reuse, load_records, make_row, row_config
 from dpsynth.frontier.spec import RowSpec, row_specs
-from dpsynth.machine import usable_cores
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 from dpsynth.train import warm_start
 
@@ -138,7 +137,7 @@ def run_frontier(
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {usable_cores()} CPU cores",
+        "machine": machine.summary(),
         "seconds_total": round(time.perf_counter() - start, 1),
         "rows": rows,
     }

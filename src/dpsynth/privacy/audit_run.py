@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.config import Config
+from dpsynth.config import NO_DP_KEYS, Config
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records, write_records
 from dpsynth.errors import ConfigError, DPSynthError
@@ -124,7 +124,7 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None
     for path in (audit.train, audit.prepare_json):
         h.update(path.read_bytes())
     dumped = cfg.model_dump(mode="json")
-    for key in ("no_dp_batch_size", "no_dp_learning_rate"):
+    for key in NO_DP_KEYS:
         if arm != "no_dp" or dumped["train"].get(key) is None:
             dumped["train"].pop(key, None)
     if checkpoint_every is not None:

@@ -106,7 +106,7 @@ class ArmTrainer:
         self.device = self.dist.device(resolve_device(cfg.model.device))
         self.tokenizer = load_tokenizer(cfg.model)
         base = load_model(cfg.model, device=self.device)
-        self.model = add_lora(base, cfg.train.lora, seed=cfg.train.seed)
+        self.model = add_lora(base, cfg.train.arm_lora(setup.arm), seed=cfg.train.seed)
         # a public warm start (train.init_adapter); a resume then restores the checkpoint's weights over it
         self.init_digest = (
             load_init_adapter(self.model, cfg.train.init_adapter) if cfg.train.init_adapter is not None else None

@@ -51,9 +51,12 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
 
     A warm start: both arms then train on from weights fitted to PUBLIC data (a non-DP arm of another data set). It
     adds nothing to the privacy analysis only because it does not depend on the private records, which dpsynth cannot
-    check: the digest goes into ``privacy.json`` so that a release names the adapter it started from. The shapes must
-    match exactly (rank, alpha, target modules, blocks): a partial load would leave some matrices at zero and others
-    warm without saying so, and an adapter on blocks that this run freezes would break the prefix cache's premise.
+    check: the digest goes into ``privacy.json`` so that a release names the adapter it started from. Rank, alpha and
+    blocks must match exactly (an adapter on blocks that this run freezes would break the prefix cache's premise). The
+    adapter may cover some of the arm's target modules only (a q,v warm start for a non-DP arm on every linear module,
+    ``train.no_dp_target_modules``): the others keep their fresh initialisation, whose B is zero, so the arm still
+    starts as exactly the adapter's model; which modules start fresh is logged. Every module the adapter names must
+    load in full.
     """
     from peft.utils import set_peft_model_state_dict
 
@@ -66,19 +69,16 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
             raise ConfigError(f"train.init_adapter: {f} not found (a folder `dpsynth train` wrote: DIR/ARM/adapter)")
     saved = json.loads(config_path.read_text())
     ours: Any = model.peft_config["default"]  # a LoraConfig
-    want = {
-        "r": ours.r,
-        "lora_alpha": ours.lora_alpha,
-        "target_modules": sorted(ours.target_modules),
-        "layers_to_transform": _layers(ours.layers_to_transform),
-    }
+    want = {"r": ours.r, "lora_alpha": ours.lora_alpha, "layers_to_transform": _layers(ours.layers_to_transform)}
     got = {
         "r": saved.get("r"),
         "lora_alpha": saved.get("lora_alpha"),
-        "target_modules": sorted(saved.get("target_modules") or []),
         "layers_to_transform": _layers(saved.get("layers_to_transform")),
     }
     differ = [f"{k}: {got[k]} in the adapter, {want[k]} in train.lora" for k in want if got[k] != want[k]]
+    saved_targets, our_targets = set(saved.get("target_modules") or []), set(ours.target_modules)
+    if not saved_targets or not saved_targets <= our_targets:
+        differ.append(f"target_modules: {sorted(saved_targets)} in the adapter, not among {sorted(our_targets)}")
     if differ:
         raise ConfigError(f"train.init_adapter: {config_path} has another LoRA shape ({'; '.join(differ)})")
     from safetensors.torch import load_file
@@ -88,14 +88,22 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
         result: Any = set_peft_model_state_dict(model, state)  # torch's _IncompatibleKeys
     except RuntimeError as exc:  # same names, other sizes: an adapter of another base model
         raise ConfigError(f"train.init_adapter: {weights_path} does not fit this model ({exc})") from exc
-    lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n}
+    lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n and _module_of(n) in saved_targets}
     missing = sorted(k for k in result.missing_keys if k in lora_keys)
     if result.unexpected_keys or missing or not state:
         raise ConfigError(
             f"train.init_adapter: {weights_path} does not fit this model's LoRA "
             f"(unexpected: {list(result.unexpected_keys)[:3]}, missing: {missing[:3]})"
         )
+    fresh = sorted(our_targets - saved_targets)
+    if fresh:
+        log.info("train.init_adapter covers %s; %s start fresh (B = 0)", sorted(saved_targets), fresh)
     return adapter_digest(folder)
+
+
+def _module_of(param_name: str) -> str:
+    """The target module a LoRA parameter belongs to: ``...self_attn.q_proj.lora_A.default.weight`` -> q_proj."""
+    return param_name.partition(".lora_")[0].rpartition(".")[2]
 
 
 def _layers(layers: int | list[int] | None) -> list[int] | None:

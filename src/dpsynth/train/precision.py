@@ -21,10 +21,11 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from dpsynth.machine import BF16_FLAGS, cpu_flags
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -32,16 +33,7 @@ Precision = Literal["auto", "float32", "bfloat16"]
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU flags include ``avx512_bf16`` or ``amx_bf16`` (Linux; elsewhere False: stay in float32)."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags(cpuinfo) & set(BF16_FLAGS))
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
