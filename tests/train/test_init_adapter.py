@@ -148,6 +148,23 @@ def test_a_non_dp_arm_on_more_modules_trains_them_from_the_same_warm_start(tmp_p
     assert targets == {"dp": ["q_proj", "v_proj"], "no_dp": ["k_proj", "o_proj", "q_proj", "v_proj"]}
     for arm in ("dp", "no_dp"):
         assert read_json(run.privacy_json(arm))["init_adapter"]["digest"] == adapter_digest(folder)
+    # the evaluation's one model carrying both adapters (and the warm start) scores each arm as that arm alone
+    from peft import PeftModel
+
+    from dpsynth.evaluate.adapter_nll import active_adapter
+    from dpsynth.evaluate.model_privacy import REFERENCE, load_arms
+    from dpsynth.models.loader import load_model
+
+    shared, _ = load_arms(cfg, run, ["dp", "no_dp"], folder)
+    ids = torch.randint(0, len(tokenizer), (2, 9), generator=torch.Generator().manual_seed(2))
+    logits = {}
+    with torch.no_grad():
+        for name, path in (("dp", run.adapter("dp")), ("no_dp", run.adapter("no_dp")), (REFERENCE, folder)):
+            with active_adapter(shared, name) as m:
+                logits[name] = m(input_ids=ids).logits
+            alone = PeftModel.from_pretrained(load_model(cfg.model), path).eval()
+            torch.testing.assert_close(logits[name], alone(input_ids=ids).logits)
+    assert not torch.allclose(logits["dp"], logits["no_dp"])
     # a resume of the DP arm alone may change it; one with the non-DP arm started may not
     other = _cfg(tiny_model_dir, *extra)
     assert training_changes(cfg, other, ["dp"]) == []
