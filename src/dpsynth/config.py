@@ -108,6 +108,7 @@ class TrainConfig(Section):
     )
     no_dp_target_modules: list[str] | None = Field(
         None,
+        min_length=1,
         description="the non-DP arm's LoRA target modules (none: lora.target_modules; same blocks, rank and alpha); "
         "a larger adapter needs no noise averaged away, and the baseline is the ceiling that DP rows are read under "
         "(bench/results/recipe-search/, 'LoRA on every linear module': on the public proxy all seven lifted the "
@@ -178,10 +179,11 @@ class TrainConfig(Section):
             self.no_dp_batch_size = None
         if self.no_dp_learning_rate == self.learning_rate:
             self.no_dp_learning_rate = None
-        if self.no_dp_target_modules is not None and sorted(self.no_dp_target_modules) == sorted(
-            self.lora.target_modules
-        ):
-            self.no_dp_target_modules = None
+        modules = self.no_dp_target_modules
+        if modules is not None:  # a set of modules: one order for fingerprints and stamps
+            canonical = None if sorted(set(modules)) == sorted(set(self.lora.target_modules)) else sorted(set(modules))
+            if canonical != modules:  # assigned only on change: assignment validates again
+                self.no_dp_target_modules = canonical
         return self
 
     def arm_batch_size(self, arm: str) -> int:
@@ -212,7 +214,7 @@ class TrainConfig(Section):
         """The LoRA shape of ``arm``: ``lora`` with ``no_dp_target_modules`` for the non-DP arm when set.
 
         >>> TrainConfig(no_dp_target_modules=["q_proj", "o_proj"]).arm_lora("no_dp").target_modules
-        ['q_proj', 'o_proj']
+        ['o_proj', 'q_proj']
         >>> TrainConfig(no_dp_target_modules=["q_proj", "o_proj"]).arm_lora("dp").target_modules
         ['q_proj', 'v_proj']
         """

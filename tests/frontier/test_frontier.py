@@ -382,6 +382,11 @@ def test_the_table_says_which_model_eps0_is(frontier_run):
     warm = markdown({**doc, "init_adapter": "runs/public/no_dp/adapter"})
     assert "starts from the public warm start runs/public/no_dp/adapter" in warm
     assert "the pretrained model prompted" not in warm
+    # the processor it ran on (a time says little without it); older sweeps did not record one
+    from dpsynth import machine
+
+    assert doc["machine"] == machine.summary() and f"; machine: {machine.summary()};" in markdown(doc)
+    assert "; machine: not recorded;" in markdown({k: v for k, v in doc.items() if k != "machine"})
     # best-of-m is said when used, never otherwise
     assert doc["candidates"] == 1 and "best-of" not in markdown(doc)
     assert "- best-of-2: every generated row sampled 2 texts per code and kept the one preferred by codes" in markdown(

@@ -218,7 +218,7 @@ def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp
 
     # the non-DP arm's own batch is not a setting of the DP arm: the finished DP arm is kept (retraining it would be a
     # second release), as it is when that batch equals train.batch_size (the same as unset)
-    for extra in ("train.no_dp_batch_size=4", "train.no_dp_batch_size=8"):
+    for extra in ("train.no_dp_batch_size=4", "train.no_dp_batch_size=8", "train.no_dp_target_modules=[q_proj,o_proj]"):
         calls.clear()
         with pytest.raises(_Stop):
             api.audit(load_config(audit.root.parent / "config.yaml", [extra]), run.root, progress=False)

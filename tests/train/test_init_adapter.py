@@ -86,6 +86,50 @@ def test_an_adapter_on_some_of_the_modules_starts_the_others_fresh(tmp_path, tok
         torch.testing.assert_close(wide(input_ids=ids).logits, warm(input_ids=ids).logits)
 
 
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["self_attn.q_proj", "self_attn.v_proj"]])
+def test_a_module_the_adapter_names_must_load_in_full(tmp_path, tokenizer, targets):
+    """Only modules the adapter does not name may start fresh: one it names but whose tensors its file lacks is refused
+    (with targets written as peft also takes them, a dotted suffix of the module's path)."""
+    settings = LoraSettings(top_k_layers=1, target_modules=targets)
+    folder, _ = _warm_adapter(tmp_path, tokenizer, settings)
+    f = folder / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(str(f)).items() if ".v_proj." not in k}, str(f))
+    wide = LoraSettings(top_k_layers=1, target_modules=[*targets, "o_proj"])
+    with pytest.raises(ConfigError, match=r"does not fit this model's LoRA \(unexpected: \[\], missing: \[.*v_proj"):
+        load_init_adapter(add_lora(make_tiny_llama(len(tokenizer)), wide, seed=0), folder)
+
+
+def test_a_warm_start_that_does_not_fit_the_non_dp_arm_is_refused_before_the_dp_arm(
+    tmp_path, tokenizer, tiny_model_dir
+):
+    """Checked for every arm before anything trains or is charged, not when the baseline starts after a DP release."""
+    import os
+
+    from dpsynth.privacy.ledger import Ledger
+
+    folder, _ = _warm_adapter(tmp_path, tokenizer, LoraSettings(top_k_layers=1))
+    cfg = _cfg(
+        tiny_model_dir,
+        "train.max_steps=1",
+        "train.lora.top_k_layers=1",
+        f"train.init_adapter={folder}",
+        "train.no_dp_target_modules=[q_proj,o_proj]",  # no v_proj: the q,v adapter does not fit this arm
+    )
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    with pytest.raises(
+        ConfigError, match=r"does not fit the no_dp arm's LoRA \(target_modules: \['q_proj', 'v_proj'\]"
+    ):
+        api.train(cfg, out, progress=False)
+    assert not RunDir(out).privacy_json("dp").is_file()
+    assert Ledger(os.environ["DPSYNTH_LEDGER"]).releases(include_pending=True) == []
+    with pytest.raises(ConfigError, match="no_dp_target_modules"):
+        _cfg(tiny_model_dir, "train.no_dp_target_modules=[]")
+    # a set of modules: any order, repeats, is one setting (one fingerprint, one stamp)
+    a = _cfg(tiny_model_dir, "train.no_dp_target_modules=[o_proj,q_proj,v_proj,q_proj]").train.no_dp_target_modules
+    assert a == ["o_proj", "q_proj", "v_proj"]
+
+
 def test_a_folder_without_an_adapter_is_refused(tmp_path, tokenizer):
     model = add_lora(make_tiny_llama(len(tokenizer)), LoraSettings(), seed=0)
     with pytest.raises(ConfigError, match=r"train.init_adapter: .*adapter_config\.json not found"):
@@ -131,14 +175,24 @@ def test_both_arms_start_from_it_and_privacy_json_names_it(tmp_path, tokenizer, 
         api.train(cfg, out, progress=False, resume=True)
 
 
-def test_a_non_dp_arm_on_more_modules_trains_them_from_the_same_warm_start(tmp_path, tokenizer, tiny_model_dir):
+def test_a_non_dp_arm_on_more_modules_trains_them_from_the_same_warm_start(
+    tmp_path, tokenizer, tiny_model_dir, monkeypatch
+):
     """train.no_dp_target_modules: the baseline's adapter covers its own modules, the DP arm's the shared ones; the
     warm start's q,v go into both."""
     from dpsynth.config_diff import training_changes
 
     settings = LoraSettings(top_k_layers=1)
-    folder, _ = _warm_adapter(tmp_path, tokenizer, settings)
-    extra = ("train.max_steps=2", "train.lora.top_k_layers=1", f"train.init_adapter={folder}")
+    folder, weights = _warm_adapter(tmp_path, tokenizer, settings)
+    starts: list[dict[str, torch.Tensor]] = []
+    real_snapshot = loop_module.snapshot
+
+    def spy(model):
+        starts.append(real_snapshot(model))
+        return starts[-1]
+
+    monkeypatch.setattr(loop_module, "snapshot", spy)
+    extra = ("train.max_steps=2", "train.lora.top_k_layers=1", f"train.init_adapter={folder}", "train.noise_seed=5")
     cfg = _cfg(tiny_model_dir, *extra, "train.no_dp_target_modules=[q_proj,k_proj,v_proj,o_proj]")
     out = tmp_path / "run"
     api.prepare(cfg, out)
@@ -146,6 +200,18 @@ def test_a_non_dp_arm_on_more_modules_trains_them_from_the_same_warm_start(tmp_p
     run = RunDir(out)
     targets = {a: sorted(read_json(run.adapter(a) / "adapter_config.json")["target_modules"]) for a in ("dp", "no_dp")}
     assert targets == {"dp": ["q_proj", "v_proj"], "no_dp": ["k_proj", "o_proj", "q_proj", "v_proj"]}
+    assert read_json(run.privacy_json("no_dp"))["target_modules"] == targets["no_dp"]
+    # both arms start from the warm start's q,v (the baseline's k,o with B = 0)
+    dp_start, no_dp_start = starts
+    assert dp_start.keys() == weights.keys() < no_dp_start.keys()
+    assert all(torch.equal(dp_start[n], weights[n]) and torch.equal(no_dp_start[n], weights[n]) for n in weights)
+    assert all(not no_dp_start[n].any() for n in no_dp_start.keys() - weights.keys() if ".lora_B." in n)
+    # the DP arm is the one it would be without the key: same weights to the bit (same seeds, same noise)
+    alone = tmp_path / "alone"
+    api.prepare(_cfg(tiny_model_dir, *extra, "train.arms=[dp]"), alone)
+    api.train(_cfg(tiny_model_dir, *extra, "train.arms=[dp]"), alone, progress=False)
+    ours, theirs = (load_file(str(RunDir(d).adapter("dp") / "adapter_model.safetensors")) for d in (out, alone))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     for arm in ("dp", "no_dp"):
         assert read_json(run.privacy_json(arm))["init_adapter"]["digest"] == adapter_digest(folder)
     # the evaluation's one model carrying both adapters (and the warm start) scores each arm as that arm alone

@@ -61,7 +61,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# Privacy-utility frontier: {doc['dataset']}",
         "",
         f"- command: `{doc['command']}`",
-        f"- date: {doc['date']}; generator: {doc['generator']}; model: {doc['model']}",
+        f"- date: {doc['date']}; machine: {doc.get('machine') or 'not recorded'}; generator: {doc['generator']}; "
+        f"model: {doc['model']}",
         f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
         f"real test records: {doc['n_test']}",
         (

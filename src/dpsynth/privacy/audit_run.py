@@ -110,9 +110,10 @@ def write_audit_data(
 def _stamps(cfg: Config, audit: RunDir, arm: Arm) -> tuple[str, str]:
     """What an arm's result depends on: its training data and the sections of its configuration that training reads.
 
-    The non-DP arm's own batch counts for that arm alone, and only when set (a stamp made before the key existed
-    stays the same): a changed stamp retrains the DP arm, which is a second release. A warm start counts by its digest
-    as well as its path, so an adapter retrained in place is a new configuration. Checkpoint spacing cannot change
+    The non-DP arm's own settings (its batch, learning rate, modules: :data:`~dpsynth.config.NO_DP_KEYS`) count for
+    that arm alone, and only when set (a stamp made before a key existed stays the same): a changed stamp retrains the
+    DP arm, which is a second release. A warm start counts by its digest as well as its path, so an adapter retrained
+    in place is a new configuration. Checkpoint spacing cannot change
     an arm: the stamp (first) reads it as 50, the default when stamps began; the second, with the configured value,
     is the stamp an arm made before that got, so such an arm is kept too.
     """

@@ -1,7 +1,8 @@
 """One training loop for both arms: the DP arm (Opacus DP-SGD, Poisson sampling) and the non-DP baseline.
 
-The two arms share the model, the adapter, the examples, the loss and the epochs (the non-DP arm may take them in
-smaller batches, ``train.no_dp_batch_size``, since DP's large batches would leave it few steps); the DP arm adds
+The two arms share the model, the adapter's rank and blocks, the examples, the loss and the epochs (the non-DP arm may
+take them in smaller batches and train more modules, ``train.no_dp_*``: DP's large batches would leave it few steps,
+and its noise grows with the parameters, which the baseline's does not); the DP arm adds
 per-sample clipping and noise, samples batches by Poisson sampling with the rate from the data set's size, and charges
 every step to the accountant of its :class:`~dpsynth.train.plan.PrivacyPlan`. The control-code histogram that
 generation samples from is released here too (with the Gaussian mechanism in the DP arm, exactly in the baseline),
@@ -210,9 +211,10 @@ class ArmTrainer:
     def _build_prefix_cache(self) -> None:
         """With LoRA on the top K blocks only, compute the frozen blocks' output once (dpsynth.train.prefix)."""
         cfg = self.s.cfg.train
-        if cfg.lora.top_k_layers is None or not cfg.prefix_cache:
+        top_k = cfg.arm_lora(self.s.arm).top_k_layers
+        if top_k is None or not cfg.prefix_cache:
             return
-        layers = top_layers(self.model.get_base_model(), cfg.lora.top_k_layers)
+        layers = top_layers(self.model.get_base_model(), top_k)
         if not layers or layers[0] == 0:
             return  # LoRA on every block: nothing is frozen below
         start = layers[0]

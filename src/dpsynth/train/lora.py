@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,16 +70,11 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
             raise ConfigError(f"train.init_adapter: {f} not found (a folder `dpsynth train` wrote: DIR/ARM/adapter)")
     saved = json.loads(config_path.read_text())
     ours: Any = model.peft_config["default"]  # a LoraConfig
-    want = {"r": ours.r, "lora_alpha": ours.lora_alpha, "layers_to_transform": _layers(ours.layers_to_transform)}
-    got = {
-        "r": saved.get("r"),
-        "lora_alpha": saved.get("lora_alpha"),
-        "layers_to_transform": _layers(saved.get("layers_to_transform")),
-    }
-    differ = [f"{k}: {got[k]} in the adapter, {want[k]} in train.lora" for k in want if got[k] != want[k]]
+    differ = shape_differences(saved, r=ours.r, alpha=ours.lora_alpha, target_modules=ours.target_modules)
+    want, got = _layers(ours.layers_to_transform), _layers(saved.get("layers_to_transform"))
+    if got != want:
+        differ.append(f"layers_to_transform: {got} in the adapter, {want} in train.lora")
     saved_targets, our_targets = set(saved.get("target_modules") or []), set(ours.target_modules)
-    if not saved_targets or not saved_targets <= our_targets:
-        differ.append(f"target_modules: {sorted(saved_targets)} in the adapter, not among {sorted(our_targets)}")
     if differ:
         raise ConfigError(f"train.init_adapter: {config_path} has another LoRA shape ({'; '.join(differ)})")
     from safetensors.torch import load_file
@@ -88,7 +84,7 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
         result: Any = set_peft_model_state_dict(model, state)  # torch's _IncompatibleKeys
     except RuntimeError as exc:  # same names, other sizes: an adapter of another base model
         raise ConfigError(f"train.init_adapter: {weights_path} does not fit this model ({exc})") from exc
-    lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n and _module_of(n) in saved_targets}
+    lora_keys = {n for n, _ in model.named_parameters() if "lora_" in n and _targeted(n, saved_targets)}
     missing = sorted(k for k in result.missing_keys if k in lora_keys)
     if result.unexpected_keys or missing or not state:
         raise ConfigError(
@@ -101,9 +97,36 @@ def load_init_adapter(model: PeftModel, folder: Path) -> str:
     return adapter_digest(folder)
 
 
-def _module_of(param_name: str) -> str:
-    """The target module a LoRA parameter belongs to: ``...self_attn.q_proj.lora_A.default.weight`` -> q_proj."""
-    return param_name.partition(".lora_")[0].rpartition(".")[2]
+def shape_differences(saved: dict[str, Any], *, r: int, alpha: int, target_modules: Iterable[str]) -> list[str]:
+    """What keeps a saved adapter (its ``adapter_config.json``) from warm-starting an arm of this rank, alpha and
+    target modules: another rank or alpha, or a target module the arm does not have (blocks are checked with the
+    model, :func:`load_init_adapter`). Empty when it fits.
+
+    >>> shape_differences({"r": 8, "lora_alpha": 16, "target_modules": ["v_proj", "q_proj"]}, r=8, alpha=16,
+    ...                   target_modules=["q_proj", "k_proj", "v_proj"])
+    []
+    >>> for line in shape_differences({"r": 4, "lora_alpha": 16, "target_modules": ["o_proj"]}, r=8, alpha=16,
+    ...                               target_modules=["q_proj", "v_proj"]):
+    ...     print(line)
+    r: 4 in the adapter, 8 in train.lora
+    target_modules: ['o_proj'] in the adapter, not among ['q_proj', 'v_proj']
+    """
+    differ = [
+        f"{key}: {saved.get(key)} in the adapter, {value} in train.lora"
+        for key, value in (("r", r), ("lora_alpha", alpha))
+        if saved.get(key) != value
+    ]
+    saved_targets, our_targets = set(saved.get("target_modules") or []), set(target_modules)
+    if not saved_targets or not saved_targets <= our_targets:
+        differ.append(f"target_modules: {sorted(saved_targets)} in the adapter, not among {sorted(our_targets)}")
+    return differ
+
+
+def _targeted(param_name: str, targets: Iterable[str]) -> bool:
+    """Whether a LoRA parameter (``...self_attn.q_proj.lora_A.default.weight``) sits in a module that one of
+    ``targets`` names, matched as peft matches them: the module's whole path or a dotted suffix of it."""
+    path = param_name.partition(".lora_")[0]
+    return any(path == t or path.endswith(f".{t}") for t in targets)
 
 
 def _layers(layers: int | list[int] | None) -> list[int] | None:

@@ -181,6 +181,7 @@ def train_arm(
             "steps": summary["steps"],
             "batch_size": cfg.train.arm_batch_size(arm),
             "learning_rate": cfg.train.arm_learning_rate(arm),
+            "target_modules": sorted(cfg.train.arm_lora(arm).target_modules),
         }
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
         privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)

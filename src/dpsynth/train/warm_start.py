@@ -37,8 +37,9 @@ def digest(cfg: Config) -> str | None:
 
 
 def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
-    """Refuse a missing adapter, one inside ``root`` (this run's or sweep's directory), or one fitted to the data
-    whose source fingerprint is ``source_fingerprint``: before any ledger reservation or row."""
+    """Refuse a missing adapter, one that does not fit an arm's LoRA (rank, alpha, target modules), one inside
+    ``root`` (this run's or sweep's directory), or one fitted to the data whose source fingerprint is
+    ``source_fingerprint``: before any ledger reservation or row."""
     folder = cfg.train.init_adapter
     if folder is None:
         return
@@ -47,6 +48,17 @@ def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
         if not (folder / name).is_file():
             raise ConfigError(
                 f"train.init_adapter: {folder / name} not found (a folder `dpsynth train` wrote: DIR/ARM/adapter)"
+            )
+    from dpsynth.train.lora import shape_differences  # torch and peft only where a warm start is set
+
+    saved = read_json(folder / "adapter_config.json")
+    for arm in cfg.train.arms:  # every arm's shape now, not when the non-DP arm starts after a DP release
+        lora = cfg.train.arm_lora(arm)
+        differ = shape_differences(saved, r=lora.r, alpha=lora.alpha, target_modules=lora.target_modules)
+        if differ:
+            raise ConfigError(
+                f"train.init_adapter: {folder / 'adapter_config.json'} does not fit the {arm} arm's LoRA "
+                f"({'; '.join(differ)})"
             )
     if folder.resolve().is_relative_to(Path(root).resolve()):
         raise ConfigError(
