@@ -15,8 +15,10 @@ evaluate stage both read it, so their numbers mean the same thing.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,17 +47,52 @@ def mauve_score(
     buckets: int | str = num_buckets
     if num_buckets == "auto":
         buckets = max(2, min(len(p), len(q)) // 10)
-    out = mauve.compute_mauve(
-        p_features=p,
-        q_features=q,
-        num_buckets=buckets,
-        seed=seed,
-        mauve_scaling_factor=scaling_factor,
-        kmeans_num_redo=2,
-        kmeans_max_iter=200,
-        verbose=False,
-    )
+    with quiet_kmeans():
+        out = mauve.compute_mauve(
+            p_features=p,
+            q_features=q,
+            num_buckets=buckets,
+            seed=seed,
+            mauve_scaling_factor=scaling_factor,
+            kmeans_num_redo=2,
+            kmeans_max_iter=200,
+            verbose=False,
+        )
     return mauve_from_curve(out.divergence_curve)
+
+
+@contextlib.contextmanager
+def quiet_kmeans() -> Iterator[None]:
+    """MAUVE's k-means without faiss's "please provide at least N training points" line on stderr.
+
+    faiss prints it from C (past Python's logging and warnings) whenever a clustering has fewer than
+    ``min_points_per_centroid`` (39) points per centroid, and MAUVE's ``n / 10`` buckets always have 10: one line per
+    draw, fifteen in the demo's log, nothing a user can act on. That bound only decides the warning (faiss subsamples
+    on ``max_points_per_centroid``, not on it), so MAUVE's own k-means runs with it at 1 while this context is open:
+    the same clusters, the same score (a test compares both). mauve-text calls ``faiss.Kmeans`` through its module's
+    ``faiss`` name, which is swapped for a proxy and restored on exit.
+    """
+    import importlib
+
+    cm: Any = importlib.import_module("mauve.compute_mauve")  # the module (the package attribute is the function)
+    faiss = cm.faiss
+
+    class _Kmeans(faiss.Kmeans):  # type: ignore[name-defined]
+        def __init__(self, d: int, k: int, **kwargs: Any) -> None:
+            kwargs.setdefault("min_points_per_centroid", 1)
+            super().__init__(d, k, **kwargs)
+
+    class _Faiss:
+        Kmeans = _Kmeans
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(faiss, name)
+
+    cm.faiss = _Faiss()
+    try:
+        yield
+    finally:
+        cm.faiss = faiss
 
 
 def mauve_from_curve(curve: np.ndarray) -> float:
