@@ -239,3 +239,15 @@ def test_run_prints_each_summary_as_its_stage_ends_then_the_paths(tmp_path, tiny
     positions = [stdout.index(marker) for marker in order]
     assert positions == sorted(positions), stdout
     assert str(RunDir(out).report_html) in stdout and str(RunDir(out).generated("dp")) in stdout
+
+
+def test_logging_keeps_librarys_import_chatter_out(monkeypatch):
+    """INFO shows dpsynth's progress; faiss's loader (which SIMD builds it could not import) stays out of it."""
+    import logging
+
+    from dpsynth import cli
+
+    monkeypatch.setattr(logging.getLogger("faiss.loader"), "level", logging.NOTSET)
+    cli._setup_logging(quiet=False)
+    assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
+    assert logging.getLogger("faiss.loader").isEnabledFor(logging.WARNING)

@@ -96,6 +96,8 @@ def _setup_logging(quiet: bool) -> None:
     # Opacus's hooks on frozen-input modules (the LoRA layers of a frozen base) trigger this harmless torch notice.
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # faiss logs at INFO each SIMD build it tried and could not import (three lines and two tracebacks per process)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
