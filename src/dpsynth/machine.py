@@ -62,7 +62,7 @@ def describe(cpuinfo: str = "/proc/cpuinfo") -> dict[str, object]:
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
-    except ImportError:  # the report and CLI run without torch imported; a missing torch is no GPU to name
+    except ImportError:  # torch is a dependency; an environment stripped of it has no GPU that dpsynth could use
         pass
     return {
         "cpu": cpu_model(cpuinfo),
