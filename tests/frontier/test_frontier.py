@@ -127,6 +127,59 @@ def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_p
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
+def test_evaluate_settings_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """Another ``evaluate.max_records`` (fewer real test records here) keeps every row, trained or not, and scores it
+    again against the new sample; the same settings once more keep the new scores; back at the old settings the rows
+    are scored as first. A fine-tuned row made before row.json named its evaluate section is matched through its
+    run config; any change to a setting a row does read still remakes it."""
+    import shutil
+
+    _, out, doc, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    done = copy / "rows" / "eps2" / "row.json"
+    info = read_json(done)
+    assert info["evaluate"]["max_records"] == 60  # --quick's sample, as made
+    del info["evaluate"]  # as a row made before 2026-12-04 has it: its config.yaml still says how it was made
+    write_json(done, info)
+    stamps = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")}
+    smaller = run_frontier(_cfg(tiny_model_dir, "evaluate.max_records=7"), copy, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps  # no row remade
+    assert doc["n_test"] > 7 and smaller["n_test"] == 7
+    assert {r["n_test"] for r in smaller["rows"] if r["label"] == "rating"} == {7}
+    scores = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/scores.json")}
+    again = run_frontier(_cfg(tiny_model_dir, "evaluate.max_records=7"), copy, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/scores.json")} == scores  # kept this time
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in smaller["rows"]]
+    back = run_frontier(_cfg(tiny_model_dir), copy, progress=False)
+    assert back["n_test"] == doc["n_test"]
+    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps
+    source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1  # nothing charged again
+
+
+def test_a_row_is_kept_only_under_the_evaluate_section_it_names(tiny_model_dir, tmp_path):
+    """:func:`kept_evaluate` matches a row through its own evaluate section, not any: a row whose fingerprint was
+    made under other training settings is not kept whatever evaluate section it names."""
+    from dpsynth.frontier.fingerprint import fingerprint, kept_evaluate, scores_key
+    from dpsynth.frontier.spec import RowSpec
+
+    row = RowSpec("eps4", 4.0)
+    cfg = _cfg(tiny_model_dir)
+    made = cfg.evaluate.model_dump(mode="json")
+    info = {"fingerprint": fingerprint(cfg, row), "evaluate": made}
+    now = _cfg(tiny_model_dir, "evaluate.max_records=999", "evaluate.seed=3")
+    assert kept_evaluate(now, row, info, tmp_path / "none.yaml") == made
+    assert kept_evaluate(_cfg(tiny_model_dir, "train.learning_rate=0.005"), row, info, tmp_path / "none.yaml") is None
+    assert kept_evaluate(now, row, {"fingerprint": info["fingerprint"]}, tmp_path / "none.yaml") is None  # nothing says
+    bad = {**info, "evaluate": {**made, "not_a_key": 1}}
+    assert kept_evaluate(now, row, bad, tmp_path / "none.yaml") is None
+    base = scores_key(cfg, "fp", made)
+    assert scores_key(now, "fp", made) != base and scores_key(cfg, "fp", None) == base
+    assert scores_key(_cfg(tiny_model_dir, "evaluate.max_records=998"), "fp", made) != scores_key(now, "fp", made)
+
+
 def test_mauve_over_draws_starts_from_the_single_draw():
     """Draw i subsamples with seed ``seed + i`` and clusters with k-means seed ``25 + i``; one draw is the figure of
     earlier sweeps; several give their mean and standard deviation."""

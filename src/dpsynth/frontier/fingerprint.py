@@ -8,7 +8,11 @@ spell it would make those sweeps generate their rows again.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
+
+import yaml
+from pydantic import ValidationError
 
 from dpsynth.config import NO_DP_KEYS, Config
 from dpsynth.frontier.spec import RowSpec
@@ -45,6 +49,45 @@ def fingerprints(cfg: Config, row: RowSpec) -> tuple[str, str]:
     """:func:`fingerprint`, and the one a row made before checkpoint spacing was pinned had (its configured value):
     a finished row matching either is kept."""
     return fingerprint(cfg, row), _fingerprint(cfg, row, checkpoint_every=None)
+
+
+def kept_evaluate(cfg: Config, row: RowSpec, info: dict[str, Any], run_config: Path) -> dict[str, Any] | None:
+    """The ``evaluate`` section a finished row was made under, when the row is kept under ``cfg``; else None.
+
+    No row reads ``evaluate.*`` (training, generation and the DP releases come first; the sample of real test records,
+    its seed and every metric setting only score the rows), so a row matches when its fingerprint is ``cfg``'s with the
+    evaluate section it was made under: read from ``row.json`` (rows made since 2026-12-04) or the row's run config
+    (fine-tuned rows made before; eps 0 and real rows of then, which have none, are remade, as they always were). The
+    spelling of every fingerprint stays as it was: finished sweeps keep their rows. The caller scores a kept row again
+    when the returned section is not ``cfg``'s (:func:`scores_key`).
+    """
+    stored = info.get("fingerprint")
+    if stored in fingerprints(cfg, row):
+        return cfg.evaluate.model_dump(mode="json")
+    made = info.get("evaluate")
+    if made is None and run_config.is_file():
+        raw = yaml.safe_load(run_config.read_text()) or {}
+        made = raw.get("evaluate") if isinstance(raw, dict) else None
+    if not isinstance(made, dict):
+        return None
+    try:
+        then = Config.model_validate({**cfg.model_dump(mode="json", by_alias=True), "evaluate": made})
+    except ValidationError:
+        return None  # an evaluate key this version does not know: the row is remade
+    return then.evaluate.model_dump(mode="json") if stored in fingerprints(then, row) else None
+
+
+def scores_key(cfg: Config, row_fingerprint: str, made_evaluate: dict[str, Any] | None) -> str:
+    """What a row's cached scores depend on: the row, and how it is scored where that differs from how rows were
+    scored before the setting existed (``frontier.mauve_repeats`` other than 1; an ``evaluate`` section other than
+    the one the row was made under, e.g. more real test records)."""
+    key = row_fingerprint
+    if cfg.frontier.mauve_repeats != 1:
+        key += f"/mauve_repeats={cfg.frontier.mauve_repeats}"
+    now = cfg.evaluate.model_dump(mode="json")
+    if made_evaluate is not None and made_evaluate != now:
+        key += "/evaluate=" + hashlib.sha256(repr(sorted(_flatten(now))).encode()).hexdigest()[:16]
+    return key
 
 
 def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> str:

@@ -15,8 +15,9 @@ of the frontier and a ``dpsynth run`` at the same settings produce their synthet
 Each finished row writes ``row.json`` (its records' path, timings and the config fingerprint); a rerun with the same
 configuration skips it, and a crashed DP row resumes its training from its checkpoint (never charging twice).
 
-A rerun that changes only what comes after training (``generate.*``, ``evaluate.*``, ``frontier.n_synthetic``: more
-records, other sampling) keeps every fine-tuned row's trained arm and DP release and generates again from it
+A rerun that changes only ``evaluate.*`` (more real test records, another seed for their draw) keeps every row and
+scores it again. One that changes what comes after training (``generate.*``, ``frontier.n_synthetic``: more records,
+other sampling) keeps every fine-tuned row's trained arm and DP release and generates again from it
 (post-processing: no new charge, no new training); eps 0 and real rows are remade. Any other change, or any change to
 a Private Evolution row (whose release *is* its generation), is refused before a row is touched.
 """
@@ -37,7 +38,7 @@ from dpsynth.data.canaries import read_canaries
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records
 from dpsynth.errors import ConfigError, DPSynthError
-from dpsynth.frontier.fingerprint import fingerprint, fingerprints
+from dpsynth.frontier.fingerprint import fingerprint, kept_evaluate
 from dpsynth.frontier.spec import RowSpec
 from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
 
@@ -55,7 +56,7 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if done.is_file() and read_json(done).get("fingerprint") in fingerprints(cfg, row):
+    if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config) is not None:
         return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
@@ -85,7 +86,8 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
         raise DPSynthError(
             f"{run.root} was made with other settings of {', '.join(changed)}: use a new --out directory (or delete "
             "that row) rather than mixing rows of two configurations in one frontier (a fine-tuned row is kept, and "
-            "generated again, when only generate.*, evaluate.* or frontier.n_synthetic changed)"
+            "generated again, when only generate.* or frontier.n_synthetic changed; every row is kept, and scored "
+            "again, when only evaluate.* changed)"
         )
 
 
@@ -125,9 +127,10 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
     fp = fingerprint(cfg, row)
     if done.is_file():
         info: dict[str, Any] = read_json(done)
-        if info.get("fingerprint") in fingerprints(cfg, row):
+        made = kept_evaluate(cfg, row, info, run.config)
+        if made is not None:
             log.info("frontier: row %s already finished, kept", row.key)
-            return info
+            return {**info, "evaluate": made}
         check_reuse(cfg, root, row)
         trained = row.eps not in (0.0, "real")
         log.warning(
@@ -158,6 +161,7 @@ def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict
         "key": row.key,
         "eps": row.eps,
         "fingerprint": fp,
+        "evaluate": cfg.evaluate.model_dump(mode="json"),  # scoring only: another one keeps the row (kept_evaluate)
         "records": str(records_path.relative_to(root.root)),
         "n_records": len(load_records(root, records_path)),
         "seconds": {k: round(v, 1) for k, v in timings.items()},

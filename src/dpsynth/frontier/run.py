@@ -12,9 +12,9 @@ Layout of ``DIR``::
     DIR/frontier.json  DIR/frontier.md  DIR/frontier.html
 
 Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same
-(``frontier.mauve_repeats`` changes the scores alone: a new value scores the kept rows again);
+(``frontier.mauve_repeats`` and ``evaluate.*`` change the scores alone: a new value scores the kept rows again);
 an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved. Changing only
-``generate.*``, ``evaluate.*`` or ``frontier.n_synthetic`` keeps the trained arms and generates again
+``generate.*`` or ``frontier.n_synthetic`` keeps the trained arms and generates again
 (:func:`dpsynth.frontier.rows.check_reuse`).
 """
 
@@ -30,6 +30,7 @@ from typing import Any
 from dpsynth import machine
 from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
+from dpsynth.frontier.fingerprint import scores_key
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import check_reuse, load_records, make_row, row_config
@@ -103,10 +104,7 @@ def run_frontier(
         made = make_row(cfg, root, spec, progress=progress)
         scores_path = root.root / "rows" / spec.key / "scores.json"
         cached = read_json(scores_path) if scores_path.is_file() else None
-        # the row's fingerprint, and how the scores are computed where that differs from before the setting existed
-        scored = made["fingerprint"]
-        if cfg.frontier.mauve_repeats != 1:
-            scored += f"/mauve_repeats={cfg.frontier.mauve_repeats}"
+        scored = scores_key(cfg, made["fingerprint"], made.get("evaluate"))
         if cached is not None and cached.get("fingerprint") == scored:
             entries = cached["entries"]
         else:
