@@ -79,6 +79,10 @@ def test_outputs_have_the_documented_shape(frontier_run):
             assert r["dp_logreg_accuracy"] is None
     md = (out / "frontier.md").read_text()
     assert "dpsynth frontier --quick" in md and "| rating | embedding | 2 |" in md
+    # accuracy with its binomial standard error over the row's test records
+    row = next(r for r in rows if r["eps"] == 2.0 and r["label"] == "rating" and r["classifier"] == "embedding")
+    se = (row["accuracy"] * (1 - row["accuracy"]) / row["n_test"]) ** 0.5
+    assert f"| rating | embedding | 2 | 12 | {row['accuracy']:.3f} ± {se:.3f} |" in md
     page = (out / "frontier.html").read_text()
     assert page.count("<svg") == 3 and "<script" not in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched: opens offline

@@ -28,6 +28,20 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _accuracy_cell(row: dict[str, Any]) -> str:
+    """Accuracy, with its binomial standard error over the row's ``n_test`` real test records: how finely the test
+    split can tell two rows (or a row and a target) apart. It leaves out the spread that training brings (another DP
+    training, another draw of records), which only repeated rows show.
+
+    >>> _accuracy_cell({"accuracy": 0.5, "n_test": 400}), _accuracy_cell({"accuracy": 0.5, "n_test": None})
+    ('0.500 ± 0.025', '0.500')
+    """
+    acc, n = row.get("accuracy"), row.get("n_test")
+    if acc is None or not n:
+        return _fmt(acc)
+    return f"{_fmt(acc)} ± {_fmt((acc * (1 - acc) / n) ** 0.5)}"
+
+
 def _mauve_cell(row: dict[str, Any]) -> str:
     """MAUVE, with its standard deviation over draws when there were several.
 
@@ -90,7 +104,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if doc.get("candidates", 1) > 1
             else []
         ),
-        "- accuracy and macro-F1: a classifier trained on the row's records, tested on the real test split. "
+        "- accuracy (± its binomial standard error over the test records) and macro-F1: a classifier trained on the "
+        "row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
         "DP-LR: DP logistic regression trained on the real training split at the row's epsilon. "
         + _mauve_note(doc["rows"]),
@@ -107,7 +122,7 @@ def markdown(doc: dict[str, Any]) -> str:
             if r["label"] != label:
                 continue
             lines.append(
-                f"| {label} | {r['classifier']} | {_eps_label(r)} | {r['n_train']} | {_fmt(r['accuracy'])} | "
+                f"| {label} | {r['classifier']} | {_eps_label(r)} | {r['n_train']} | {_accuracy_cell(r)} | "
                 f"{_fmt(r['macro_f1'])} | {_fmt(r['majority_accuracy'])} | {_mauve_cell(r)} | "
                 f"{_fmt(r['code_agreement'])} | {_fmt(r['well_formed'], 2)} | {_fmt(r['dp_logreg_accuracy'])} | "
                 f"{_fmt(r['seconds'], 0)} |"
