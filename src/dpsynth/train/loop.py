@@ -43,12 +43,11 @@ from dpsynth.train.batching import (
     total_steps,
 )
 from dpsynth.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dpsynth.train.forward import TrainForward
-from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, top_layers, trainable_parameters
+from dpsynth.train.forward import TrainForward, attach_prefix_cache
+from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
 from dpsynth.train.precision import resolve_precision
-from dpsynth.train.prefix import PrefixCache, cache_key, remembered, self_check
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -210,47 +209,13 @@ class ArmTrainer:
 
     def _build_prefix_cache(self) -> None:
         """With LoRA on the top K blocks only, compute the frozen blocks' output once (dpsynth.train.prefix)."""
-        cfg = self.s.cfg.train
-        top_k = cfg.arm_lora(self.s.arm).top_k_layers
-        if top_k is None or not cfg.prefix_cache:
-            return
-        layers = top_layers(self.model.get_base_model(), top_k)
-        if not layers or layers[0] == 0:
-            return  # LoRA on every block: nothing is frozen below
-        start = layers[0]
-        examples = self.dataset.examples
-        m = self.s.cfg.model
-        key = cache_key(f"{m.name}@{m.revision}:{m.dtype}", start, str(self.forward.autocast_dtype), examples)
-
-        def check(cache: PrefixCache) -> None:
-            self_check(self.model, cache, examples, self.collate, self.device, self.forward.context)
-
-        def build() -> PrefixCache | None:
-            if not _cache_fits(self, start, examples[:1]):
-                return None  # an architecture the cache does not fit: the same training, without the speed-up
-            return PrefixCache.build(
-                self.model,
-                examples,
-                start=start,
-                collate=self.collate,
-                batch_size=cfg.physical_batch_size,
-                device=self.device,
-                context=self.forward.context,
-                memory_mb=cfg.prefix_cache_memory_mb,
-                spill_dir=self.s.run.arm(self.s.arm),
-            )
-
-        if cfg.prefix_cache_dir is None:  # in memory; the other arm of this `dpsynth train` may reuse it
-            self.forward.cache = remembered(key, build, check)
-        else:
-            self.forward.cache = PrefixCache.shared(cfg.prefix_cache_dir, key, build, check)
-        if self.forward.cache is None:
-            return
-        log.info(
-            "prefix cache: blocks 0-%d of %s examples, %.0f MB",
-            start - 1,
-            len(self.dataset),
-            self.forward.cache.nbytes / 2**20,
+        attach_prefix_cache(
+            self.forward,
+            self.s.cfg,
+            top_k=self.s.cfg.train.arm_lora(self.s.arm).top_k_layers,
+            examples=self.dataset.examples,
+            collate=self.collate,
+            spill_dir=self.s.run.arm(self.s.arm),
         )
 
     def _after_step(self, losses: list[float], batch_size: int, bar: Any) -> None:
@@ -377,23 +342,3 @@ def planned_steps(cfg: Config, n: int, arm: str) -> int:
     return total_steps(
         n=n, expected_batch_size=cfg.train.arm_batch_size(arm), epochs=cfg.train.epochs, max_steps=cfg.train.max_steps
     )
-
-
-def _cache_fits(loop: Any, start: int, probe: list[Any]) -> bool:
-    """Whether the prefix cache reproduces the full model on one example, checked before the whole build: an
-    architecture it does not fit (e.g. one that rescales ``inputs_embeds``) trains without the cache, with a warning,
-    instead of failing after building it (the cache only saves time; the gradients are the same either way)."""
-    try:
-        PrefixCache.build(
-            loop.model,
-            probe,
-            start=start,
-            collate=loop.collate,
-            batch_size=1,
-            device=loop.device,
-            context=loop.forward.context,
-        )
-    except DPSynthError as exc:
-        log.warning("prefix cache not used: %s", exc)
-        return False
-    return True
