@@ -134,22 +134,34 @@ def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_p
 def test_evaluate_settings_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
     """Another ``evaluate.max_records`` (fewer real test records here) keeps every row, trained or not, and scores it
     again against the new sample; the same settings once more keep the new scores; back at the old settings the rows
-    are scored as first. A fine-tuned row made before row.json named its evaluate section is matched through its
-    run config; any change to a setting a row does read still remakes it."""
+    score as first. Rows made before row.json named their evaluate section are matched through a fine-tuned row's
+    run config or the sweep's previous config, and named from then on."""
     import shutil
 
     _, out, doc, ledger_path = frontier_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
-    done = copy / "rows" / "eps2" / "row.json"
-    info = read_json(done)
-    assert info["evaluate"]["max_records"] == 60  # --quick's sample, as made
-    del info["evaluate"]  # as a row made before 2026-12-04 has it: its config.yaml still says how it was made
-    write_json(done, info)
-    stamps = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")}
+    for key in ("eps2", "eps0", "real"):
+        done = copy / "rows" / key / "row.json"
+        info = read_json(done)
+        assert info["evaluate"]["max_records"] == 60  # --quick's sample, as made
+        # as rows made before 2026-12-04 have it: a fine-tuned row's config.yaml still says how it was made; eps 0
+        # and real rows have none, and the sweep's previous DIR/config.yaml does
+        del info["evaluate"]
+        write_json(done, info)
+    assert not (copy / "rows" / "eps0" / "config.yaml").exists()
+
+    def made() -> dict:  # what a remade row would write again: its records (or real positions) and its arm's log
+        files = [*(copy / "rows").glob("*/records.jsonl"), *(copy / "rows").glob("*/real_indices.json")]
+        files += [*(copy / "rows").glob("*/*/train_log.jsonl")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    stamps = made()
+    assert len(stamps) == 5 + 2  # eps0, eps2, inf, real, real_all; two trained arms
     smaller = run_frontier(_cfg(tiny_model_dir, "evaluate.max_records=7"), copy, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps  # no row remade
+    assert made() == stamps  # no row remade
+    assert all(read_json(p)["evaluate"]["max_records"] == 60 for p in (copy / "rows").glob("*/row.json"))
     assert doc["n_test"] > 7 and smaller["n_test"] == 7
     assert {r["n_test"] for r in smaller["rows"] if r["label"] == "rating"} == {7}
     scores = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/scores.json")}
@@ -157,8 +169,10 @@ def test_evaluate_settings_rescore_the_kept_rows(frontier_run, tiny_model_dir, t
     assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/scores.json")} == scores  # kept this time
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in smaller["rows"]]
     back = run_frontier(_cfg(tiny_model_dir), copy, progress=False)
+    assert made() == stamps
     assert back["n_test"] == doc["n_test"]
-    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps
+    scored = ("row", "label", "classifier", "accuracy", "macro_f1", "mauve", "mauve_sd", "code_agreement", "n_test")
+    assert [[r[k] for k in scored] for r in back["rows"]] == [[r[k] for k in scored] for r in doc["rows"]]
     source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
     assert len(Ledger(ledger_path).releases(source)) == 1  # nothing charged again
 
@@ -172,6 +186,11 @@ def test_a_row_is_kept_only_under_the_evaluate_section_it_names(tiny_model_dir, 
     row = RowSpec("eps4", 4.0)
     cfg = _cfg(tiny_model_dir)
     made = cfg.evaluate.model_dump(mode="json")
+    (tmp_path / "broken.yaml").write_text("evaluate: [unclosed")
+    old = {"fingerprint": fingerprint(cfg, row)}  # a row that names no evaluate section: its sweep's config does
+    later = _cfg(tiny_model_dir, "evaluate.max_records=999")
+    assert kept_evaluate(later, row, old, tmp_path / "broken.yaml", sweep_evaluate=made) == made
+    assert kept_evaluate(later, row, old, tmp_path / "broken.yaml") is None  # unreadable: remade, not a crash
     info = {"fingerprint": fingerprint(cfg, row), "evaluate": made}
     now = _cfg(tiny_model_dir, "evaluate.max_records=999", "evaluate.seed=3")
     assert kept_evaluate(now, row, info, tmp_path / "none.yaml") == made

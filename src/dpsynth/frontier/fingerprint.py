@@ -51,30 +51,44 @@ def fingerprints(cfg: Config, row: RowSpec) -> tuple[str, str]:
     return fingerprint(cfg, row), _fingerprint(cfg, row, checkpoint_every=None)
 
 
-def kept_evaluate(cfg: Config, row: RowSpec, info: dict[str, Any], run_config: Path) -> dict[str, Any] | None:
+def kept_evaluate(
+    cfg: Config, row: RowSpec, info: dict[str, Any], run_config: Path, sweep_evaluate: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The ``evaluate`` section a finished row was made under, when the row is kept under ``cfg``; else None.
 
     No row reads ``evaluate.*`` (training, generation and the DP releases come first; the sample of real test records,
     its seed and every metric setting only score the rows), so a row matches when its fingerprint is ``cfg``'s with the
-    evaluate section it was made under: read from ``row.json`` (rows made since 2026-12-04) or the row's run config
-    (fine-tuned rows made before; eps 0 and real rows of then, which have none, are remade, as they always were). The
-    spelling of every fingerprint stays as it was: finished sweeps keep their rows. The caller scores a kept row again
-    when the returned section is not ``cfg``'s (:func:`scores_key`).
+    evaluate section it was made under: the one ``row.json`` names (rows made since 2026-12-04), else its run config's
+    (fine-tuned rows made before), else the sweep's previous ``DIR/config.yaml``'s (``sweep_evaluate``: eps 0 and real
+    rows made before, which have no run config). A candidate is trusted only if the stored fingerprint, which covers
+    every other setting, is reproduced with it. The spelling of every fingerprint stays as it was: finished sweeps keep
+    their rows. The caller scores a kept row again when the returned section is not ``cfg``'s (:func:`scores_key`).
     """
     stored = info.get("fingerprint")
     if stored in fingerprints(cfg, row):
         return cfg.evaluate.model_dump(mode="json")
-    made = info.get("evaluate")
-    if made is None and run_config.is_file():
-        raw = yaml.safe_load(run_config.read_text()) or {}
-        made = raw.get("evaluate") if isinstance(raw, dict) else None
-    if not isinstance(made, dict):
+    for made in (info.get("evaluate"), evaluate_section(run_config), sweep_evaluate):
+        if not isinstance(made, dict):
+            continue
+        try:
+            then = Config.model_validate({**cfg.model_dump(mode="json", by_alias=True), "evaluate": made})
+        except ValidationError:
+            continue  # an evaluate key this version does not know
+        if stored in fingerprints(then, row):
+            return then.evaluate.model_dump(mode="json")
+    return None
+
+
+def evaluate_section(config_path: Path) -> dict[str, Any] | None:
+    """The ``evaluate`` section of a saved configuration, or None (no file, unreadable, none there)."""
+    if not config_path.is_file():
         return None
     try:
-        then = Config.model_validate({**cfg.model_dump(mode="json", by_alias=True), "evaluate": made})
-    except ValidationError:
-        return None  # an evaluate key this version does not know: the row is remade
-    return then.evaluate.model_dump(mode="json") if stored in fingerprints(then, row) else None
+        raw = yaml.safe_load(config_path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    section = raw.get("evaluate") if isinstance(raw, dict) else None
+    return section if isinstance(section, dict) else None
 
 
 def scores_key(cfg: Config, row_fingerprint: str, made_evaluate: dict[str, Any] | None) -> str:

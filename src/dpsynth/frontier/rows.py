@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _DATA_FILES = ("train.jsonl", "test.jsonl", "prepare.json", "canaries.jsonl", "privacy.json")
 
 
-def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
+def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict[str, Any] | None = None) -> None:
     """Refuse, before any row is touched, a rerun whose change would mix two configurations in one frontier.
 
     A fine-tuned row that has started (finished, or crashed before its ``row.json``) is kept only when its run's
@@ -56,7 +56,7 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec) -> None:
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config) is not None:
+    if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config, sweep_evaluate) is not None:
         return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
@@ -120,18 +120,24 @@ def row_config(cfg: Config, row: RowSpec, *, prefix_cache_dir: Path | None = Non
     return Config.model_validate(raw)
 
 
-def make_row(cfg: Config, root: RunDir, row: RowSpec, *, progress: bool) -> dict[str, Any]:
-    """Produce a row's training records (synthetic or real) and write ``row.json``; returns it. Skips a finished row."""
+def make_row(
+    cfg: Config, root: RunDir, row: RowSpec, *, progress: bool, sweep_evaluate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Produce a row's training records (synthetic or real) and write ``row.json``; returns it. Skips a finished row
+    (:func:`~dpsynth.frontier.fingerprint.kept_evaluate`; ``sweep_evaluate``: the previous run's evaluate section)."""
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
     fp = fingerprint(cfg, row)
     if done.is_file():
         info: dict[str, Any] = read_json(done)
-        made = kept_evaluate(cfg, row, info, run.config)
+        made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
         if made is not None:
             log.info("frontier: row %s already finished, kept", row.key)
-            return {**info, "evaluate": made}
-        check_reuse(cfg, root, row)
+            if info.get("evaluate") != made:  # a row made before row.json said it: said now, for later reruns
+                info = {**info, "evaluate": made}
+                write_json(done, info)
+            return info
+        check_reuse(cfg, root, row, sweep_evaluate=sweep_evaluate)
         trained = row.eps not in (0.0, "real")
         log.warning(
             "frontier: row %s: %s",

@@ -30,7 +30,7 @@ from typing import Any
 from dpsynth import machine
 from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
-from dpsynth.frontier.fingerprint import scores_key
+from dpsynth.frontier.fingerprint import evaluate_section, scores_key
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import check_reuse, load_records, make_row, row_config
@@ -90,8 +90,9 @@ def run_frontier(
     root = RunDir(Path(out))
     specs = row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all)
     warm_start.check(cfg, root.root, None)
+    earlier = evaluate_section(root.config)  # how the kept rows were scored: a row made before 2026-12-04 may not say
     for spec in specs:
-        check_reuse(cfg, root, spec)  # every refusal before anything is written or any row is touched
+        check_reuse(cfg, root, spec, sweep_evaluate=earlier)  # every refusal before anything is written or row touched
     root.root.mkdir(parents=True, exist_ok=True)
     write_text(root.config, cfg.to_yaml())
     start = time.perf_counter()
@@ -101,7 +102,7 @@ def run_frontier(
     rows: list[dict[str, Any]] = []
     for spec in specs:
         log.info("frontier: row %s", spec.key)
-        made = make_row(cfg, root, spec, progress=progress)
+        made = make_row(cfg, root, spec, progress=progress, sweep_evaluate=earlier)
         scores_path = root.root / "rows" / spec.key / "scores.json"
         cached = read_json(scores_path) if scores_path.is_file() else None
         scored = scores_key(cfg, made["fingerprint"], made.get("evaluate"))
