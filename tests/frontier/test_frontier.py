@@ -83,6 +83,8 @@ def test_outputs_have_the_documented_shape(frontier_run):
     row = next(r for r in rows if r["eps"] == 2.0 and r["label"] == "rating" and r["classifier"] == "embedding")
     se = (row["accuracy"] * (1 - row["accuracy"]) / row["n_test"]) ** 0.5
     assert f"| rating | embedding | 2 | 12 | {row['accuracy']:.3f} ± {se:.3f} |" in md
+    n = min(12, on_disk["n_test"])  # MAUVE's sample a side, which its value depends on, is named
+    assert f"draws of {n} records a side ({max(2, n // 10)} k-means buckets" in md
     page = (out / "frontier.html").read_text()
     assert page.count("<svg") == 3 and "<script" not in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched: opens offline

@@ -53,11 +53,20 @@ def _mauve_cell(row: dict[str, Any]) -> str:
     return f"{_fmt(row['mauve'])} ± {_fmt(row['mauve_sd'])}"
 
 
-def _mauve_note(rows: Sequence[dict[str, Any]]) -> str:
+def _mauve_note(rows: Sequence[dict[str, Any]], n_synthetic: int, n_test: int) -> str:
+    """How MAUVE was drawn, with the sample size each draw compares: MAUVE clusters into n / 10 buckets, so the same
+    texts score lower against more records (finer buckets), and only figures at the same n compare.
+
+    >>> note = _mauve_note([{"mauve_repeats": 5}], 1000, 974)
+    >>> note.endswith("5 draws of 974 records a side (97 k-means buckets: compare MAUVE only at the same size).")
+    True
+    """
     repeats = {r.get("mauve_repeats") or 1 for r in rows}
+    n = min(n_synthetic, n_test)
+    size = f"{n} records a side ({max(2, n // 10)} k-means buckets: compare MAUVE only at the same size)"
     if repeats == {1}:
-        return "MAUVE: against the real test split, one draw."
-    return f"MAUVE: against the real test split, mean ± standard deviation over {max(repeats)} draws."
+        return f"MAUVE: against the real test split, one draw of {size}."
+    return f"MAUVE: against the real test split, mean ± standard deviation over {max(repeats)} draws of {size}."
 
 
 def _eps_label(row: dict[str, Any]) -> str:
@@ -108,7 +117,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
         "DP-LR: DP logistic regression trained on the real training split at the row's epsilon. "
-        + _mauve_note(doc["rows"]),
+        + _mauve_note(doc["rows"], doc["n_synthetic"], doc["n_test"]),
         "- These metrics read the private data (test split, training split): the table is not DP.",
         "",
     ]
