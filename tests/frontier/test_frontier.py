@@ -105,6 +105,10 @@ def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypat
     stamps = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
     again = run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")} == stamps
+    # the rows' own time is kept with them; this invocation's is only the scoring of nothing new
+    assert again["seconds_rows"] == doc["seconds_rows"] > again["seconds_total"]
+    made = {r["row"]: r["seconds"] for r in doc["rows"]}
+    assert len(made) == 5 and doc["seconds_rows"] == pytest.approx(sum(made.values()), abs=0.1)
     strip = [{k: v for k, v in r.items() if k != "privacy"} for r in doc["rows"]]
     assert [{k: v for k, v in r.items() if k != "privacy"} for r in again["rows"]] == strip
     source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]

@@ -88,6 +88,14 @@ def markdown(doc: dict[str, Any]) -> str:
         f"model: {doc['model']}",
         f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
         f"real test records: {doc['n_test']}",
+        *(
+            [
+                f"- time: the rows took {doc['seconds_rows'] / 60:.0f} min when made (training, generation, scoring); "
+                f"this run of the command {doc['seconds_total'] / 60:.0f} min"
+            ]
+            if doc.get("seconds_rows") is not None and doc.get("seconds_total") is not None
+            else []
+        ),
         (
             f"- every fine-tuned row starts from the public warm start {doc['init_adapter']} (train.init_adapter, "
             "fitted without DP to public data); eps 0: that model prompted with codes drawn from their public domain "

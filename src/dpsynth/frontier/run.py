@@ -137,7 +137,9 @@ def run_frontier(
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine.summary(),
-        "seconds_total": round(time.perf_counter() - start, 1),
+        "seconds_total": round(time.perf_counter() - start, 1),  # this invocation's: short when rows were kept
+        # what the rows cost when they were made (train, generate, score), kept rows included: the sweep's own time
+        "seconds_rows": round(sum({r["row"]: r["seconds"] for r in rows}.values()), 1),
         "rows": rows,
     }
     doc["paths"] = write_outputs(root, doc)
