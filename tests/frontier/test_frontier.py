@@ -83,8 +83,15 @@ def test_outputs_have_the_documented_shape(frontier_run):
     row = next(r for r in rows if r["eps"] == 2.0 and r["label"] == "rating" and r["classifier"] == "embedding")
     se = (row["accuracy"] * (1 - row["accuracy"]) / row["n_test"]) ** 0.5
     assert f"| rating | embedding | 2 | 12 | {row['accuracy']:.3f} ± {se:.3f} |" in md
-    n = min(12, on_disk["n_test"])  # MAUVE's sample a side, which its value depends on, is named
+    # MAUVE's sample a side, which its value depends on, is each row's records against the test split, and named
+    n_records = {k: read_json(out / "rows" / k / "row.json")["n_records"] for k in {r["row"] for r in rows}}
+    for r in rows:
+        assert r["mauve_n"] == (None if r["mauve"] is None else min(n_records[r["row"]], on_disk["n_test"]))
+    n = min(12, on_disk["n_test"])
     assert f"draws of {n} records a side ({max(2, n // 10)} k-means buckets" in md
+    big = min(n_records["real_all"], on_disk["n_test"])
+    # all the training records: named apart when that draw is larger (the note's doctest has that case)
+    assert (f"real_all: {big} a side" in md) == (big != n)
     page = (out / "frontier.html").read_text()
     assert page.count("<svg") == 3 and "<script" not in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched: opens offline
@@ -183,6 +190,37 @@ def test_evaluate_settings_rescore_the_kept_rows(frontier_run, tiny_model_dir, t
     assert len(Ledger(ledger_path).releases(source)) == 1  # nothing charged again
 
 
+def test_a_crash_while_scoring_again_remakes_no_row(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """Rows made before row.json named their evaluate section are named before the sweep's config is overwritten: a
+    crash in the scoring that follows leaves a rerun able to keep them."""
+    import shutil
+
+    from dpsynth.frontier import run as run_module
+
+    _, out, _, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    for key in ("eps0", "real"):
+        done = copy / "rows" / key / "row.json"
+        write_json(done, {k: v for k, v in read_json(done).items() if k != "evaluate"})
+    files = [*(copy / "rows").glob("*/records.jsonl"), *(copy / "rows").glob("*/real_indices.json")]
+    records = {p: p.stat().st_mtime_ns for p in files}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "score_row", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_frontier(_cfg(tiny_model_dir, "evaluate.max_records=7"), copy, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    # the first row's scoring crashed: the later real row was named all the same
+    assert read_json(copy / "rows" / "real" / "row.json")["evaluate"]["max_records"] == 60
+    run_frontier(_cfg(tiny_model_dir, "evaluate.max_records=9"), copy, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in files} == records  # none remade
+
+
 def test_a_row_is_kept_only_under_the_evaluate_section_it_names(tiny_model_dir, tmp_path):
     """:func:`kept_evaluate` matches a row through its own evaluate section, not any: a row whose fingerprint was
     made under other training settings is not kept whatever evaluate section it names."""
@@ -197,6 +235,9 @@ def test_a_row_is_kept_only_under_the_evaluate_section_it_names(tiny_model_dir, 
     later = _cfg(tiny_model_dir, "evaluate.max_records=999")
     assert kept_evaluate(later, row, old, tmp_path / "broken.yaml", sweep_evaluate=made) == made
     assert kept_evaluate(later, row, old, tmp_path / "broken.yaml") is None  # unreadable: remade, not a crash
+    # the sweep's previous evaluate section keeps a row only when nothing else changed
+    other = _cfg(tiny_model_dir, "evaluate.max_records=999", "train.learning_rate=0.005")
+    assert kept_evaluate(other, row, old, tmp_path / "broken.yaml", sweep_evaluate=made) is None
     info = {"fingerprint": fingerprint(cfg, row), "evaluate": made}
     now = _cfg(tiny_model_dir, "evaluate.max_records=999", "evaluate.seed=3")
     assert kept_evaluate(now, row, info, tmp_path / "none.yaml") == made

@@ -54,8 +54,7 @@ def frontier(
 
     doc = _guard(lambda: run_frontier(cfg, out, command=command, progress=not quiet, on_row=on_row))
     console.print(
-        f"frontier of {doc['dataset']} in {doc['seconds_total']:.0f} s "
-        f"(its rows: {doc['seconds_rows']:.0f} s when made):",
+        f"frontier of {doc['dataset']} in {doc['seconds_total']:.0f} s (its rows' own: {doc['seconds_rows']:.0f} s):",
         highlight=False,
     )
     for kind, path in doc["paths"].items():

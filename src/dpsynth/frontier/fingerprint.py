@@ -84,7 +84,7 @@ def evaluate_section(config_path: Path) -> dict[str, Any] | None:
     if not config_path.is_file():
         return None
     try:
-        raw = yaml.safe_load(config_path.read_text())
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
     section = raw.get("evaluate") if isinstance(raw, dict) else None

@@ -54,19 +54,33 @@ def _mauve_cell(row: dict[str, Any]) -> str:
 
 
 def _mauve_note(rows: Sequence[dict[str, Any]], n_synthetic: int, n_test: int) -> str:
-    """How MAUVE was drawn, with the sample size each draw compares: MAUVE clusters into n / 10 buckets, so the same
-    texts score lower against more records (finer buckets), and only figures at the same n compare.
+    """How MAUVE was drawn, with the records a side of each draw: MAUVE clusters into n / 10 buckets, so the same
+    texts score lower against more records (finer buckets), and only figures at the same n compare. The size is
+    each row's ``mauve_n`` (the smaller of its records and the test split); entries scored before it was recorded
+    read as ``min(n_synthetic, n_test)``.
 
-    >>> note = _mauve_note([{"mauve_repeats": 5}], 1000, 974)
+    >>> note = _mauve_note([{"mauve": 0.5, "mauve_repeats": 5, "mauve_n": 974, "row": "eps4"}], 1000, 974)
     >>> note.endswith("5 draws of 974 records a side (97 k-means buckets: compare MAUVE only at the same size).")
     True
+    >>> rows = [{"mauve": 0.5, "mauve_n": 200, "row": "eps4"}, {"mauve": 0.9, "mauve_n": 500, "row": "real_all"}]
+    >>> _mauve_note(rows, 200, 500).endswith("200 records a side (20 k-means buckets: compare MAUVE only at the "
+    ...                                       "same size); real_all: 500 a side (50 buckets).")
+    True
+    >>> _mauve_note([{"mauve": None}], 200, 0)
+    'MAUVE: not measured.'
     """
-    repeats = {r.get("mauve_repeats") or 1 for r in rows}
-    n = min(n_synthetic, n_test)
-    size = f"{n} records a side ({max(2, n // 10)} k-means buckets: compare MAUVE only at the same size)"
-    if repeats == {1}:
-        return f"MAUVE: against the real test split, one draw of {size}."
-    return f"MAUVE: against the real test split, mean ± standard deviation over {max(repeats)} draws of {size}."
+    measured = [r for r in rows if r.get("mauve") is not None]
+    if not measured:
+        return "MAUVE: not measured."
+    sizes = {str(r.get("row")): int(r.get("mauve_n") or min(n_synthetic, n_test)) for r in measured}
+    n = max(set(sizes.values()), key=list(sizes.values()).count)  # the common size; rows that differ are named
+    repeats = max(r.get("mauve_repeats") or 1 for r in measured)
+    draws = "one draw" if repeats == 1 else f"mean ± standard deviation over {repeats} draws"
+    others = "".join(f"; {row}: {m} a side ({max(2, m // 10)} buckets)" for row, m in sizes.items() if m != n)
+    return (
+        f"MAUVE: against the real test split, {draws} of {n} records a side ({max(2, n // 10)} k-means buckets: "
+        f"compare MAUVE only at the same size){others}."
+    )
 
 
 def _eps_label(row: dict[str, Any]) -> str:
@@ -90,7 +104,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"real test records: {doc['n_test']}",
         *(
             [
-                f"- time: the rows took {doc['seconds_rows'] / 60:.0f} min when made (training, generation, scoring); "
+                f"- time: the rows' own {doc['seconds_rows'] / 60:.0f} min (training and generation when made, where "
+                f"recorded, and their latest scoring); "
                 f"this run of the command {doc['seconds_total'] / 60:.0f} min"
             ]
             if doc.get("seconds_rows") is not None and doc.get("seconds_total") is not None

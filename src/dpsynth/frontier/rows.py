@@ -56,8 +56,14 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config, sweep_evaluate) is not None:
-        return
+    if done.is_file():
+        info = read_json(done)
+        made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
+        if made is not None:
+            if info.get("evaluate") != made:
+                # named now, before the sweep's config is overwritten: a rerun after a crash still knows it
+                write_json(done, {**info, "evaluate": made})
+            return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
     from dpsynth.config import load_config

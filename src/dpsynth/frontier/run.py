@@ -119,6 +119,9 @@ def run_frontier(
             write_json(scores_path, {"fingerprint": scored, "entries": entries})
         for e in entries:
             e["privacy"] = made.get("privacy")
+            # the records a side of each MAUVE draw (mauve_over_draws: all the row's records against the test split,
+            # the smaller side's size): MAUVE depends on it, and a real_all row's differs from the others'
+            e["mauve_n"] = None if e.get("mauve") is None else min(int(made["n_records"]), len(ref.test_texts))
         rows.extend(entries)
         if on_row is not None:
             on_row(spec.key, entries)
@@ -138,7 +141,7 @@ def run_frontier(
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine.summary(),
         "seconds_total": round(time.perf_counter() - start, 1),  # this invocation's: short when rows were kept
-        # what the rows cost when they were made (train, generate, score), kept rows included: the sweep's own time
+        # the rows' own time (training and generation when made, their latest scoring), kept rows included
         "seconds_rows": round(sum({r["row"]: r["seconds"] for r in rows}.values()), 1),
         "rows": rows,
     }
