@@ -56,14 +56,8 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if done.is_file():
-        info = read_json(done)
-        made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
-        if made is not None:
-            if info.get("evaluate") != made:
-                # named now, before the sweep's config is overwritten: a rerun after a crash still knows it
-                write_json(done, {**info, "evaluate": made})
-            return
+    if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config, sweep_evaluate) is not None:
+        return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
     from dpsynth.config import load_config
@@ -95,6 +89,21 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
             "generated again, when only generate.* or frontier.n_synthetic changed; every row is kept, and scored "
             "again, when only evaluate.* changed)"
         )
+
+
+def name_kept_row(cfg: Config, root: RunDir, row: RowSpec, sweep_evaluate: dict[str, Any] | None) -> None:
+    """Write into a finished row's ``row.json`` the evaluate section it was made under, when it is kept through a
+    fallback (:func:`~dpsynth.frontier.fingerprint.kept_evaluate`). Called after every :func:`check_reuse` passed and
+    before the sweep's config is overwritten, so that a crash in the scoring that follows leaves a rerun able to keep
+    the row."""
+    run = RunDir(root.root / "rows" / row.key)
+    done = run.root / "row.json"
+    if not done.is_file():
+        return
+    info = read_json(done)
+    made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
+    if made is not None and info.get("evaluate") != made:
+        write_json(done, {**info, "evaluate": made})
 
 
 def copy_prepared(src: RunDir, dst: RunDir) -> None:

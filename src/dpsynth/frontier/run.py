@@ -33,7 +33,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.fingerprint import evaluate_section, scores_key
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
-from dpsynth.frontier.rows import check_reuse, load_records, make_row, row_config
+from dpsynth.frontier.rows import check_reuse, load_records, make_row, name_kept_row, row_config
 from dpsynth.frontier.spec import RowSpec, row_specs
 from dpsynth.rundir import RunDir, read_json, write_json, write_text
 from dpsynth.train import warm_start
@@ -93,6 +93,8 @@ def run_frontier(
     earlier = evaluate_section(root.config)  # how the kept rows were scored: a row made before 2026-12-04 may not say
     for spec in specs:
         check_reuse(cfg, root, spec, sweep_evaluate=earlier)  # every refusal before anything is written or row touched
+    for spec in specs:
+        name_kept_row(cfg, root, spec, earlier)  # before DIR/config.yaml, the fallback, is overwritten
     root.root.mkdir(parents=True, exist_ok=True)
     write_text(root.config, cfg.to_yaml())
     start = time.perf_counter()
