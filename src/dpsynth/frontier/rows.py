@@ -148,10 +148,7 @@ def make_row(
         made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
         if made is not None:
             log.info("frontier: row %s already finished, kept", row.key)
-            if info.get("evaluate") != made:  # a row made before row.json said it: said now, for later reruns
-                info = {**info, "evaluate": made}
-                write_json(done, info)
-            return info
+            return {**info, "evaluate": made}  # row.json names it already (name_kept_row, run before any row)
         check_reuse(cfg, root, row, sweep_evaluate=sweep_evaluate)
         trained = row.eps not in (0.0, "real")
         log.warning(
