@@ -63,7 +63,8 @@ def make_adapter(cfg: Any, path: Path) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+                g = torch.Generator().manual_seed(len(name))  # drawn on the CPU: the same B on every device
+                p.copy_(torch.empty(p.shape).normal_(0, 0.02, generator=g))
     model.save_pretrained(path)
 
 

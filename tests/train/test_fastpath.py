@@ -16,14 +16,14 @@ from dpsynth.train.precision import cpu_has_native_bf16, resolve_precision
 from dpsynth.train.prefix import PrefixCache
 from dpsynth.train.private import make_private
 from tests.conftest import make_tiny_llama
-from tests.train.test_private import VOCAB, _examples
+from tests.train.test_private import VOCAB, _examples, _generator, _on_model
 
 COLLATE = Collator(pad_id=0)
 LENGTHS = [7, 12, 4, 9, 15]
 
 
-def _model(layers: int = 2, top_k: int | None = None, seed: int = 0):
-    model = make_tiny_llama(VOCAB, seed=seed, num_hidden_layers=layers)
+def _model(layers: int = 2, top_k: int | None = None, seed: int = 0, device: torch.device | None = None):
+    model = make_tiny_llama(VOCAB, seed=seed, num_hidden_layers=layers).to(device or "cpu")
     settings = LoraSettings(r=4, dropout=0.0, target_modules=["q_proj", "v_proj"], top_k_layers=top_k)
     peft = add_lora(model, settings, seed=seed)
     with torch.no_grad():  # LoRA B starts at zero; move away so that every LoRA matrix has a non-trivial gradient
@@ -38,7 +38,7 @@ def _loop_gradients(model, examples) -> list[dict[str, torch.Tensor]]:
     grads = []
     for e in examples:
         model.zero_grad()
-        batch = COLLATE([e])
+        batch = _on_model(model, COLLATE([e]))
         out = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
         )
@@ -57,7 +57,7 @@ def _dp_grad_samples(model, examples, forward: TrainForward) -> tuple[dict[str, 
         max_grad_norm=1e6,
         expected_batch_size=len(examples),
         mode="hooks",
-        noise_generator=torch.Generator().manual_seed(0),
+        noise_generator=_generator(model, 0),
         loss=HeadLoss(forward.head),
     )
     forward.losses(COLLATE(examples)).mean().backward()
@@ -69,33 +69,34 @@ def _norms(per_param: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     return torch.stack([torch.stack([g.norm() for g in d.values()]).norm() for d in per_param])
 
 
-def test_float32_fast_path_matches_the_per_example_loop():
+def test_float32_fast_path_matches_the_per_example_loop(device):
     """Logits only at labelled positions, float32: per-sample gradients equal the loop's (atol 1e-6, rtol 1e-4)."""
-    model = _model()
+    model = _model(device=device)
     examples = indexed(_examples(LENGTHS))
     expected = _loop_gradients(model, examples)
-    samples, private = _dp_grad_samples(model, examples, TrainForward(model, torch.device("cpu")))
+    samples, private = _dp_grad_samples(model, examples, TrainForward(model, device))
     for name, gs in samples.items():
         for i in range(len(examples)):
             torch.testing.assert_close(gs[i], expected[i][name], atol=1e-6, rtol=1e-4)
     private.detach()
 
 
-def test_bf16_per_sample_gradients_and_norms_match_a_float32_loop():
+def test_bf16_per_sample_gradients_and_norms_match_a_float32_loop(device):
     """Under bf16 autocast, per-sample gradients stay float32 and match the float32 loop.
 
     Tolerance: every example's gradient (all LoRA tensors together) within 2% relative L2 error of the float32
     one, and its norm (what clipping uses) within 1% (measured: about 0.8% and 0.4%). bfloat16 keeps 8 significant
     bits (relative rounding 2^-9 = 0.2%); a few bf16 matmuls and bf16 logits stay well inside these bounds. Without
-    the float32 grad samplers the per-sample gradients come out bfloat16 (the dtype assertion catches it).
+    the float32 grad samplers the per-sample gradients come out bfloat16 (the dtype assertion catches it). On CUDA
+    the same bounds hold against the float32 loop on the GPU.
     """
-    model = _model()
+    model = _model(device=device)
     examples = indexed(_examples(LENGTHS, seed=1))
     expected = _loop_gradients(model, examples)
     seen: list[torch.dtype] = []
     base_q = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     handle = base_q.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    forward = TrainForward(model, torch.device("cpu"), autocast_dtype=torch.bfloat16)
+    forward = TrainForward(model, device, autocast_dtype=torch.bfloat16)
     samples, private = _dp_grad_samples(model, examples, forward)
     handle.remove()
     assert seen and all(d == torch.bfloat16 for d in seen)  # the frozen matmuls did run in bf16
@@ -109,6 +110,37 @@ def test_bf16_per_sample_gradients_and_norms_match_a_float32_loop():
     # Clipping, accumulation and noise: the summed gradient and the step are float32.
     private.optimizer.step()
     params = trainable_parameters(model)
+    assert all(p.dtype == torch.float32 and p.summed_grad.dtype == torch.float32 for p in params.values())
+    private.detach()
+
+
+def test_bf16_base_weights_as_loaded_on_cuda_match_a_float32_loop(device):
+    """``model.dtype=auto`` loads the base model in bfloat16 on CUDA; peft keeps the LoRA weights float32 there
+    (``autocast_adapter_dtype``). That path's per-sample gradients and norms stay within the bf16 test's bounds (2%,
+    1%) of a float32 loop over the same (bf16-rounded) base weights, and clipping, noise and the step stay float32."""
+    import copy
+
+    base = make_tiny_llama(VOCAB, seed=0).to(device=device, dtype=torch.bfloat16)
+    settings = LoraSettings(r=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model = add_lora(base, settings, seed=0)
+    params = trainable_parameters(model)
+    assert all(p.dtype == torch.float32 for p in params.values())
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(device))
+    model.train()
+    reference = copy.deepcopy(model).float()  # the same values, float32 arithmetic
+    examples = indexed(_examples(LENGTHS, seed=1))
+    expected = _loop_gradients(reference, examples)
+    samples, private = _dp_grad_samples(model, examples, TrainForward(model, device, autocast_dtype=torch.bfloat16))
+    assert all(gs.dtype == torch.float32 for gs in samples.values())
+    got = [{n: gs[i] for n, gs in samples.items()} for i in range(len(examples))]
+    for i in range(len(examples)):
+        diff = torch.cat([(got[i][n] - expected[i][n]).flatten() for n in expected[i]]).norm()
+        ref = torch.cat([g.flatten() for g in expected[i].values()]).norm()
+        assert diff / ref < 0.02, (i, (diff / ref).item())
+    torch.testing.assert_close(_norms(got), _norms(expected), rtol=0.01, atol=0.0)
+    private.optimizer.step()
     assert all(p.dtype == torch.float32 and p.summed_grad.dtype == torch.float32 for p in params.values())
     private.detach()
 
@@ -184,12 +216,11 @@ def test_top_k_layers_puts_lora_on_the_top_blocks_only():
 
 
 @pytest.mark.parametrize("autocast_dtype", [None, torch.bfloat16])
-def test_prefix_cache_gives_the_same_per_example_gradients(autocast_dtype):
+def test_prefix_cache_gives_the_same_per_example_gradients(autocast_dtype, device):
     """With and without the cache: per-sample gradients equal (float32: atol 1e-6, rtol 1e-5; bf16: same casts on
     the same values, atol 1e-4 relative to the gradient's scale), and in float32 both equal the per-example loop."""
-    model = _model(layers=4, top_k=2)
+    model = _model(layers=4, top_k=2, device=device)
     examples = indexed(_examples(LENGTHS, seed=2))
-    device = torch.device("cpu")
     without, private = _dp_grad_samples(model, examples, TrainForward(model, device, autocast_dtype))
     private.detach()
     for p in trainable_parameters(model).values():
@@ -349,14 +380,14 @@ def test_dp_arm_trains_through_the_prefix_cache(tmp_path, tiny_model_dir, monkey
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_clipping_through_the_head_loss_bounds_the_update(mode):
+def test_clipping_through_the_head_loss_bounds_the_update(mode, device):
     """One example far above the bound, no noise, the loop's criterion on hidden states: the update has norm C."""
-    model = _model()
+    model = _model(device=device)
     example = indexed(_examples([10], seed=4))
     raw = torch.stack([g.norm() for g in _loop_gradients(model, example)[0].values()]).norm().item()
     clip = raw / 10
     params = trainable_parameters(model)
-    forward = TrainForward(model, torch.device("cpu"))
+    forward = TrainForward(model, device)
     private = make_private(
         model,
         torch.optim.SGD(params.values(), lr=1.0),
@@ -364,13 +395,13 @@ def test_clipping_through_the_head_loss_bounds_the_update(mode):
         max_grad_norm=clip,
         expected_batch_size=1,
         mode=mode,
-        noise_generator=torch.Generator().manual_seed(0),
+        noise_generator=_generator(model, 0),
         loss=HeadLoss(forward.head),
     )
     before = {n: p.detach().clone() for n, p in params.items()}
     batch = COLLATE(example)
     if mode == "ghost":
-        private.criterion(forward.hidden(batch), batch["labels"]).backward()
+        private.criterion(forward.hidden(batch), batch["labels"].to(device)).backward()
     else:
         forward.losses(batch).mean().backward()
     private.optimizer.step()

@@ -27,8 +27,8 @@ def _examples(lengths: list[int], seed: int = 0) -> list[SimpleNamespace]:
     return out
 
 
-def _model(seed: int = 0, **lora):
-    model = make_tiny_llama(VOCAB, seed=seed, attn_implementation="eager")
+def _model(seed: int = 0, device: torch.device | None = None, **lora):
+    model = make_tiny_llama(VOCAB, seed=seed, attn_implementation="eager").to(device or "cpu")
     peft = add_lora(model, LoraSettings(r=4, dropout=0.0, target_modules=["q_proj", "v_proj"], **lora), seed=seed)
     # LoRA B starts at zero; move away from it so that every LoRA matrix has a non-trivial gradient.
     with torch.no_grad():
@@ -38,7 +38,18 @@ def _model(seed: int = 0, **lora):
     return peft
 
 
+def _on_model(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _generator(model, seed: int) -> torch.Generator:
+    """The noise generator on the model's device (Opacus draws the noise there)."""
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
 def _forward(model, batch):
+    batch = _on_model(model, batch)
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
     )
@@ -57,8 +68,8 @@ def _loop_gradients(model, examples) -> list[dict[str, torch.Tensor]]:
     return grads
 
 
-def test_per_sample_gradients_match_a_per_example_loop():
-    model = _model()
+def test_per_sample_gradients_match_a_per_example_loop(device):
+    model = _model(device=device)
     examples = _examples([7, 12, 4, 9])
     expected = _loop_gradients(model, examples)
     params = trainable_parameters(model)
@@ -70,7 +81,7 @@ def test_per_sample_gradients_match_a_per_example_loop():
         max_grad_norm=1.0,
         expected_batch_size=4,
         mode="hooks",
-        noise_generator=torch.Generator().manual_seed(0),
+        noise_generator=_generator(model, 0),
     )
     _forward(model, Collator(pad_id=0)(examples)).mean().backward()
     assert len(params) == 8  # q and v in two layers, A and B each
@@ -82,9 +93,9 @@ def test_per_sample_gradients_match_a_per_example_loop():
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_clipped_update_has_the_configured_norm(mode):
+def test_clipped_update_has_the_configured_norm(mode, device):
     """One example with a gradient far above the bound, no noise: the update's norm is exactly max_grad_norm."""
-    model = _model()
+    model = _model(device=device)
     params = trainable_parameters(model)
     example = _examples([10])
     raw_norm = torch.stack([g.norm() for g in _loop_gradients(model, example)[0].values()]).norm().item()
@@ -97,7 +108,7 @@ def test_clipped_update_has_the_configured_norm(mode):
         max_grad_norm=max_grad_norm,
         expected_batch_size=1,
         mode=mode,
-        noise_generator=torch.Generator().manual_seed(0),
+        noise_generator=_generator(model, 0),
     )
     before = {n: p.detach().clone() for n, p in params.items()}
     loss = (
@@ -113,16 +124,16 @@ def test_clipped_update_has_the_configured_norm(mode):
 
 
 def _logits_and_labels(model, examples):
-    batch = Collator(pad_id=0)(examples)
+    batch = _on_model(model, Collator(pad_id=0)(examples))
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
     )
     return out.logits, batch["labels"]
 
 
-def test_noise_on_zero_gradients_has_the_calibrated_scale():
+def test_noise_on_zero_gradients_has_the_calibrated_scale(device):
     """An empty Poisson batch still takes a noisy step, and its scale is sigma * C / expected batch size."""
-    model = _model()
+    model = _model(device=device)
     params = trainable_parameters(model)
     sigma, clip, batch = 2.0, 0.5, 8
     opt = torch.optim.SGD(params.values(), lr=1.0)
@@ -133,7 +144,7 @@ def test_noise_on_zero_gradients_has_the_calibrated_scale():
         max_grad_norm=clip,
         expected_batch_size=batch,
         mode="hooks",
-        noise_generator=torch.Generator().manual_seed(1),
+        noise_generator=_generator(model, 1),
     )
     before = torch.cat([p.detach().flatten().clone() for p in params.values()])
     private.prepare_empty_batch()
@@ -145,8 +156,8 @@ def test_noise_on_zero_gradients_has_the_calibrated_scale():
     assert private.noisy_steps == 1
 
 
-def test_noise_differs_across_steps():
-    model = _model()
+def test_noise_differs_across_steps(device):
+    model = _model(device=device)
     params = trainable_parameters(model)
     opt = torch.optim.SGD(params.values(), lr=1.0)
     private = make_private(
@@ -156,7 +167,7 @@ def test_noise_differs_across_steps():
         max_grad_norm=1.0,
         expected_batch_size=1,
         mode="hooks",
-        noise_generator=torch.Generator().manual_seed(3),
+        noise_generator=_generator(model, 3),
     )
     changes = []
     for _ in range(2):
@@ -182,7 +193,7 @@ def test_padding_does_not_change_a_sequence_loss_or_gradient():
         max_grad_norm=1.0,
         expected_batch_size=2,
         mode="hooks",
-        noise_generator=torch.Generator().manual_seed(0),
+        noise_generator=_generator(model, 0),
     )
     collate = Collator(pad_id=0)
     alone = _forward(model, collate([target]))
