@@ -184,6 +184,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
             "params": sum(p.numel() for p in params.values()),
             "device": str(device),
             "precision": str(forward.autocast_dtype or "float32").replace("torch.", ""),
+            # model.dtype=auto: float32 on CPU, bfloat16 on CUDA, in every mode (precision is the autocast alone)
+            "base_weights": str(base.dtype).replace("torch.", ""),
             "top_k_layers": top_k,
             "lora_dropout": dropout,
             "cache_s": cache_s,
@@ -243,14 +245,18 @@ def main() -> None:
         f"\ntraining step, batch {args.batch} x {args.tokens} tokens, LoRA on {args.targets}, {rows[0]['device']}, "
         f"{args.threads} threads, median of {args.steps} steps\n"
     )
-    print("| mode | precision | LoRA blocks | step (s) | tokens/s | x no_dp step | x dp tokens/s | peak MB | x dp |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| mode | base weights | autocast | LoRA blocks | step (s) | tokens/s | x no_dp step | x dp tokens/s "
+        "| peak MB | x dp |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ref_step = by_mode.get("no_dp", rows[0])["median_s"]
     dp = by_mode.get("dp", rows[0])
     for r in rows:
         blocks = "all" if r["top_k_layers"] is None else f"top {r['top_k_layers']}"
         print(
-            f"| {r['mode']} | {r['precision']} | {blocks} | {r['median_s']:.2f} | {tokens / r['median_s']:.0f} | "
+            f"| {r['mode']} | {r['base_weights']} | {'none' if r['precision'] == 'float32' else r['precision']} "
+            f"| {blocks} | {r['median_s']:.2f} | {tokens / r['median_s']:.0f} | "
             f"{r['median_s'] / ref_step:.2f} | {dp['median_s'] / r['median_s']:.2f} | {r['peak_mb']:.0f} | "
             f"{r['peak_mb'] / max(dp['peak_mb'], 1e-9):.2f} |"
         )
@@ -286,6 +292,7 @@ def main() -> None:
                     "step_s": r["median_s"],
                     "peak_mb": r["peak_mb"],
                     "precision": r["precision"],
+                    "base_weights": r["base_weights"],
                     "top_k_layers": r["top_k_layers"],
                     "lora_dropout": r["lora_dropout"],
                     "prefix_cache_build_s": r["cache_s"],
