@@ -40,7 +40,7 @@ def shared_data() -> Path:
             "cuda",
             marks=pytest.mark.skipif(
                 not torch.cuda.is_available(),
-                reason="no CUDA device here: the CUDA variant runs where a GPU is (run on an H200 on 2026-12-04)",
+                reason="no CUDA device here: the CUDA variant runs where a GPU is (bench/gpu_check.sh)",
             ),
         ),
     ]

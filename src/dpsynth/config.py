@@ -362,13 +362,15 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Confi
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        raw = path.read_bytes()
+        data = path.read_bytes()
         try:
-            loaded = yaml.safe_load(raw.decode("utf-8"))
+            loaded = yaml.safe_load(data.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
+            line = data[: exc.start].count(b"\n") + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
             raise ConfigError(
-                f"{path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save it as UTF-8"
+                f"{path}, line {line}, column {column}: not UTF-8 text (a byte {data[exc.start]:#04x}); "
+                "save it as UTF-8"
             ) from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc

@@ -140,8 +140,14 @@ def test_bf16_base_weights_as_loaded_on_cuda_match_a_float32_loop(device):
         ref = torch.cat([g.flatten() for g in expected[i].values()]).norm()
         assert diff / ref < 0.02, (i, (diff / ref).item())
     torch.testing.assert_close(_norms(got), _norms(expected), rtol=0.01, atol=0.0)
+    # A step where clipping acts (every example's norm is far above 1e-3) and noise is drawn on the device: float32.
+    clip = 1e-3
+    assert bool((_norms(got) > 10 * clip).all())
+    private.optimizer.max_grad_norm, private.optimizer.noise_multiplier = clip, 1.0
+    before = {n: p.detach().clone() for n, p in params.items()}
     private.optimizer.step()
     assert all(p.dtype == torch.float32 and p.summed_grad.dtype == torch.float32 for p in params.values())
+    assert all(not torch.equal(before[n], p.detach()) for n, p in params.items())
     private.detach()
 
 

@@ -179,9 +179,9 @@ def test_noise_differs_across_steps(device):
     assert not torch.allclose(changes[0], changes[1])
 
 
-def test_padding_does_not_change_a_sequence_loss_or_gradient():
+def test_padding_does_not_change_a_sequence_loss_or_gradient(device):
     """The same sequence alone and padded to a longer batch (right padding, -100 labels) gives the same results."""
-    model = _model()
+    model = _model(device=device)
     target = _examples([6], seed=5)[0]
     longer = _examples([15], seed=6)[0]
     params = trainable_parameters(model)

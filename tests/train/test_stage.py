@@ -131,15 +131,17 @@ def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypat
     assert (a["steps"], a["epsilon"]) == (b["steps"], b["epsilon"])
     wa, wb = _adapter_weights(RunDir(whole), "dp"), _adapter_weights(run, "dp")
     assert wa.keys() == wb.keys()
-    # Bit for bit on the CPU. On CUDA (model.device=auto), atomic-add reductions in the backward pass differ from run
-    # to run in the last bits, and AdamW's normalisation carries that into the weights: two H200 runs on 2026-12-04
-    # differed by 2.3e-6 and 2.4e-5 at most, with the LoRA B weights at about 4e-2 after 4 steps at lr 1e-2. Replayed
-    # noise would move the weights by a whole step (about lr, i.e. 25% of that scale); the CUDA tolerance is 1% of it.
+    # Bit for bit on the CPU. On CUDA (model.device=auto) two H200 runs on 2026-12-04 differed (2.3e-6 and 2.4e-5 in
+    # the first tensor that failed): the checkpoint kept the CPU's random state but not the GPU's, so the resumed
+    # steps drew dropout's first masks again (a helper reproduced those figures on the CPU by re-seeding; the
+    # checkpoint now keeps the device's state too). Not yet run on CUDA since: should its kernels still differ in the
+    # last bits, 1% of the weights' scale allows that, while replayed dropout masks (about 5% of it in that
+    # reproduction) or replayed noise (about 77%) fail.
     scale = max(wa[k].abs().max().item() for k in wa if "lora_B" in k)  # B starts at zero: what the steps moved
     assert scale > 1e-3
     atol = 0.01 * scale if torch.cuda.is_available() else 0.0
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=atol)
+    worst = max(wa, key=lambda k: (wa[k] - wb[k]).abs().max().item())  # every tensor compared, the worst reported
+    torch.testing.assert_close(wa[worst], wb[worst], rtol=0, atol=atol, msg=lambda m: f"{worst}: {m}")
 
 
 def test_a_finished_arm_leaves_no_checkpoint_set_aside(tmp_path, tiny_model_dir, monkeypatch):

@@ -157,6 +157,8 @@ class ArmTrainer:
         self.sampler_gen.set_state(ckpt.generators["sampler"])
         self.noise_gen.set_state(ckpt.generators["noise"])
         torch.set_rng_state(ckpt.torch_rng)
+        if self.device.type == "cuda" and "device_rng" in ckpt.generators:  # dropout's masks on the GPU
+            torch.cuda.set_rng_state(ckpt.generators["device_rng"], self.device)
         self.state.step = ckpt.step
         self.state.log_rows = list(ckpt.meta.get("log", []))
         self.s.meta.update({k: v for k, v in ckpt.meta.items() if k in ("histogram",)})
@@ -171,7 +173,13 @@ class ArmTrainer:
                 optimizer=self.optimizer.state_dict()
                 if self.private is None
                 else self.private.optimizer.original_optimizer.state_dict(),
-                generators={"sampler": self.sampler_gen.get_state(), "noise": self.noise_gen.get_state()},
+                generators={
+                    "sampler": self.sampler_gen.get_state(),
+                    "noise": self.noise_gen.get_state(),
+                    # on CUDA, dropout draws from the device's generator, which the seed above reset: without its
+                    # state a resumed run would draw the first steps' masks again (found on an H200, 2026-12-04)
+                    **({"device_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
+                },
                 torch_rng=torch.get_rng_state(),
                 meta={
                     "arm": self.s.arm,
