@@ -15,8 +15,9 @@ def test_a_missing_file_is_named(tmp_path):
 
 def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
     path = tmp_path / "latin1.yaml"
-    path.write_bytes("train:\n  max_steps: 3\ndata:\n  path: caf\u00e9.csv\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin1\.yaml, line 4, column 12: not UTF-8 text \(a byte 0xe9\)"):
+    # the column counts characters: the UTF-8 "\u00e8" (two bytes) before the Latin-1 byte is one
+    path.write_bytes("train:\n  max_steps: 3\ndata:\n  path: \u00e8".encode() + "caf\u00e9.csv\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml, line 4, column 13: not UTF-8 text \(a byte 0xe9\)"):
         load_config(path, [])
 
 

@@ -367,7 +367,7 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Confi
             loaded = yaml.safe_load(data.decode("utf-8"))
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8")) + 1  # characters
             raise ConfigError(
                 f"{path}, line {line}, column {column}: not UTF-8 text (a byte {data[exc.start]:#04x}); "
                 "save it as UTF-8"

@@ -149,6 +149,13 @@ def test_bf16_base_weights_as_loaded_on_cuda_match_a_float32_loop(device):
     private.optimizer.step()
     assert all(p.dtype == torch.float32 and p.summed_grad.dtype == torch.float32 for p in params.values())
     assert all(not torch.equal(before[n], p.detach()) for n, p in params.items())
+    # Clipping acted: the summed clipped gradients have norm at most B * C. The noise Opacus added (its grad is
+    # (sum + noise) / B) is float32 with standard deviation sigma * C = C.
+    batch = len(examples)
+    summed = torch.cat([p.summed_grad.flatten() for p in params.values()])
+    assert summed.norm().item() <= batch * clip * (1 + 1e-4)
+    noise = torch.cat([(p.grad * batch - p.summed_grad).flatten() for p in params.values()])
+    assert noise.dtype == torch.float32 and 0.8 * clip < noise.std().item() < 1.25 * clip
     private.detach()
 
 

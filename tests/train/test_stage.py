@@ -140,7 +140,8 @@ def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypat
     scale = max(wa[k].abs().max().item() for k in wa if "lora_B" in k)  # B starts at zero: what the steps moved
     assert scale > 1e-3
     atol = 0.01 * scale if torch.cuda.is_available() else 0.0
-    worst = max(wa, key=lambda k: (wa[k] - wb[k]).abs().max().item())  # every tensor compared, the worst reported
+    # every tensor compared, the worst reported (a NaN counts as the worst)
+    worst = max(wa, key=lambda k: (wa[k] - wb[k]).abs().nan_to_num(nan=float("inf")).max().item())
     torch.testing.assert_close(wa[worst], wb[worst], rtol=0, atol=atol, msg=lambda m: f"{worst}: {m}")
 
 
@@ -194,6 +195,24 @@ def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir
         api.train(cfg, tmp_path / name, progress=False)
         weights.append(_adapter_weights(RunDir(tmp_path / name), "dp"))
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_checkpoint_made_on_another_device_is_refused(tmp_path, tiny_model_dir, monkeypatch):
+    """The noise generator's state does not carry across device types: a clear refusal, not torch's RuntimeError."""
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]")
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+    with monkeypatch.context() as m:
+        _crash_after(m, 1)
+        with pytest.raises(_Crash):
+            api.train(cfg, out, progress=False)
+    meta_path = RunDir(out).checkpoints("dp") / "meta.json"
+    meta = read_json(meta_path)
+    here = meta["device"]
+    meta["device"] = "cpu" if here == "cuda" else "cuda"
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(DPSynthError, match=rf"made on {meta['device']} and this run is on {here}"):
+        api.train(cfg, out, resume=True, progress=False)
 
 
 def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch):

@@ -154,15 +154,35 @@ class ArmTrainer:
             for name, value in ckpt.trainable.items():
                 params[name].copy_(value.to(self.device))
         self.optimizer.load_state_dict(ckpt.optimizer)
-        self.sampler_gen.set_state(ckpt.generators["sampler"])
-        self.noise_gen.set_state(ckpt.generators["noise"])
-        torch.set_rng_state(ckpt.torch_rng)
-        if self.device.type == "cuda" and "device_rng" in ckpt.generators:  # dropout's masks on the GPU
-            torch.cuda.set_rng_state(ckpt.generators["device_rng"], self.device)
+        self._restore_random_state(ckpt)
         self.state.step = ckpt.step
         self.state.log_rows = list(ckpt.meta.get("log", []))
         self.s.meta.update({k: v for k, v in ckpt.meta.items() if k in ("histogram",)})
         log.info("resumed %s at step %d of %d", self.s.arm, ckpt.step, self.s.steps)
+
+    def _restore_random_state(self, ckpt: Checkpoint) -> None:
+        """The noise and sampling generators, and torch's own (dropout) on the CPU and, on CUDA, on the device: on
+        CUDA dropout draws from the device's generator, which ``__init__``'s seeding reset, so without its saved
+        state a resumed run would draw the first steps' masks again (found on an H200, 2026-12-04)."""
+        made_on = ckpt.meta.get("device")
+        if made_on is not None and made_on != self.device.type:
+            raise DPSynthError(
+                f"the checkpoint in {self.ckpt_dir} was made on {made_on} and this run is on {self.device.type}: the "
+                f"noise generator's state does not carry across devices; resume with model.device={made_on}, or "
+                "start a new run directory"
+            )
+        self.sampler_gen.set_state(ckpt.generators["sampler"])
+        self.noise_gen.set_state(ckpt.generators["noise"])
+        torch.set_rng_state(ckpt.torch_rng)
+        if self.device.type == "cuda":
+            if "device_rng" in ckpt.generators:
+                torch.cuda.set_rng_state(ckpt.generators["device_rng"], self.device)
+            else:
+                log.warning(
+                    "the checkpoint in %s holds no GPU random state (made before 2026-12-04): after this resume "
+                    "dropout's masks repeat the first steps' (DP noise and sampling are unaffected)",
+                    self.ckpt_dir,
+                )
 
     def _save(self) -> None:
         save_checkpoint(
@@ -176,13 +196,13 @@ class ArmTrainer:
                 generators={
                     "sampler": self.sampler_gen.get_state(),
                     "noise": self.noise_gen.get_state(),
-                    # on CUDA, dropout draws from the device's generator, which the seed above reset: without its
-                    # state a resumed run would draw the first steps' masks again (found on an H200, 2026-12-04)
+                    # dropout's generator on the GPU (:meth:`_restore_random_state`)
                     **({"device_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                 },
                 torch_rng=torch.get_rng_state(),
                 meta={
                     "arm": self.s.arm,
+                    "device": self.device.type,
                     "steps": self.s.steps,
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
