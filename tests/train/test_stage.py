@@ -133,10 +133,10 @@ def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypat
     assert wa.keys() == wb.keys()
     # Bit for bit on the CPU. On CUDA (model.device=auto) two H200 runs on 2026-12-04 differed (2.3e-6 and 2.4e-5 in
     # the first tensor that failed): the checkpoint kept the CPU's random state but not the GPU's, so the resumed
-    # steps drew dropout's first masks again (a helper reproduced those figures on the CPU by re-seeding; the
-    # checkpoint now keeps the device's state too). Not yet run on CUDA since: should its kernels still differ in the
-    # last bits, 1% of the weights' scale allows that, while replayed dropout masks (about 5% of it in that
-    # reproduction) or replayed noise (about 77%) fail.
+    # steps drew dropout's first masks again (re-seeding the same way on the CPU gave differences of that size; the
+    # checkpoint now keeps the device's state too, and this test passed on the H200 with it). Should CUDA kernels
+    # differ in the last bits, 1% of the weights' scale allows that, while replayed dropout masks (about 5% of it) or
+    # replayed noise (about 77%) fail.
     scale = max(wa[k].abs().max().item() for k in wa if "lora_B" in k)  # B starts at zero: what the steps moved
     assert scale > 1e-3
     atol = 0.01 * scale if torch.cuda.is_available() else 0.0
