@@ -197,15 +197,21 @@ def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_a_checkpoint_made_on_another_device_is_refused(tmp_path, tiny_model_dir, monkeypatch):
-    """The noise generator's state does not carry across device types: a clear refusal, not torch's RuntimeError."""
-    cfg = _cfg(tiny_model_dir, "train.arms=[dp]")
+def _dp_run_crashed_after_step_1(tmp_path, model_dir, monkeypatch):
+    """A DP-only run interrupted after its first step (a checkpoint on disk): its config and directory."""
+    cfg = _cfg(model_dir, "train.arms=[dp]")
     out = tmp_path / "run"
     api.prepare(cfg, out)
     with monkeypatch.context() as m:
         _crash_after(m, 1)
         with pytest.raises(_Crash):
             api.train(cfg, out, progress=False)
+    return cfg, out
+
+
+def test_a_checkpoint_made_on_another_device_is_refused(tmp_path, tiny_model_dir, monkeypatch):
+    """The noise generator's state does not carry across device types: a clear refusal, not torch's RuntimeError."""
+    cfg, out = _dp_run_crashed_after_step_1(tmp_path, tiny_model_dir, monkeypatch)
     meta_path = RunDir(out).checkpoints("dp") / "meta.json"
     meta = read_json(meta_path)
     here = meta["device"]
@@ -216,13 +222,7 @@ def test_a_checkpoint_made_on_another_device_is_refused(tmp_path, tiny_model_dir
 
 
 def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch):
-    cfg = _cfg(tiny_model_dir, "train.arms=[dp]")
-    out = tmp_path / "run"
-    api.prepare(cfg, out)
-    with monkeypatch.context() as m:
-        _crash_after(m, 1)
-        with pytest.raises(_Crash):
-            api.train(cfg, out, progress=False)
+    _, out = _dp_run_crashed_after_step_1(tmp_path, tiny_model_dir, monkeypatch)
     other = _cfg(tiny_model_dir, "train.arms=[dp]", "privacy.target_epsilon=2")
     with pytest.raises(DPSynthError, match=r"privacy\.target_epsilon"):
         api.train(other, out, resume=True, progress=False)  # refused before the checkpoint is read
