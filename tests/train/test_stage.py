@@ -219,6 +219,11 @@ def test_a_checkpoint_made_on_another_device_is_refused(tmp_path, tiny_model_dir
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(DPSynthError, match=rf"made on {meta['device']} and this run is on {here}"):
         api.train(cfg, out, resume=True, progress=False)
+    # a checkpoint of an earlier dpsynth names no device: on the same device it resumes as before
+    del meta["device"]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    api.train(cfg, out, resume=True, progress=False)
+    assert read_json(RunDir(out).privacy_json("dp"))["steps"] == 4
 
 
 def test_a_changed_plan_refuses_to_resume(tmp_path, tiny_model_dir, monkeypatch):

@@ -164,22 +164,26 @@ class ArmTrainer:
         """The noise and sampling generators, and torch's own (dropout) on the CPU and, on CUDA, on the device: on
         CUDA dropout draws from the device's generator, which ``__init__``'s seeding reset, so without its saved
         state a resumed run would draw the first steps' masks again (found on an H200, 2026-12-04)."""
-        made_on = ckpt.meta.get("device")
+        made_on = ckpt.meta.get("device")  # absent in checkpoints of an earlier dpsynth: then the state itself tells
+        refusal = DPSynthError(
+            f"the checkpoint in {self.ckpt_dir} was made on {made_on or 'another device'} and this run is on "
+            f"{self.device.type}: its random states do not carry across device types; resume on the same device "
+            f"(model.device), or delete that checkpoints folder to train this arm again from the start"
+        )
         if made_on is not None and made_on != self.device.type:
-            raise DPSynthError(
-                f"the checkpoint in {self.ckpt_dir} was made on {made_on} and this run is on {self.device.type}: the "
-                f"noise generator's state does not carry across devices; resume with model.device={made_on}, or "
-                "start a new run directory"
-            )
-        self.sampler_gen.set_state(ckpt.generators["sampler"])
-        self.noise_gen.set_state(ckpt.generators["noise"])
+            raise refusal
+        try:
+            self.sampler_gen.set_state(ckpt.generators["sampler"])
+            self.noise_gen.set_state(ckpt.generators["noise"])
+        except RuntimeError as exc:  # a CPU generator's state does not fit a CUDA one, nor the reverse
+            raise refusal from exc
         torch.set_rng_state(ckpt.torch_rng)
         if self.device.type == "cuda":
             if "device_rng" in ckpt.generators:
                 torch.cuda.set_rng_state(ckpt.generators["device_rng"], self.device)
             else:
                 log.warning(
-                    "the checkpoint in %s holds no GPU random state (made before 2026-12-04): after this resume "
+                    "the checkpoint in %s holds no GPU random state (made by an earlier dpsynth): after this resume "
                     "dropout's masks repeat the first steps' (DP noise and sampling are unaffected)",
                     self.ckpt_dir,
                 )
