@@ -22,7 +22,11 @@ META = "meta.json"
 
 @dataclass
 class Checkpoint:
-    """Everything a training run needs to continue exactly where it stopped."""
+    """Everything a training run needs to continue exactly where it stopped.
+
+    ``generators``: the Poisson sampler's and the DP noise's generator states, and on CUDA ``device_rng``, the GPU's
+    own random state (dropout); ``torch_rng``: the CPU's; ``meta``: what the run checks before resuming (its plan,
+    steps, warm start, and the device type the states belong to)."""
 
     step: int
     trainable: dict[str, torch.Tensor]
