@@ -15,7 +15,12 @@ Modes (each in its own child process, so that its peak memory is its own):
   batch before timing; its build time is printed);
 - ``no_dp_fast``, ``dp_fast``: the defaults of ``TrainConfig`` (``train.precision``, ``train.lora.top_k_layers``):
   the training loop's forward (:class:`dpsynth.train.forward.TrainForward`, logits only at labelled positions);
-- ``dp_fast_nodrop``: ``dp_fast`` with ``train.lora.dropout=0`` (no random masks to draw: what dropout costs a step).
+- ``dp_fast_nodrop``: ``dp_fast`` with ``train.lora.dropout=0`` (no random masks to draw: what dropout costs a step);
+- ``MODE_sysmalloc`` (e.g. ``dp_fast_sysmalloc``): a fast mode with glibc's default allocator. The fast modes, like
+  every ``dpsynth`` command, keep freed memory in the heap (:mod:`dpsynth.allocator`); ``no_dp``, ``dp`` and
+  ``ghost``, the path before issue 8, run with glibc's default. The table's ``malloc`` column says which ran;
+- ``MODE_bf16w`` (e.g. ``dp_fast_bf16w``): a fast mode with the base model's weights loaded in bfloat16
+  (``model.dtype=bfloat16``; ``auto`` does so on CUDA only, a CPU trains float32 weights under bf16 autocast).
 
 Each child loads the model, adds LoRA, runs one warm-up step, then ``--steps`` timed steps on the same fixed batch; the
 median step time is reported. Peak memory is the child's peak resident set size minus its size after loading the model
@@ -59,6 +64,13 @@ def _batch(vocab: int, batch: int, tokens: int, seed: int) -> dict[str, Any]:
 
 
 def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
+    from dpsynth.allocator import keep_freed_memory
+
+    name, mode = mode, mode.removesuffix("_sysmalloc").removesuffix("_bf16w")
+    fast = mode not in ("no_dp", "dp", "ghost")
+    malloc = keep_freed_memory() if fast and "_sysmalloc" not in name else "system"  # before any tensor, as the CLI
+    weights = "bfloat16" if "_bf16w" in name else "auto"
+
     import torch
 
     from dpsynth.config import LoraSettings, ModelConfig, TrainConfig
@@ -73,12 +85,11 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
 
     torch.set_num_threads(args.threads)
     device = resolve_device("auto")
-    base = load_model(ModelConfig(name=args.model, attn_implementation=args.attn), device=device)
+    base = load_model(ModelConfig(name=args.model, attn_implementation=args.attn, dtype=weights), device=device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     defaults = TrainConfig()
-    fast = mode not in ("no_dp", "dp", "ghost")
     dropout = 0.0 if mode == "dp_fast_nodrop" else defaults.lora.dropout
     # dp_bf16 isolates bf16 on every block; dp_fast / no_dp_fast take whatever the defaults are (top 8 since 2026-12-03)
     top_k = {"dp_prefix": args.top_k, "dp_bf16": None}.get(mode, defaults.lora.top_k_layers if fast else None)
@@ -153,7 +164,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     profile = None
-    if args.profile == mode:  # one more step under torch.profiler: where its time goes, by operator
+    if args.profile == name:  # one more step under torch.profiler: where its time goes, by operator
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as profiler
 
@@ -177,7 +188,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024  # ru_maxrss is in KiB on Linux
     queue.put(
         {
-            "mode": mode,
+            "mode": name,
+            "malloc": malloc,
             "median_s": statistics.median(times),
             "min_s": min(times),
             "peak_mb": peak_mb,
@@ -246,17 +258,17 @@ def main() -> None:
         f"{args.threads} threads, median of {args.steps} steps\n"
     )
     print(
-        "| mode | base weights | autocast | LoRA blocks | step (s) | tokens/s | x no_dp step | x dp tokens/s "
+        "| mode | base weights | autocast | LoRA blocks | malloc | step (s) | tokens/s | x no_dp step | x dp tokens/s "
         "| peak MB | x dp |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ref_step = by_mode.get("no_dp", rows[0])["median_s"]
     dp = by_mode.get("dp", rows[0])
     for r in rows:
         blocks = "all" if r["top_k_layers"] is None else f"top {r['top_k_layers']}"
         print(
             f"| {r['mode']} | {r['base_weights']} | {'none' if r['precision'] == 'float32' else r['precision']} "
-            f"| {blocks} | {r['median_s']:.2f} | {tokens / r['median_s']:.0f} | "
+            f"| {blocks} | {r['malloc']} | {r['median_s']:.2f} | {tokens / r['median_s']:.0f} | "
             f"{r['median_s'] / ref_step:.2f} | {dp['median_s'] / r['median_s']:.2f} | {r['peak_mb']:.0f} | "
             f"{r['peak_mb'] / max(dp['peak_mb'], 1e-9):.2f} |"
         )
@@ -273,6 +285,10 @@ def main() -> None:
         ("dp_fast", "dp", "tokens/s, target >= 3"),
         ("dp_fast", "no_dp_fast", "step time, target <= 1.10"),
         ("dp_fast_nodrop", "dp_fast", "tokens/s, LoRA dropout 0 against 0.05"),
+        ("dp_fast", "dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
+        ("no_dp_fast", "no_dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
+        ("dp_fast_bf16w", "dp_fast", "tokens/s, bfloat16 base weights against float32"),
+        ("no_dp_fast_bf16w", "no_dp_fast", "tokens/s, bfloat16 base weights against float32"),
     ]
     for a, b, what in pairs:
         if a in by_mode and b in by_mode:
@@ -295,6 +311,7 @@ def main() -> None:
                     "base_weights": r["base_weights"],
                     "top_k_layers": r["top_k_layers"],
                     "lora_dropout": r["lora_dropout"],
+                    "malloc": r["malloc"],
                     "prefix_cache_build_s": r["cache_s"],
                     **({"profile": r["profile"]} if r["profile"] else {}),
                 }

@@ -247,7 +247,10 @@ def version() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and each torchrun rank's, through ``python -m dpsynth``)."""
+    from dpsynth.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any tensor: large blocks reused, not mapped and faulted in again every step
     try:
         app()
     except DPSynthError as exc:  # pragma: no cover - commands already guard
