@@ -6,7 +6,7 @@ freed, so a training step's large tensors (the vocabulary-wide logits of the lab
 activations) are mapped, faulted in one 4 KiB page at a time, zeroed by the kernel, and unmapped again, every step.
 On 2 cores of an AMD EPYC (2026-12-04, ``bench/bench_train.py --modes no_dp_fast,dp_fast --batch 32 --tokens 112``,
 two interleaved rounds) that was 9.5M page faults and 17 s of system time in a 63 s benchmark; with glibc told to
-serve every block from its heap and to keep what is freed (``mmap_max`` 0, a high trim threshold) the faults fell to
+serve large blocks from its heap and to keep what is freed (``mmap_max`` 0, a high trim threshold) the faults fell to
 2.1M, system time to 6 s, and a step from 3.58-3.73 s to 2.99-3.09 s, for a peak resident size 1.2-1.3x higher
 (the heap keeps its high-water mark; ``bench/results/``). PyTorch's CPU tuning guide gets the same by preloading
 jemalloc or tcmalloc; this needs nothing installed. Transparent huge pages (``THP_MEM_ALLOC_ENABLE``) cut the faults
@@ -17,6 +17,10 @@ command and every torchrun rank it launches), never on import: a library should 
 unasked. Python API users may call it themselves. It does nothing, and says why, where it does not apply: not glibc
 (macOS, musl), ``DPSYNTH_MALLOC=system``, or malloc settings the user chose already (``GLIBC_TUNABLES`` naming
 malloc, or jemalloc / tcmalloc in ``LD_PRELOAD``). The results of a run are unchanged: only where memory comes from.
+A heap that keeps what is freed holds its high-water mark, so :func:`release_freed_memory` gives it back between the
+stages of ``dpsynth run`` and after each frontier row (``malloc_trim``): within a stage memory is kept, across stages
+each starts from its own peak. (Blocks glibc cannot serve from a heap, such as one larger than a worker thread's
+arena, still get their own mapping.)
 
 >>> keep_freed_memory(environ={"DPSYNTH_MALLOC": "system"})
 'DPSYNTH_MALLOC=system'
@@ -24,6 +28,7 @@ malloc, or jemalloc / tcmalloc in ``LD_PRELOAD``). The results of a run are unch
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -75,3 +80,14 @@ def keep_freed_memory(environ: Mapping[str, str] | None = None) -> str:
     done = "kept" if ok else "mallopt refused"
     log.debug("allocator: %s", done)
     return done
+
+
+def release_freed_memory() -> None:
+    """Give the free memory that the heap keeps (after :func:`keep_freed_memory`) back to the OS, wherever it lies:
+    glibc's ``malloc_trim(0)`` also releases free pages in the middle of the heap. Called between the stages of
+    ``dpsynth run`` and after each frontier row, so that a long process holds about each stage's own peak, not the
+    highest of them all with the gaps between its blocks; within a stage (a training's steps) memory stays kept."""
+    if not _is_glibc():
+        return
+    with contextlib.suppress(OSError, AttributeError):  # glibc has had malloc_trim since 2.0
+        ctypes.CDLL(None).malloc_trim(0)

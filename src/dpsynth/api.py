@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dpsynth.allocator import release_freed_memory
 from dpsynth.config import Config, load_config
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.rundir import ARMS, Arm, RunDir, read_json, read_jsonl, removed_on_failure, write_text
@@ -272,6 +273,7 @@ def run_pipeline(
                 log.info("resume: %s exists, keeping the prepared data", run.prepare_json)
                 continue
             results[stage] = step()
+            release_freed_memory()  # the next stage starts from its own peak (dpsynth.allocator)
             keep()  # a finished stage is worth keeping (and resuming from) whatever happens next
             if on_stage is not None:
                 on_stage(stage, results[stage])

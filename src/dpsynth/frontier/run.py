@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dpsynth import machine
+from dpsynth.allocator import release_freed_memory
 from dpsynth.config import Config
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.fingerprint import evaluate_section, scores_key
@@ -119,6 +120,7 @@ def run_frontier(
                 e["seconds_evaluate"] = seconds
                 e["seconds"] = round(e["seconds"] + seconds, 1)  # the row's train + generate + evaluate
             write_json(scores_path, {"fingerprint": scored, "entries": entries})
+        release_freed_memory()  # each row starts from its own peak, not the sweep's highest (dpsynth.allocator)
         for e in entries:
             e["privacy"] = made.get("privacy")
             # the records a side of each MAUVE draw (mauve_over_draws: all the row's records against the test split,
