@@ -19,8 +19,10 @@ Modes (each in its own child process, so that its peak memory is its own):
 - ``MODE_sysmalloc`` (e.g. ``dp_fast_sysmalloc``): a fast mode with glibc's default allocator. The fast modes, like
   every ``dpsynth`` command, keep freed memory in the heap (:mod:`dpsynth.allocator`); ``no_dp``, ``dp`` and
   ``ghost``, the path before issue 8, run with glibc's default. The table's ``malloc`` column says which ran;
-- ``MODE_bf16w`` (e.g. ``dp_fast_bf16w``): a fast mode with the base model's weights loaded in bfloat16
-  (``model.dtype=bfloat16``; ``auto`` does so on CUDA only, a CPU trains float32 weights under bf16 autocast).
+- ``MODE_f32w``, ``MODE_bf16w`` (e.g. ``dp_fast_f32w``): a fast mode with the base model's weights loaded in float32
+  or bfloat16. Without a suffix the fast modes load them as training does (``model.dtype=auto``,
+  :func:`dpsynth.train.precision.training_model_config`): bfloat16 wherever training runs under bf16 autocast (CUDA;
+  a CPU with native bf16 since 2026-12-04), else float32; ``_f32w`` is the CPU's default before that.
 
 Each child loads the model, adds LoRA, runs one warm-up step, then ``--steps`` timed steps on the same fixed batch; the
 median step time is reported. Peak memory is the child's peak resident set size minus its size after loading the model
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import re
 import resource
 import statistics
 import sys
@@ -66,10 +69,10 @@ def _batch(vocab: int, batch: int, tokens: int, seed: int) -> dict[str, Any]:
 def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.allocator import keep_freed_memory
 
-    name, mode = mode, mode.removesuffix("_sysmalloc").removesuffix("_bf16w")
+    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w)+$", "", mode)
     fast = mode not in ("no_dp", "dp", "ghost")
     malloc = keep_freed_memory() if fast and "_sysmalloc" not in name else "system"  # before any tensor, as the CLI
-    weights = "bfloat16" if "_bf16w" in name else "auto"
+    weights = "bfloat16" if "_bf16w" in name else "float32" if "_f32w" in name else "auto"
 
     import torch
 
@@ -79,21 +82,24 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.train.forward import TrainForward
     from dpsynth.train.lora import add_lora, num_layers, trainable_parameters
     from dpsynth.train.objective import HeadLoss, SequenceLoss, per_sequence_loss
-    from dpsynth.train.precision import resolve_precision
+    from dpsynth.train.precision import resolve_precision, training_model_config
     from dpsynth.train.prefix import PrefixCache
     from dpsynth.train.private import make_private
 
     torch.set_num_threads(args.threads)
     device = resolve_device("auto")
-    base = load_model(ModelConfig(name=args.model, attn_implementation=args.attn, dtype=weights), device=device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     defaults = TrainConfig()
     dropout = 0.0 if mode == "dp_fast_nodrop" else defaults.lora.dropout
     # dp_bf16 isolates bf16 on every block; dp_fast / no_dp_fast take whatever the defaults are (top 8 since 2026-12-03)
     top_k = {"dp_prefix": args.top_k, "dp_bf16": None}.get(mode, defaults.lora.top_k_layers if fast else None)
     precision = {"dp_bf16": "bfloat16"}.get(mode, defaults.precision if fast else "float32")
+    model_cfg = ModelConfig(name=args.model, attn_implementation=args.attn, dtype=weights)
+    if fast:  # the weights' dtype training loads (bf16 under bf16 autocast, unless a suffix names one)
+        model_cfg = training_model_config(model_cfg, precision, device)  # type: ignore[arg-type]
+    base = load_model(model_cfg, device=device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     lora = LoraSettings(target_modules=args.targets.split(","), top_k_layers=top_k, dropout=dropout)
     model = add_lora(base, lora, seed=0)
     model.train()
@@ -196,7 +202,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
             "params": sum(p.numel() for p in params.values()),
             "device": str(device),
             "precision": str(forward.autocast_dtype or "float32").replace("torch.", ""),
-            # model.dtype=auto: float32 on CPU, bfloat16 on CUDA, in every mode (precision is the autocast alone)
+            # as loaded: bfloat16 on CUDA, and in the fast modes on a CPU with native bf16 (training_model_config)
             "base_weights": str(base.dtype).replace("torch.", ""),
             "top_k_layers": top_k,
             "lora_dropout": dropout,
@@ -287,8 +293,10 @@ def main() -> None:
         ("dp_fast_nodrop", "dp_fast", "tokens/s, LoRA dropout 0 against 0.05"),
         ("dp_fast", "dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
         ("no_dp_fast", "no_dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
-        ("dp_fast_bf16w", "dp_fast", "tokens/s, bfloat16 base weights against float32"),
-        ("no_dp_fast_bf16w", "no_dp_fast", "tokens/s, bfloat16 base weights against float32"),
+        ("dp_fast_f32w", "dp_fast_f32w_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
+        ("dp_fast", "dp_fast_f32w", "tokens/s, the base weights as training loads them against float32"),
+        ("no_dp_fast", "no_dp_fast_f32w", "tokens/s, the base weights as training loads them against float32"),
+        ("dp_fast_bf16w", "dp_fast_f32w", "tokens/s, bfloat16 base weights against float32"),
     ]
     for a, b, what in pairs:
         if a in by_mode and b in by_mode:

@@ -41,7 +41,9 @@ class ModelConfig(Section):
     name: str = DEFAULT_MODEL
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: float32 on CPU, bfloat16 on CUDA"
+        "auto",
+        description="auto: float32 on CPU, bfloat16 on CUDA; training under bf16 autocast (train.precision) loads "
+        "the frozen weights in bfloat16 on a CPU too",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"

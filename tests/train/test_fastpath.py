@@ -121,8 +121,9 @@ def test_bf16_per_sample_gradients_and_norms_match_a_float32_loop(device):
     private.detach()
 
 
-def test_bf16_base_weights_as_loaded_on_cuda_match_a_float32_loop(device):
-    """``model.dtype=auto`` loads the base model in bfloat16 on CUDA; peft keeps the LoRA weights float32 there
+def test_bf16_base_weights_as_training_loads_them_match_a_float32_loop(device):
+    """``model.dtype=auto`` loads the base model in bfloat16 on CUDA, and for training on a CPU under bf16 autocast
+    (:func:`dpsynth.train.precision.training_model_config`); peft keeps the LoRA weights float32 there
     (``autocast_adapter_dtype``). That path's per-sample gradients and norms stay within the bf16 test's bounds (2%,
     1%) of a float32 loop over the same (bf16-rounded) base weights, and clipping, noise and the step stay float32."""
     import copy
@@ -178,11 +179,34 @@ def test_the_default_top_8_on_a_deeper_model_and_none_on_every_block():
     assert blocks(LoraSettings(top_k_layers=None)) == set(range(10))
 
 
+def _prepared_tiny_dp_run(tmp_path, tiny_model_dir, *overrides: str):
+    """The config of a 2-step DP arm on the tiny model's top block (demo data), prepared in ``tmp_path / "run"``."""
+    from dpsynth import api
+    from dpsynth.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.demo_records=40",
+            "data.max_tokens=24",
+            "train.arms=[dp]",
+            "train.batch_size=8",
+            "train.max_steps=2",
+            "train.lora.top_k_layers=1",
+            "privacy.target_epsilon=null",
+            "privacy.noise_multiplier=0.5",
+            *overrides,
+        ],
+    )
+    api.prepare(cfg, tmp_path / "run")
+    return cfg
+
+
 def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny_model_dir, monkeypatch, caplog):
     """The one-example probe fails (as for a model that rescales inputs_embeds): a warning, no full build, and the
     arm trains all the same."""
     from dpsynth import api
-    from dpsynth.config import load_config
     from dpsynth.errors import DPSynthError
     from dpsynth.rundir import RunDir, read_json
     from dpsynth.train import prefix
@@ -199,21 +223,7 @@ def test_an_architecture_the_cache_does_not_fit_trains_without_it(tmp_path, tiny
         return real_build(cls, model, examples, **kwargs)
 
     monkeypatch.setattr(PrefixCache, "build", classmethod(spy))
-    cfg = load_config(
-        None,
-        [
-            f"model.name={tiny_model_dir}",
-            "data.demo_records=40",
-            "data.max_tokens=24",
-            "train.arms=[dp]",
-            "train.batch_size=8",
-            "train.max_steps=2",
-            "train.lora.top_k_layers=1",
-            "privacy.target_epsilon=null",
-            "privacy.noise_multiplier=0.5",
-        ],
-    )
-    api.prepare(cfg, tmp_path / "run")
+    cfg = _prepared_tiny_dp_run(tmp_path, tiny_model_dir)
     with caplog.at_level("WARNING"):
         api.train(cfg, tmp_path / "run", progress=False)
     assert built == [1]  # the probe only
@@ -422,3 +432,59 @@ def test_clipping_through_the_head_loss_bounds_the_update(mode, device):
     update = torch.stack([(before[n] - p.detach()).norm() for n, p in params.items()]).norm().item()
     assert update == pytest.approx(clip, rel=1e-4)
     private.detach()
+
+
+@pytest.mark.parametrize(("model_dtype", "weights"), [("auto", torch.bfloat16), ("float32", torch.float32)])
+def test_training_under_bf16_autocast_loads_the_base_weights_in_bf16(
+    model_dtype, weights, tmp_path, tiny_model_dir, monkeypatch
+):
+    """Where training runs under bf16 autocast (forced here: ``train.precision=bfloat16``), ``model.dtype=auto`` loads
+    the frozen base weights in bfloat16 for training and for its save-and-reload check, with LoRA float32 and the
+    prefix cache built from them; an explicit ``model.dtype=float32`` is kept."""
+    from dpsynth import api
+    from dpsynth.rundir import RunDir, read_json
+    from dpsynth.train import loop
+
+    loaded: list[torch.dtype] = []
+    trained: list[torch.dtype] = []
+    real_load, real_add = loop.load_model, loop.add_lora
+
+    def load_spy(cfg, *, device=None):
+        model = real_load(cfg, device=device)
+        loaded.append(model.dtype)
+        return model
+
+    def add_spy(base, settings, *, seed):
+        peft = real_add(base, settings, seed=seed)
+        trained.extend({p.dtype for p in trainable_parameters(peft).values()})
+        return peft
+
+    from dpsynth.train import forward as forward_module
+
+    keys: list[str] = []
+    cached: list[torch.dtype] = []
+    real_key, real_build = forward_module.cache_key, PrefixCache.build.__func__  # type: ignore[attr-defined]
+
+    def key_spy(model, *args):
+        keys.append(model)
+        return real_key(model, *args)
+
+    def build_spy(cls, *args, **kwargs):
+        cache = real_build(cls, *args, **kwargs)
+        cached.append(cache.storage.dtype)
+        return cache
+
+    monkeypatch.setattr(loop, "load_model", load_spy)
+    monkeypatch.setattr(loop, "add_lora", add_spy)
+    monkeypatch.setattr(forward_module, "cache_key", key_spy)
+    monkeypatch.setattr(PrefixCache, "build", classmethod(build_spy))
+    cfg = _prepared_tiny_dp_run(tmp_path, tiny_model_dir, f"model.dtype={model_dtype}", "train.precision=bfloat16")
+    api.train(cfg, tmp_path / "run", progress=False)
+    assert loaded == [weights, weights]  # the arm's model, then the reload that checks the saved adapter
+    assert trained == [torch.float32]
+    # the prefix cache holds what these weights compute, under a key that names them (a float32 cache is another)
+    assert cached == [weights, weights]  # the one-example probe, then the build
+    assert len(keys) == 1 and keys[0].endswith(f":{weights}")
+    privacy = read_json(RunDir(tmp_path / "run").privacy_json("dp"))
+    assert privacy["steps"] == 2
+    assert privacy["checks"]["roundtrip"]["reload_max_logit_diff"] == 0.0

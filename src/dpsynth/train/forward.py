@@ -83,7 +83,8 @@ def attach_prefix_cache(
         return  # LoRA on every block: nothing is frozen below
     start = layers[0]
     m = cfg.model
-    key = cache_key(f"{m.name}@{m.revision}:{m.dtype}", start, str(forward.autocast_dtype), examples)
+    weights = model.get_base_model().dtype  # as loaded: model.dtype=auto is bf16 or float32 by device and precision
+    key = cache_key(f"{m.name}@{m.revision}:{weights}", start, str(forward.autocast_dtype), examples)
 
     def check(cache: PrefixCache) -> None:
         self_check(forward.model, cache, examples, collate, forward.device, forward.context)

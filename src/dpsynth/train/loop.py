@@ -47,7 +47,7 @@ from dpsynth.train.forward import TrainForward, attach_prefix_cache
 from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
-from dpsynth.train.precision import resolve_precision
+from dpsynth.train.precision import resolve_precision, training_model_config
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -105,7 +105,9 @@ class ArmTrainer:
         self.dist = distributed.current()
         self.device = self.dist.device(resolve_device(cfg.model.device))
         self.tokenizer = load_tokenizer(cfg.model)
-        base = load_model(cfg.model, device=self.device)
+        # bf16 base weights where training runs under bf16 autocast (dpsynth.train.precision)
+        self.model_cfg = training_model_config(cfg.model, cfg.train.precision, self.device)
+        base = load_model(self.model_cfg, device=self.device)
         self.model = add_lora(base, cfg.train.arm_lora(setup.arm), seed=cfg.train.seed)
         # a public warm start (train.init_adapter); a resume then restores the checkpoint's weights over it
         self.init_digest = (
@@ -361,7 +363,7 @@ class ArmTrainer:
         checks["roundtrip"] = check_adapter_roundtrip(
             self.model,
             adapter_dir,
-            lambda: load_model(self.s.cfg.model, device=self.device),
+            lambda: load_model(self.model_cfg, device=self.device),
             probe_ids,
             eos_token_id=self.tokenizer.eos_token_id,
         )
