@@ -1,4 +1,4 @@
-"""Keep freed memory in the process for reuse: ~17% off a CPU training step, for a higher peak resident size.
+"""Keep freed memory in the process for reuse: 10-20% off a CPU training step, for a higher peak resident size.
 
 Why. PyTorch on the CPU has no caching allocator: every tensor is a ``malloc`` and a ``free``. glibc serves blocks
 above its mmap threshold (128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and returns them with ``munmap`` when
@@ -8,9 +8,9 @@ On 2 cores of an AMD EPYC (2026-12-04, ``bench/bench_train.py --modes no_dp_fast
 two interleaved rounds) that was 9.5M page faults and 17 s of system time in a 63 s benchmark; with glibc told to
 serve large blocks from its heap and to keep what is freed (``mmap_max`` 0, a high trim threshold) the faults fell to
 2.1M, system time to 6 s, and a step from 3.58-3.73 s to 2.99-3.09 s, for a peak resident size 1.2-1.3x higher
-(the heap keeps its high-water mark; ``bench/results/``). PyTorch's CPU tuning guide gets the same by preloading
-jemalloc or tcmalloc; this needs nothing installed. Transparent huge pages (``THP_MEM_ALLOC_ENABLE``) cut the faults
-too but were slower here (sys time doubled).
+(the heap keeps its high-water mark; ``bench/results/allocator-2026-12-04/``). PyTorch's CPU tuning guide gets
+the same by preloading jemalloc or tcmalloc; this needs nothing installed. Transparent huge pages
+(``THP_MEM_ALLOC_ENABLE``) cut the faults too but were slower here (sys time doubled).
 
 What. :func:`keep_freed_memory` calls glibc's ``mallopt`` once, from the CLI's entry point (so every ``dpsynth``
 command and every torchrun rank it launches), never on import: a library should not change its host's allocator

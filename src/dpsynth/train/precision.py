@@ -18,9 +18,10 @@ float32 (measured: ``bench/bench_train.py``). On CUDA, ``model.dtype=auto`` alre
 Where training runs under bf16 autocast, the frozen base weights are loaded in bfloat16 too
 (:func:`training_model_config`, ``model.dtype=auto``): autocast would cast each of them to bf16 at every matmul anyway,
 so the matmuls see the same values, without a cast per call, with half the weights' memory and a bf16 residual stream
-between blocks (what CUDA has done all along). On a 2-core AMD EPYC with AVX-512 bf16 a step took 0.82-0.91x the
-time (``bench/bench_train.py --modes ...,dp_fast_bf16w``; ``bench/results/``). Only training: generation, the adapter
-merge and the evaluation's losses load the model in ``model.dtype`` as before.
+between blocks (what CUDA has done all along). On a 2-core AMD EPYC with AVX-512 bf16 a step took 0.85-0.95x the
+time (``bench/bench_train.py``, ``dp_fast`` against ``dp_fast_f32w``;
+``bench/results/train-2026-12-04-allocator.json``). Only training: generation, the adapter merge and the evaluation's
+losses load the model in ``model.dtype`` as before.
 """
 
 from __future__ import annotations
