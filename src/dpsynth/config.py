@@ -43,7 +43,7 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="auto: float32 on CPU, bfloat16 on CUDA; training under bf16 autocast (train.precision) loads "
-        "the frozen weights in bfloat16 on a CPU too",
+        "the frozen weights in bfloat16 on a CPU too, and so does the evaluation's scoring (evaluate.precision)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"

@@ -38,6 +38,15 @@ SMALL = [
 ]
 
 
+def trained_run(cfg, out):
+    """A run prepared, trained and generated with ``cfg`` in ``out``: its folder and its evaluation inputs."""
+    api.prepare(cfg, out)
+    api.train(cfg, out, progress=False)
+    api.generate(cfg, out, progress=False)
+    run = RunDir(out)
+    return run, load_inputs(cfg, run)
+
+
 def _record(run: RunDir, arm: str, entry: dict | None) -> None:
     run.arm(arm).mkdir(parents=True, exist_ok=True)
     write_json(run.privacy_json(arm), {"dp": arm == "dp", **({"init_adapter": entry} if entry else {})})
@@ -83,13 +92,10 @@ def test_a_relative_warm_start_is_found_from_another_directory(tmp_path, tokeniz
 def test_membership_inference_scores_against_the_warm_start(tmp_path, tokenizer, tiny_model_dir, monkeypatch):
     folder, _ = _warm_adapter(tmp_path, tokenizer, LoraSettings())
     cfg = load_config(None, [f"model.name={tiny_model_dir}", *SMALL, f"train.init_adapter={folder}"])
-    out = tmp_path / "run"
-    api.prepare(cfg, out)
-    api.train(cfg, out, progress=False)
-    api.generate(cfg, out, progress=False)
-    run = RunDir(out)
-    inputs = load_inputs(cfg, run)
+    run, inputs = trained_run(cfg, tmp_path / "run")
     assert inputs.model_arms == ["dp", "no_dp"]
+    # scored in float32, to compare with float32 losses below (bf16 scoring: tests/evaluate/test_scoring_precision.py)
+    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"precision": "float32"})})
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     real_attack = mp_module.reference_attack

@@ -14,6 +14,14 @@ response to its training prompt with the true secret and with ``evaluate.exposur
 (:func:`dpsynth.evaluate.exposure.canary_exposures`; candidates are seeded, so both arms see the same ones). Score:
 total NLL of the response tokens (as in Carlini et al.).
 
+**Arithmetic.** The model scores as training ran (``evaluate.precision=auto``, :func:`scoring_setup`): where
+training runs under bf16 autocast on bfloat16 weights (``train.precision=auto`` on a CPU with native bf16, or
+CUDA), so does the scoring (MIA and canary exposure), which is then the loss training minimised, in about 0.6x the
+float32 time. On the demo
+(2-core AMD EPYC, 100 members and 100 non-members) the MIA took 24 s against 40 s, every attack's AUC moved by at most
+0.003 (its standard error at 100 + 100 units is ~0.04) and the reference-attack scores correlated 0.9995 with the
+float32 ones (``bench/results/mia-precision-2026-12-05/``). ``evaluate.precision=float32`` scores in float32.
+
 Cost (SmolLM2-135M on 2 busy CPU cores, ~150-300 tokens/s): the MIA scores each sampled unit three times (base and
 two arms), about 90 tokens each; with every adapter in the top blocks (``train.lora.top_k_layers``, the default) the
 blocks below run once for all three (:mod:`dpsynth.evaluate.adapter_nll`: 1.57x faster on the demo, the same losses
@@ -31,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from dpsynth.config import Config
+from dpsynth.config import Config, ModelConfig
 from dpsynth.data.canaries import Canary
 from dpsynth.data.format import IGNORE_INDEX, CutRule, cut_response, encode_prompt, encode_unit
 from dpsynth.data.records import Record, group_by_unit
@@ -44,6 +53,7 @@ from dpsynth.evaluate.prefix_nll import common_prefix_length, shared_prefix_nll
 from dpsynth.evaluate.scoring import response_nll
 from dpsynth.rundir import RunDir
 from dpsynth.train import warm_start
+from dpsynth.train.precision import autocast, resolve_precision, training_model_config
 
 log = logging.getLogger(__name__)
 TARGET_FPR = 0.01
@@ -170,15 +180,37 @@ REFERENCE = "public_warm_start"
 """The adapter name of the arms' public warm start on the shared model (no arm is called so)."""
 
 
-def load_arms(cfg: Config, run: RunDir, arms: Sequence[str], reference: Path | None = None) -> tuple[Any, Any]:
+def scoring_setup(cfg: Config) -> tuple[ModelConfig, torch.device, torch.dtype | None]:
+    """The model settings, device and autocast dtype (None: none) the LM scoring runs with: ``evaluate.precision``,
+    ``auto`` meaning ``train.precision`` (bfloat16 weights under bf16 autocast where training runs so); an explicit
+    ``float32`` loads float32 weights even where ``model.dtype=auto`` would mean bfloat16 (CUDA)."""
+    from dpsynth.models.loader import resolve_device
+
+    device = resolve_device(cfg.model.device)
+    precision = cfg.train.precision if cfg.evaluate.precision == "auto" else cfg.evaluate.precision
+    model = training_model_config(cfg.model, precision, device)
+    if cfg.evaluate.precision == "float32" and model.dtype == "auto":  # asked for: not CUDA's bf16 either
+        model = model.model_copy(update={"dtype": "float32"})
+    return model, device, resolve_precision(precision, device)
+
+
+def load_arms(
+    cfg: Config,
+    run: RunDir,
+    arms: Sequence[str],
+    reference: Path | None = None,
+    model_cfg: ModelConfig | None = None,
+) -> tuple[Any, Any]:
     """One base model carrying every arm's adapter under the arm's name (switched with ``set_adapter``), and the
-    ``reference`` adapter (the arms' public warm start) under :data:`REFERENCE` when given."""
+    ``reference`` adapter (the arms' public warm start) under :data:`REFERENCE` when given; loaded with
+    ``model_cfg`` (default ``cfg.model``)."""
     from peft import PeftModel
 
     from dpsynth.models.loader import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    model = PeftModel.from_pretrained(load_model(cfg.model), run.adapter(arms[0]), adapter_name=arms[0])
+    base = load_model(model_cfg or cfg.model)
+    model = PeftModel.from_pretrained(base, run.adapter(arms[0]), adapter_name=arms[0])
     for arm in arms[1:]:
         model.load_adapter(run.adapter(arm), adapter_name=arm, is_trainable=False)
     if reference is not None:
@@ -196,14 +228,40 @@ def _mia_units(inputs: EvalInputs, cap: int, seed: int) -> tuple[list[list[Recor
 def model_privacy(
     cfg: Config, run: RunDir, inputs: EvalInputs, metrics: MetricList, timing: dict[str, float]
 ) -> dict[str, Any]:
-    """MIA and exposure for every arm with an adapter; returns the ``mia`` and ``exposure`` tables."""
-    e = cfg.evaluate
+    """MIA and exposure for every arm with an adapter; returns the ``mia`` and ``exposure`` tables (each naming
+    the arithmetic it was scored in, ``scoring``)."""
     arms = inputs.model_arms
     start = time.perf_counter()
     reference, reference_model = warm_start.reference(run, arms)
-    log.info("evaluate: loading the base model with the %s adapter(s) ...", ", ".join(arms))
-    model, tokenizer = load_arms(cfg, run, arms, reference)
+    from dpsynth.models.loader import resolve_dtype
+
+    model_cfg, device, dtype = scoring_setup(cfg)
+    weights = str(resolve_dtype(model_cfg.dtype, device)).removeprefix("torch.")
+    scoring = f"{weights} weights, " + ("bf16 autocast" if dtype is not None else "no autocast")
+    log.info("evaluate: loading the base model (%s) with the %s adapter(s) ...", scoring, ", ".join(arms))
+    model, tokenizer = load_arms(cfg, run, arms, reference, model_cfg)
     timing["privacy.model_load"] = time.perf_counter() - start
+    with autocast(device, dtype):
+        tables = _attacks(cfg, inputs, model, tokenizer, arms, reference, reference_model, metrics, timing)
+    for table in tables.values():
+        if table is not None:
+            table["scoring"] = scoring
+    return tables
+
+
+def _attacks(
+    cfg: Config,
+    inputs: EvalInputs,
+    model: Any,
+    tokenizer: Any,
+    arms: Sequence[str],
+    reference: Path | None,
+    reference_model: str,
+    metrics: MetricList,
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    """The MIA and exposure tables of :func:`model_privacy` on the loaded model."""
+    e = cfg.evaluate
 
     start = time.perf_counter()
     members, nonmembers = _mia_units(inputs, e.mia_max_records, e.seed)

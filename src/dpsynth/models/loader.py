@@ -64,8 +64,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: float32 on CPU, bfloat16 on CUDA (training under bf16 autocast loads bfloat16 weights on a CPU too:
-    :func:`dpsynth.train.precision.training_model_config`)."""
+    """``auto``: float32 on CPU, bfloat16 on CUDA (training under bf16 autocast, and the evaluation's scoring, load
+    bfloat16 weights on a CPU too: :func:`dpsynth.train.precision.training_model_config`)."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]

@@ -20,8 +20,9 @@ Where training runs under bf16 autocast, the frozen base weights are loaded in b
 so the matmuls see the same values, without a cast per call, with half the weights' memory and a bf16 residual stream
 between blocks (what CUDA has done all along). On a 2-core AMD EPYC with AVX-512 bf16 a step took 0.85-0.95x the
 time (``bench/bench_train.py``, ``dp_fast`` against ``dp_fast_f32w``;
-``bench/results/train-2026-12-04-allocator.json``). Only training: generation, the adapter merge and the evaluation's
-losses load the model in ``model.dtype`` as before.
+``bench/results/train-2026-12-04-allocator.json``). The evaluation's privacy attacks score in the same arithmetic
+(:func:`dpsynth.evaluate.model_privacy.scoring_setup`, ``evaluate.precision``); generation, the adapter merge and the
+audit load the model in ``model.dtype`` as before.
 """
 
 from __future__ import annotations
