@@ -8,6 +8,7 @@ the stop ids and ``max_new_tokens`` at once; sampling is checked for its seed an
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from dpsynth.data.format import encode_prompt
 from dpsynth.generate import engine as engine_module
 from dpsynth.generate.ct2_engine import CT2Engine
 from dpsynth.generate.engine import generate_from_codes, load_engine, resolve_engine
-from dpsynth.generate.sampling import HFEngine, SamplingSettings, stop_token_ids
+from dpsynth.generate.sampling import HFEngine, SamplingSettings, batch_spans, stop_token_ids
 from dpsynth.models.convert import converted_dir, ctranslate2_model
 
 pytest.importorskip("ctranslate2", reason="ctranslate2 is a dependency of dpsynth: pip install -e .")
@@ -199,6 +200,54 @@ def test_ctranslate2_replicas_share_batches_round_robin_and_yield_in_order(token
     assert engine.generate(prompts, [0], s) == prompts
     by_batch = {first: seed for seed, first in seen}
     assert [by_batch[10 + 2 * b] for b in range(6)] == [replica_seed(9, b % 3) for b in range(6)]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [1, 4, 16, 64])
+@pytest.mark.parametrize("n", [0, 1, 5, 10, 100, 1000])
+def test_batch_spans_cover_every_prompt_in_order_and_even_out_rounds(n, batch_size, parts):
+    spans = batch_spans(n, batch_size, parts)
+    assert [i for a, b in spans for i in range(a, b)] == list(range(n))  # every prompt once, in order
+    sizes = [b - a for a, b in spans]
+    assert all(0 < k <= batch_size for k in sizes)
+    if parts == 1:  # fixed chunks, as before (HF, vLLM)
+        assert sizes == [min(batch_size, n - a) for a in range(0, n, batch_size)]
+    else:  # as few rounds as fixed chunks need, every round full, sizes at most one apart
+        assert len(spans) % parts == 0 or len(spans) == n
+        fixed = math.ceil(n / batch_size)
+        assert math.ceil(len(spans) / parts) == math.ceil(fixed / parts)
+        assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+def test_ctranslate2_replicas_get_evened_out_batches_behind_one_bar(tokenizer, monkeypatch):
+    """100 prompts at batch 64 on 2 replicas: one round of 50 + 50 (not 64 + 36, which leaves a copy idle for
+    most of it), and the progress bar counts the batches that run."""
+    from types import SimpleNamespace
+
+    from dpsynth.generate import sampling
+
+    sizes: list[int] = []
+
+    class Echo:
+        def generate_batch(self, batch, **kw):
+            sizes.append(len(batch))
+            return [SimpleNamespace(sequences_ids=[tokenizer.convert_tokens_to_ids(t)[:1]]) for t in batch]
+
+    totals: list[int] = []
+    real_tqdm = sampling.tqdm
+
+    def counting_tqdm(it, **kw):
+        totals.append(kw["total"])
+        return real_tqdm(it, **kw)
+
+    monkeypatch.setattr(sampling, "tqdm", counting_tqdm)
+    engine = CT2Engine(Path("unused"), tokenizer, threads=2, replicas=2)
+    monkeypatch.setattr(engine, "_generator", lambda seed, warm: Echo())
+    prompts = [[10 + i % 50] for i in range(100)]
+    assert engine.generate(prompts, [0], SamplingSettings(max_new_tokens=2, batch_size=64)) == prompts
+    assert sorted(sizes) == [50, 50] and totals == [2]
+    hf = HFEngine(model=None, pad_id=0)
+    assert hf.spans(100, SamplingSettings(batch_size=64)) == [(0, 64), (64, 100)]  # one worker: fixed chunks
 
 
 def test_conversion_is_cached_and_follows_the_adapter(cfg, adapter_dir, tmp_path):

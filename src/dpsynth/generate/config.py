@@ -20,7 +20,14 @@ class GenerateConfig(Section):
 
     arms: list[Literal["dp", "no_dp"]] = Field(default_factory=lambda: list(ARMS))
     num_records: int = Field(100, gt=0)
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(
+        64,
+        gt=0,
+        description="prompts per engine batch (CTranslate2's replicas get evened-out batches); 64, 16 until "
+        "2026-12-05: bench/bench_generate.py on 2 cores made 575 tokens/s at 64 against 476 at 16 (CTranslate2) and "
+        "123 against 82 (HF, the 64 partly beside another job), and the demo's 200 records took 22 s against 37 "
+        "(bench/results/demo-2026-12-05/)",
+    )
     max_new_tokens: int = Field(128, gt=0)
     temperature: float = Field(
         1.1,

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.generate.sampling import BatchedEngine, SamplingSettings, cut_at_stop
+from dpsynth.generate.sampling import BatchedEngine, SamplingSettings, batch_spans, cut_at_stop
 
 
 def replica_seed(seed: int, k: int) -> int:
@@ -88,16 +88,21 @@ class CT2Engine(BatchedEngine):
             generator.generate_batch([first], max_length=1, sampling_topk=2, include_prompt_in_result=False)
         return generator
 
+    def spans(self, n: int, s: SamplingSettings) -> list[tuple[int, int]]:
+        """Batches of at most ``s.batch_size``, as many as a multiple of the replicas, sizes evened out
+        (:func:`~dpsynth.generate.sampling.batch_spans`): every round keeps every replica busy for about as long."""
+        return batch_spans(n, s.batch_size, parts=self.replicas)
+
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
     ) -> Iterator[list[list[int]]]:
-        """The outputs batch by batch, in order, computed lazily one round (one batch per replica) at a time (the
-        benchmark interleaves engines this way)."""
+        """The outputs batch by batch (:meth:`spans`), in order, computed lazily one round (one batch per replica)
+        at a time (the benchmark interleaves engines this way)."""
         r = self.replicas
         generators = [self._generator(replica_seed(s.seed, k), warm=r > 1) for k in range(r)]
 
-        def run(k: int, start: int) -> list[list[int]]:
-            batch = [self.tokenizer.convert_ids_to_tokens(list(p)) for p in prompts[start : start + s.batch_size]]
+        def run(k: int, span: tuple[int, int]) -> list[list[int]]:
+            batch = [self.tokenizer.convert_ids_to_tokens(list(p)) for p in prompts[span[0] : span[1]]]
             results = generators[k].generate_batch(
                 batch,
                 max_length=s.max_new_tokens,
@@ -110,14 +115,14 @@ class CT2Engine(BatchedEngine):
             )
             return [cut_at_stop(res.sequences_ids[0], stops, s.max_new_tokens) for res in results]
 
-        starts = list(range(0, len(prompts), s.batch_size))
+        spans = self.spans(len(prompts), s)
         if r == 1:
-            for start in starts:
-                yield run(0, start)
+            for span in spans:
+                yield run(0, span)
             return
         with ThreadPoolExecutor(max_workers=r) as pool:
-            for first in range(0, len(starts), r):
+            for first in range(0, len(spans), r):
                 # batch i always goes to replica i mod r, in order: the same texts whatever the threads' timing
-                futures = [pool.submit(run, k, start) for k, start in enumerate(starts[first : first + r])]
+                futures = [pool.submit(run, k, span) for k, span in enumerate(spans[first : first + r])]
                 for f in futures:
                     yield f.result()

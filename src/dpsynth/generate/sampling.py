@@ -35,7 +35,7 @@ class SamplingSettings:
     top_p: float = 0.95
     top_k: int = 50
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 64
 
     @classmethod
     def from_config(cls, g: Any) -> SamplingSettings:
@@ -98,16 +98,51 @@ def left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, t
     return ids, mask
 
 
-def collect_batches(
-    batches: Iterator[list[list[int]]], n: int, batch_size: int, progress: bool, desc: str
-) -> list[list[int]]:
-    """Every engine's ``generate``: its lazy batches flattened, behind one progress bar (one step per batch)."""
-    total = -(-n // batch_size)
+def batch_spans(n: int, batch_size: int, parts: int = 1) -> list[tuple[int, int]]:
+    """``[start, end)`` of each batch of ``n`` prompts: at most ``batch_size`` each, in order.
+
+    With ``parts`` = 1, fixed chunks of ``batch_size`` (the last one shorter). With ``parts`` > 1 workers taking the
+    batches in rounds of ``parts`` (CTranslate2's replicas), the number of batches is rounded up to a multiple of
+    ``parts`` and the sizes evened out, so that no round leaves a worker idle or waits on one long batch: 100 prompts
+    at 64 for 2 workers are 50 + 50, not 64 + 36; at 16 they would be 8 batches of 12-13 in 4 rounds.
+
+    >>> batch_spans(10, 4)
+    [(0, 4), (4, 8), (8, 10)]
+    >>> batch_spans(100, 64, parts=2)
+    [(0, 50), (50, 100)]
+    >>> [b - a for a, b in batch_spans(10, 4, parts=2)]
+    [3, 3, 2, 2]
+    >>> batch_spans(1, 64, parts=2)
+    [(0, 1)]
+    """
+    if batch_size < 1 or parts < 1:
+        raise ValueError(f"batch_size and parts must be at least 1, got {batch_size} and {parts}")
+    if parts == 1:
+        return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    batches = -(-n // batch_size)
+    count = min(n, -(-batches // parts) * parts)
+    size, extra = divmod(n, count) if count else (0, 0)
+    spans, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def collect_batches(batches: Iterator[list[list[int]]], total: int, progress: bool, desc: str) -> list[list[int]]:
+    """Every engine's ``generate``: its lazy batches flattened, behind one progress bar of ``total`` steps (one
+    per batch)."""
     return [ids for batch in tqdm(batches, desc=desc, total=total, disable=not progress) for ids in batch]
 
 
 class BatchedEngine:
     """What every local engine shares: ``generate`` is its lazy ``iter_batches`` flattened behind a progress bar."""
+
+    def spans(self, n: int, s: SamplingSettings) -> list[tuple[int, int]]:
+        """How ``n`` prompts are cut into batches (:func:`batch_spans`): fixed chunks of ``s.batch_size`` unless
+        an engine runs its batches on several workers."""
+        return batch_spans(n, s.batch_size)
 
     def iter_batches(
         self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
@@ -123,7 +158,8 @@ class BatchedEngine:
         progress: bool = False,
         desc: str = "generate",
     ) -> list[list[int]]:
-        return collect_batches(self.iter_batches(prompts, stops, s), len(prompts), s.batch_size, progress, desc)
+        total = len(self.spans(len(prompts), s))
+        return collect_batches(self.iter_batches(prompts, stops, s), total, progress, desc)
 
 
 class HFEngine(BatchedEngine):
@@ -140,8 +176,8 @@ class HFEngine(BatchedEngine):
     ) -> Iterator[list[list[int]]]:
         """The outputs batch by batch, computed lazily (the benchmark interleaves engines this way)."""
         device = next(self.model.parameters()).device
-        for b, start in enumerate(range(0, len(prompts), s.batch_size)):
-            ids, mask = left_pad(prompts[start : start + s.batch_size], self.pad_id)
+        for b, (start, end) in enumerate(self.spans(len(prompts), s)):
+            ids, mask = left_pad(prompts[start:end], self.pad_id)
             torch.manual_seed(s.seed * 1_000_003 + b)
             with torch.no_grad():
                 out = self.model.generate(

@@ -69,8 +69,8 @@ class VLLMEngine(BatchedEngine):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        for start in range(0, len(prompts), s.batch_size):
-            chunk = prompts[start : start + s.batch_size]
+        for start, end in self.spans(len(prompts), s):
+            chunk = prompts[start:end]
             params = [
                 SamplingParams(
                     n=1,
