@@ -47,7 +47,7 @@ from dpsynth.train.forward import TrainForward, attach_prefix_cache
 from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
-from dpsynth.train.precision import resolve_precision, training_model_config
+from dpsynth.train.precision import arithmetic, resolve_precision, training_model_config, warn_if_arithmetic_changed
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -108,6 +108,8 @@ class ArmTrainer:
         # bf16 base weights where training runs under bf16 autocast (dpsynth.train.precision)
         self.model_cfg = training_model_config(cfg.model, cfg.train.precision, self.device)
         base = load_model(self.model_cfg, device=self.device)
+        autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.arithmetic: dict[str, Any] = arithmetic(next(base.parameters()).dtype, autocast_dtype)
         self.model = add_lora(base, cfg.train.arm_lora(setup.arm), seed=cfg.train.seed)
         # a public warm start (train.init_adapter); a resume then restores the checkpoint's weights over it
         self.init_digest = (
@@ -120,7 +122,7 @@ class ArmTrainer:
         self.optimizer = _make_optimizer(cfg, self.model, setup.arm)
         self.dataset = ExampleDataset(indexed(setup.examples))  # indexed: batches carry positions for the cache
         self.collate = Collator(pad_id=int(self.tokenizer.pad_token_id))
-        self.forward = TrainForward(self.model, self.device, resolve_precision(cfg.train.precision, self.device))
+        self.forward = TrainForward(self.model, self.device, autocast_dtype)
         self.ckpt_dir = setup.run.checkpoints(setup.arm)
         self.state = LoopState()
         torch.manual_seed(cfg.train.seed)  # dropout; a resume restores the state saved in the checkpoint instead
@@ -157,6 +159,8 @@ class ArmTrainer:
                 params[name].copy_(value.to(self.device))
         self.optimizer.load_state_dict(ckpt.optimizer)
         self._restore_random_state(ckpt)
+        if warn_if_arithmetic_changed(ckpt.meta.get("arithmetic"), self.arithmetic, str(self.ckpt_dir), ckpt.step):
+            self.arithmetic = {**self.arithmetic, "resumed_from": ckpt.meta["arithmetic"], "resumed_at": ckpt.step}
         self.state.step = ckpt.step
         self.state.log_rows = list(ckpt.meta.get("log", []))
         self.s.meta.update({k: v for k, v in ckpt.meta.items() if k in ("histogram",)})
@@ -209,6 +213,7 @@ class ArmTrainer:
                 meta={
                     "arm": self.s.arm,
                     "device": self.device.type,
+                    "arithmetic": {k: self.arithmetic[k] for k in ("weights", "autocast")},
                     "steps": self.s.steps,
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
@@ -239,7 +244,7 @@ class ArmTrainer:
         if self.private is not None:
             self.private.detach()
         self.model.eval()
-        return {"steps": self.state.step, "log": self.state.log_rows}
+        return {"steps": self.state.step, "log": self.state.log_rows, "arithmetic": self.arithmetic}
 
     def _build_prefix_cache(self) -> None:
         """With LoRA on the top K blocks only, compute the frozen blocks' output once (dpsynth.train.prefix)."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -36,6 +37,8 @@ import torch
 
 from dpsynth.config import ModelConfig
 from dpsynth.machine import BF16_FLAGS, cpu_flags
+
+log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -79,6 +82,41 @@ def training_model_config(model: ModelConfig, precision: Precision, device: torc
     if model.dtype == "auto" and device.type == "cpu" and resolve_precision(precision, device) == torch.bfloat16:
         return model.model_copy(update={"dtype": "bfloat16"})
     return model
+
+
+def arithmetic(weights: torch.dtype, autocast_dtype: torch.dtype | None) -> dict[str, str | None]:
+    """What a training's matmuls ran in, for ``privacy.json`` and checkpoints: the frozen weights' dtype and the
+    autocast dtype (None: none). ``auto`` settings resolve by processor, so the same config can train in other
+    arithmetic on another machine (or another dpsynth version); the record says which ran.
+
+    >>> arithmetic(torch.bfloat16, torch.bfloat16)
+    {'weights': 'bfloat16', 'autocast': 'bfloat16'}
+    """
+    return {
+        "weights": str(weights).removeprefix("torch."),
+        "autocast": None if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
+    }
+
+
+def warn_if_arithmetic_changed(made: dict[str, Any] | None, now: dict[str, Any], where: str, step: int) -> bool:
+    """Warn (and return True) when a resumed checkpoint's steps ran in other arithmetic than the steps to come: a
+    processor without native bf16 resolves ``auto`` to float32, say. The privacy accounting is unaffected (noise,
+    clipping and the accountant do not depend on it); the trained weights are a mix of both. Checkpoints of an
+    earlier dpsynth record none: nothing to compare."""
+    if made is None or made == now:
+        return False
+    log.warning(
+        "the checkpoint in %s ran its %d steps with %s weights and %s autocast; the steps to come run with %s and %s "
+        "(model.dtype and train.precision set to the checkpoint's values resume as it was made); the privacy "
+        "accounting is unaffected",
+        where,
+        step,
+        made.get("weights"),
+        made.get("autocast") or "no",
+        now["weights"],
+        now["autocast"] or "no autocast",
+    )
+    return True
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:

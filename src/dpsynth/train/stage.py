@@ -185,6 +185,7 @@ def train_arm(
         }
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
         privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)
+    privacy["arithmetic"] = summary["arithmetic"]  # the weights' and autocast dtypes the steps ran in
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:
