@@ -122,6 +122,26 @@ def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypat
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
+def test_memory_is_given_back_after_each_row(frontier_run, monkeypatch):
+    """Each row ends by handing the heap's freed memory back (dpsynth.allocator), so the next row starts from its
+    own peak: once per row, after that row's scores are written."""
+    from dpsynth.frontier import run as run_module
+
+    cfg, out, doc, ledger_path = frontier_run
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    scored_before_each_call: list[int] = []
+    monkeypatch.setattr(
+        run_module,
+        "release_freed_memory",
+        lambda: scored_before_each_call.append(len(list((out / "rows").glob("*/scores.json")))),
+    )
+    first = doc["rows"][0]["row"]
+    (out / "rows" / first / "scores.json").unlink()  # the first row is scored again, the others are kept
+    run_frontier(cfg, out, command="dpsynth frontier --quick", progress=False)
+    rows = len({r["row"] for r in doc["rows"]})
+    assert rows == 5 and scored_before_each_call == [rows] * rows  # the first call after its scores were written
+
+
 def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
     """Another ``frontier.mauve_repeats`` scores the finished rows again (mean and sd over the draws) without remaking
     any row or charging anything; the default sweep reports its MAUVE over 5 draws with a standard deviation."""
