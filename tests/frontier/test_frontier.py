@@ -122,12 +122,16 @@ def test_a_rerun_skips_finished_rows_and_charges_nothing(frontier_run, monkeypat
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
-def test_memory_is_given_back_after_each_row(frontier_run, monkeypatch):
+def test_memory_is_given_back_after_each_row(frontier_run, tmp_path, monkeypatch):
     """Each row ends by handing the heap's freed memory back (dpsynth.allocator), so the next row starts from its
     own peak: once per row, after that row's scores are written."""
+    import shutil
+
     from dpsynth.frontier import run as run_module
 
-    cfg, out, doc, ledger_path = frontier_run
+    cfg, fixture_out, doc, ledger_path = frontier_run
+    out = tmp_path / "copy"  # the module's sweep is left as it was for the tests after this one
+    shutil.copytree(fixture_out, out)
     monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
     scored_before_each_call: list[int] = []
     monkeypatch.setattr(

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from dpsynth.config import Config
 from dpsynth.errors import DPSynthError
-from dpsynth.models.loader import load_model, load_tokenizer, resolve_device
+from dpsynth.models.loader import load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpsynth.rundir import Arm, RunDir, atomic_path, write_jsonl
 from dpsynth.train import distributed
 from dpsynth.train.batching import (
@@ -47,7 +47,7 @@ from dpsynth.train.forward import TrainForward, attach_prefix_cache
 from dpsynth.train.lora import add_lora, load_init_adapter, snapshot, trainable_parameters
 from dpsynth.train.objective import HeadLoss
 from dpsynth.train.plan import PrivacyPlan
-from dpsynth.train.precision import arithmetic, resolve_precision, training_model_config, warn_if_arithmetic_changed
+from dpsynth.train.precision import arithmetic, resolve_precision, resumed_arithmetic, training_model_config
 from dpsynth.train.private import PrivateTraining, make_private
 from dpsynth.train.verify import check_adapter_roundtrip, check_weights_changed
 
@@ -109,7 +109,8 @@ class ArmTrainer:
         self.model_cfg = training_model_config(cfg.model, cfg.train.precision, self.device)
         base = load_model(self.model_cfg, device=self.device)
         autocast_dtype = resolve_precision(cfg.train.precision, self.device)
-        self.arithmetic: dict[str, Any] = arithmetic(next(base.parameters()).dtype, autocast_dtype)
+        self.arithmetic = arithmetic(resolve_dtype(self.model_cfg.dtype, self.device), autocast_dtype)
+        self.stretches: list[dict[str, Any]] = [{**self.arithmetic, "from_step": 0}]  # a resume may add one
         self.model = add_lora(base, cfg.train.arm_lora(setup.arm), seed=cfg.train.seed)
         # a public warm start (train.init_adapter); a resume then restores the checkpoint's weights over it
         self.init_digest = (
@@ -159,8 +160,7 @@ class ArmTrainer:
                 params[name].copy_(value.to(self.device))
         self.optimizer.load_state_dict(ckpt.optimizer)
         self._restore_random_state(ckpt)
-        if warn_if_arithmetic_changed(ckpt.meta.get("arithmetic"), self.arithmetic, str(self.ckpt_dir), ckpt.step):
-            self.arithmetic = {**self.arithmetic, "resumed_from": ckpt.meta["arithmetic"], "resumed_at": ckpt.step}
+        self.stretches = resumed_arithmetic(ckpt.meta.get("arithmetic"), self.arithmetic, str(self.ckpt_dir), ckpt.step)
         self.state.step = ckpt.step
         self.state.log_rows = list(ckpt.meta.get("log", []))
         self.s.meta.update({k: v for k, v in ckpt.meta.items() if k in ("histogram",)})
@@ -213,7 +213,7 @@ class ArmTrainer:
                 meta={
                     "arm": self.s.arm,
                     "device": self.device.type,
-                    "arithmetic": {k: self.arithmetic[k] for k in ("weights", "autocast")},
+                    "arithmetic": self.stretches,
                     "steps": self.s.steps,
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
@@ -244,7 +244,8 @@ class ArmTrainer:
         if self.private is not None:
             self.private.detach()
         self.model.eval()
-        return {"steps": self.state.step, "log": self.state.log_rows, "arithmetic": self.arithmetic}
+        stretches = {"stretches": self.stretches} if len(self.stretches) > 1 else {}
+        return {"steps": self.state.step, "log": self.state.log_rows, "arithmetic": {**self.arithmetic, **stretches}}
 
     def _build_prefix_cache(self) -> None:
         """With LoRA on the top K blocks only, compute the frozen blocks' output once (dpsynth.train.prefix)."""

@@ -98,25 +98,41 @@ def arithmetic(weights: torch.dtype, autocast_dtype: torch.dtype | None) -> dict
     }
 
 
-def warn_if_arithmetic_changed(made: dict[str, Any] | None, now: dict[str, Any], where: str, step: int) -> bool:
-    """Warn (and return True) when a resumed checkpoint's steps ran in other arithmetic than the steps to come: a
-    processor without native bf16 resolves ``auto`` to float32, say. The privacy accounting is unaffected (noise,
-    clipping and the accountant do not depend on it); the trained weights are a mix of both. Checkpoints of an
-    earlier dpsynth record none: nothing to compare."""
-    if made is None or made == now:
-        return False
+def resumed_arithmetic(
+    made: list[dict[str, Any]] | None, now: dict[str, str | None], where: str, step: int
+) -> list[dict[str, Any]]:
+    """The stretches of steps and the arithmetic each ran in, ``[{weights, autocast, from_step}, ...]``, after a
+    resume at ``step`` from a checkpoint that recorded ``made``; warns when the steps to come run in other arithmetic
+    than the last stretch (a processor without native bf16 resolves ``auto`` to float32, say). The privacy
+    accounting is unaffected (noise, clipping and the accountant do not depend on it); the trained weights are a mix.
+    A checkpoint of an earlier dpsynth recorded none: its steps count as ``unknown``.
+
+    >>> bf16, f32 = arithmetic(torch.bfloat16, torch.bfloat16), arithmetic(torch.float32, None)
+    >>> [s["from_step"] for s in resumed_arithmetic([{**bf16, "from_step": 0}], f32, "ckpt", 4)]
+    [0, 4]
+    >>> resumed_arithmetic([{**f32, "from_step": 0}], f32, "ckpt", 4) == [{**f32, "from_step": 0}]
+    True
+    """
+    if step == 0:  # the step-0 checkpoint: no gradient ran yet
+        return [{**now, "from_step": 0}]
+    if not made:
+        return [{"weights": "unknown", "autocast": "unknown", "from_step": 0}, {**now, "from_step": step}]
+    last = {k: made[-1].get(k) for k in ("weights", "autocast")}
+    if last == now:
+        return list(made)
     log.warning(
-        "the checkpoint in %s ran its %d steps with %s weights and %s autocast; the steps to come run with %s and %s "
-        "(model.dtype and train.precision set to the checkpoint's values resume as it was made); the privacy "
-        "accounting is unaffected",
+        "the checkpoint in %s ran its steps since step %s with %s weights and %s autocast; the steps from %d on run "
+        "with %s weights and %s autocast (model.dtype and train.precision resolve by processor; resume on a machine "
+        "like the first to keep one arithmetic). The privacy accounting is unaffected",
         where,
+        made[-1].get("from_step", 0),
+        last["weights"],
+        last["autocast"] or "no",
         step,
-        made.get("weights"),
-        made.get("autocast") or "no",
         now["weights"],
-        now["autocast"] or "no autocast",
+        now["autocast"] or "no",
     )
-    return True
+    return [*made, {**now, "from_step": step}]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
