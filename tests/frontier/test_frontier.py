@@ -395,6 +395,10 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.prefix_cache_dir=/tmp/cache"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "train.distributed=true", "train.nproc_per_node=4"), row) == base
     assert fingerprint(_cfg(tiny_model_dir, "evaluate.mauve_repeats=2"), row) == base  # the run report's, not ours
+    # the privacy attacks' arithmetic: no frontier row runs an attack, and sweeps made before the key keep their rows
+    for precision in ("auto", "float32", "bfloat16"):
+        assert fingerprint(_cfg(tiny_model_dir, f"evaluate.precision={precision}"), row) == base
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "precision" in k and "evaluate" in k]
     # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid;
     # a row made then with another value is matched by the second fingerprint (its value as configured)
     for every in (1, 7, 50):

@@ -30,6 +30,7 @@ _NEUTRAL_KEYS = (
     ("model", "api_timeout"),
     ("frontier", "mauve_repeats"),  # scoring only: the scores' fingerprint has it (dpsynth.frontier.run)
     ("evaluate", "mauve_repeats"),  # the run report's MAUVE draws: the frontier reads frontier.mauve_repeats
+    ("evaluate", "precision"),  # the privacy attacks' arithmetic: the frontier scores no attack (2026-12-05)
 )
 
 
