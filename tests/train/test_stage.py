@@ -92,6 +92,20 @@ def test_pipeline_writes_the_documented_layout(tmp_path, tiny_model_dir):
     assert log[-1]["epsilon"] == pytest.approx(privacy["epsilon"])
 
 
+def test_the_accountant_is_asked_at_five_points_and_the_last_is_the_released_epsilon(tmp_path, tiny_model_dir):
+    """Each epsilon in the log costs a PRV call (~0.3 s): at 12 steps it is computed at steps 3, 6, 9 and 12 (every
+    ceil(12 / 5) = 3), not at every step, and the last equals privacy.json's, the accountant's over the steps taken."""
+    cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]", "train.max_steps=12", "train.batch_size=4")
+    api.prepare(cfg, tmp_path)
+    api.train(cfg, tmp_path, progress=False)
+    run = RunDir(tmp_path)
+    log = read_jsonl(run.train_log("dp"))
+    assert len(log) == 12
+    assert [r["step"] for r in log if "epsilon" in r] == [3, 6, 9, 12]
+    eps = [r["epsilon"] for r in log if "epsilon" in r]
+    assert eps == sorted(eps) and eps[-1] == pytest.approx(read_json(run.privacy_json("dp"))["epsilon"])
+
+
 class _Crash(Exception):
     pass
 
