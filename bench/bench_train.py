@@ -16,6 +16,7 @@ Modes (each in its own child process, so that its peak memory is its own):
 - ``no_dp_fast``, ``dp_fast``: the defaults of ``TrainConfig`` (``train.precision``, ``train.lora.top_k_layers``):
   the training loop's forward (:class:`dpsynth.train.forward.TrainForward`, logits only at labelled positions);
 - ``dp_fast_nodrop``: ``dp_fast`` with ``train.lora.dropout=0`` (no random masks to draw: what dropout costs a step);
+- ``dp_fast_ffa``: ``dp_fast`` with ``train.lora.freeze_a=true`` (B trains, A stays: no per-example gradients of A);
 - ``MODE_sysmalloc`` (e.g. ``dp_fast_sysmalloc``): a fast mode with glibc's default allocator. The fast modes, like
   every ``dpsynth`` command, keep freed memory in the heap (:mod:`dpsynth.allocator`); ``no_dp``, ``dp`` and
   ``ghost``, the path before issue 8, run with glibc's default. The table's ``malloc`` column says which ran;
@@ -100,7 +101,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    lora = LoraSettings(target_modules=args.targets.split(","), top_k_layers=top_k, dropout=dropout)
+    freeze_a = mode == "dp_fast_ffa"
+    lora = LoraSettings(target_modules=args.targets.split(","), top_k_layers=top_k, dropout=dropout, freeze_a=freeze_a)
     model = add_lora(base, lora, seed=0)
     model.train()
     params = trainable_parameters(model)
@@ -206,6 +208,7 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
             "base_weights": str(base.dtype).replace("torch.", ""),
             "top_k_layers": top_k,
             "lora_dropout": dropout,
+            "freeze_a": freeze_a,
             "cache_s": cache_s,
             "profile": profile,
         }
@@ -291,6 +294,7 @@ def main() -> None:
         ("dp_fast", "dp", "tokens/s, target >= 3"),
         ("dp_fast", "no_dp_fast", "step time, target <= 1.10"),
         ("dp_fast_nodrop", "dp_fast", "tokens/s, LoRA dropout 0 against 0.05"),
+        ("dp_fast_ffa", "dp_fast", "tokens/s, LoRA's A frozen against both factors trained"),
         ("dp_fast", "dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
         ("no_dp_fast", "no_dp_fast_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
         ("dp_fast_f32w", "dp_fast_f32w_sysmalloc", "tokens/s, freed memory kept against glibc's default"),
@@ -319,6 +323,8 @@ def main() -> None:
                     "base_weights": r["base_weights"],
                     "top_k_layers": r["top_k_layers"],
                     "lora_dropout": r["lora_dropout"],
+                    "freeze_a": r["freeze_a"],
+                    "trainable_params": r["params"],
                     "malloc": r["malloc"],
                     "prefix_cache_build_s": r["cache_s"],
                     **({"profile": r["profile"]} if r["profile"] else {}),

@@ -67,6 +67,12 @@ class LoraSettings(Section):
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    freeze_a: bool = Field(
+        False,
+        description="the DP arm trains B only and keeps every A as initialised (FFA-LoRA, Sun et al. 2024): fewer "
+        "noisy coordinates under DP-SGD, and with train.init_adapter a subspace fitted to public data "
+        "(dpsynth.train.lora.freeze_lora_a); the non-DP arm trains both",
+    )
     top_k_layers: int | None = Field(
         8,
         gt=0,
@@ -213,16 +219,23 @@ class TrainConfig(Section):
         return self.learning_rate
 
     def arm_lora(self, arm: str) -> LoraSettings:
-        """The LoRA shape of ``arm``: ``lora`` with ``no_dp_target_modules`` for the non-DP arm when set.
+        """The LoRA shape of ``arm``: ``lora`` with ``no_dp_target_modules`` for the non-DP arm when set; the non-DP
+        arm trains both LoRA factors (``lora.freeze_a`` answers DP noise, which it has none of).
 
         >>> TrainConfig(no_dp_target_modules=["q_proj", "o_proj"]).arm_lora("no_dp").target_modules
         ['o_proj', 'q_proj']
         >>> TrainConfig(no_dp_target_modules=["q_proj", "o_proj"]).arm_lora("dp").target_modules
         ['q_proj', 'v_proj']
+        >>> lora = LoraSettings(freeze_a=True)
+        >>> TrainConfig(lora=lora).arm_lora("dp").freeze_a, TrainConfig(lora=lora).arm_lora("no_dp").freeze_a
+        (True, False)
         """
-        if arm == "no_dp" and self.no_dp_target_modules is not None:
-            return self.lora.model_copy(update={"target_modules": list(self.no_dp_target_modules)})
-        return self.lora
+        if arm != "no_dp":
+            return self.lora
+        update: dict[str, Any] = {"freeze_a": False}
+        if self.no_dp_target_modules is not None:
+            update["target_modules"] = list(self.no_dp_target_modules)
+        return self.lora.model_copy(update=update)
 
 
 class Config(Section):

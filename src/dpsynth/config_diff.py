@@ -55,7 +55,13 @@ def training_changes(old: Config, new: Config, arms: Sequence[str] | None = None
 
     The non-DP arm's own settings (:data:`~dpsynth.config.NO_DP_KEYS`: its batch, learning rate, target modules)
     count only when ``arms`` holds that arm: a resume passes the arms already trained or checkpointed, since those are
-    what a changed setting would mislabel.
+    what a changed setting would mislabel. ``train.lora.freeze_a`` counts only when ``arms`` holds the DP arm.
+
+    >>> from dpsynth.config import load_config
+    >>> training_changes(load_config(None, []), load_config(None, ["train.lora.freeze_a=true"]), arms=["no_dp"])
+    []
+    >>> training_changes(load_config(None, []), load_config(None, ["train.lora.freeze_a=true"]), arms=["dp"])
+    ['train.lora.freeze_a']
     """
     if arms is None:
         arms = [*old.train.arms, *new.train.arms]
@@ -64,6 +70,9 @@ def training_changes(old: Config, new: Config, arms: Sequence[str] | None = None
         drop = (*drop, *(("train", key) for key in NO_DP_KEYS))
     a = flat_view(old, AFTER_TRAINING, drop)
     b = flat_view(new, AFTER_TRAINING, drop)
+    if "dp" not in arms:  # the non-DP arm trains both LoRA factors whatever train.lora.freeze_a says
+        for view in (a, b):
+            view.pop("train.lora.freeze_a", None)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

@@ -58,13 +58,14 @@ def test_labels_outside_the_task_are_refused(model_cfg):
 
 
 def test_the_classifier_trains_every_block_whatever_the_generators_top_k():
-    """A non-DP measurement: its LoRA is on every block even though the generators default to the top 8, so its
-    figures stay comparable across generator settings."""
+    """A non-DP measurement: its LoRA is on every block even though the generators default to the top 8, and trains
+    both LoRA factors whatever train.lora.freeze_a says, so its figures stay comparable across generator settings."""
     from types import SimpleNamespace
 
     from dpsynth.config import load_config
     from dpsynth.evaluate.utility_eval import llm_settings
 
-    cfg = load_config(None, ["train.lora.top_k_layers=4", "train.lora.r=2"])
+    cfg = load_config(None, ["train.lora.top_k_layers=4", "train.lora.r=2", "train.lora.freeze_a=true"])
     got = llm_settings(cfg, SimpleNamespace(info={"max_tokens": 32}, label="rating"))  # type: ignore[arg-type]
     assert got.lora.top_k_layers is None and got.lora.r == 2 and cfg.train.lora.top_k_layers == 4
+    assert got.lora.freeze_a is False and cfg.train.lora.freeze_a is True

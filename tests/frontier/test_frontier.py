@@ -399,6 +399,14 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     for precision in ("auto", "float32", "bfloat16"):
         assert fingerprint(_cfg(tiny_model_dir, f"evaluate.precision={precision}"), row) == base
     assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "precision" in k and "evaluate" in k]
+    # LoRA's A matrices frozen: a DP row's setting only (the non-DP arm trains both; eps 0 and real train nothing),
+    # and off it is the training before the key existed
+    assert fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=false"), row) == base
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "freeze_a" in k]
+    assert fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=true"), row) != base
+    for other in (RowSpec("epsinf", "inf"), RowSpec("eps0", 0.0), RowSpec("real", "real", real_n=16)):
+        frozen = fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=true"), other)
+        assert frozen == fingerprint(_cfg(tiny_model_dir), other), other
     # checkpoint spacing: any value reads as the old default (50), so rows finished before it changed stay valid;
     # a row made then with another value is matched by the second fingerprint (its value as configured)
     for every in (1, 7, 50):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dpsynth import api
 from dpsynth.cli import app
-from dpsynth.config import load_config
+from dpsynth.config import NO_DP_KEYS, load_config
 from dpsynth.data.format import IGNORE_INDEX, encode_unit
 from dpsynth.data.prepare import load_code_specs
 from dpsynth.data.records import Record, read_records
@@ -242,6 +242,32 @@ def test_an_interrupted_arm_resumes_and_a_changed_arm_starts_afresh(audited, tmp
     with pytest.raises(_Stop):
         api.audit(cfg, run.root, progress=False)
     assert [arm for arm, _ in calls] == ["no_dp"]
+
+
+def test_stamps_made_before_freeze_a_existed_still_match(audited, tmp_path):
+    """train.lora.freeze_a off is the training before the key existed: a stamp is what that code hashed (the model,
+    privacy and train sections without the key), so finished audit arms are kept; on, it changes the DP arm's stamp
+    only (the non-DP arm trains both factors)."""
+    import hashlib
+    import json
+
+    run = _copy(audited[0], tmp_path)
+    audit = RunDir(run.audit_dir)
+    cfg = load_config(audit.root.parent / "config.yaml")
+    for arm in ("dp", "no_dp"):
+        arm_cfg = audit_run.arm_config(cfg, arm, read_json(audit.privacy_json("dp"))["delta"])
+        dumped = arm_cfg.model_dump(mode="json")
+        dumped["train"]["lora"].pop("freeze_a")
+        for key in NO_DP_KEYS:
+            if arm != "no_dp" or dumped["train"].get(key) is None:
+                dumped["train"].pop(key, None)
+        before = hashlib.sha256(audit.train.read_bytes() + audit.prepare_json.read_bytes())
+        before.update(json.dumps({k: dumped[k] for k in ("model", "privacy", "train")}, sort_keys=True).encode())
+        assert audit_run._stamp(arm_cfg, audit, arm) == before.hexdigest(), arm
+        frozen = arm_cfg.model_copy(deep=True)
+        frozen.train.lora.freeze_a = True
+        changed = audit_run._stamp(frozen, audit, arm) != audit_run._stamp(arm_cfg, audit, arm)
+        assert changed == (arm == "dp"), arm
 
 
 # -- planted attacks: the bound reacts to what the scores say ---------------------------------------------------------

@@ -68,8 +68,9 @@ def _loop_gradients(model, examples) -> list[dict[str, torch.Tensor]]:
     return grads
 
 
-def test_per_sample_gradients_match_a_per_example_loop(device):
-    model = _model(device=device)
+@pytest.mark.parametrize("freeze_a", [False, True])
+def test_per_sample_gradients_match_a_per_example_loop(device, freeze_a):
+    model = _model(device=device, freeze_a=freeze_a)
     examples = _examples([7, 12, 4, 9])
     expected = _loop_gradients(model, examples)
     params = trainable_parameters(model)
@@ -84,7 +85,8 @@ def test_per_sample_gradients_match_a_per_example_loop(device):
         noise_generator=_generator(model, 0),
     )
     _forward(model, Collator(pad_id=0)(examples)).mean().backward()
-    assert len(params) == 8  # q and v in two layers, A and B each
+    # q and v in two layers, A and B each; with train.lora.freeze_a the B matrices only (FFA-LoRA)
+    assert sorted(n.partition(".lora_")[2][0] for n in params) == (["B"] * 4 if freeze_a else ["A"] * 4 + ["B"] * 4)
     for name, p in params.items():
         assert p.grad_sample.shape == (4, *p.shape)
         for i in range(4):
@@ -92,10 +94,13 @@ def test_per_sample_gradients_match_a_per_example_loop(device):
     private.detach()
 
 
-@pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_clipped_update_has_the_configured_norm(mode, device):
-    """One example with a gradient far above the bound, no noise: the update's norm is exactly max_grad_norm."""
-    model = _model(device=device)
+@pytest.mark.parametrize(("mode", "freeze_a"), [("hooks", False), ("ghost", False), ("hooks", True), ("ghost", True)])
+def test_clipped_update_has_the_configured_norm(mode, freeze_a, device):
+    """One example with a gradient far above the bound, no noise: the update's norm is exactly max_grad_norm (with
+    train.lora.freeze_a, over the B matrices alone, and the A matrices do not move)."""
+    model = _model(device=device, freeze_a=freeze_a)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_A." in n and not p.requires_grad}
+    assert len(frozen) == (4 if freeze_a else 0)
     params = trainable_parameters(model)
     example = _examples([10])
     raw_norm = torch.stack([g.norm() for g in _loop_gradients(model, example)[0].values()]).norm().item()
@@ -121,6 +126,8 @@ def test_clipped_update_has_the_configured_norm(mode, device):
     update = torch.stack([(before[n] - p.detach()).norm() for n, p in params.items()]).norm().item()
     assert update == pytest.approx(max_grad_norm, rel=1e-4)
     assert private.noisy_steps == 1
+    now = dict(model.named_parameters())
+    assert all(torch.equal(now[n], value) for n, value in frozen.items())
 
 
 def _logits_and_labels(model, examples):

@@ -68,8 +68,9 @@ def llm_settings(cfg: Config, inputs: EvalInputs, *, progress: bool = False) -> 
     )
     tasks = e.llm_classifier_tasks if e.llm_classifier_tasks is not None else [inputs.label] if inputs.label else []
     # The classifier is a non-DP measurement: LoRA on every block, whatever top_k the generators train (its choice
-    # rests on DP noise and throughput, which do not apply here), so its figures stay comparable across settings.
-    lora = cfg.train.lora.model_copy(update={"top_k_layers": None})
+    # rests on DP noise and throughput, which do not apply here) and both LoRA factors (freeze_a is a DP choice too),
+    # so its figures stay comparable across settings.
+    lora = cfg.train.lora.model_copy(update={"top_k_layers": None, "freeze_a": False})
     return LLMUtility(cfg.model, lora, settings, tuple(tasks))
 
 

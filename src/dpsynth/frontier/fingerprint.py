@@ -127,6 +127,9 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         # auto: resolved on the machine (its threads), like engine auto; popped so that sweeps made before the key keep
         # their rows, though their texts came from one replica and a rerun elsewhere may draw with two
         gen.pop("ctranslate2_replicas", None)
+    lora = dump.get("train", {}).get("lora", {})
+    if not lora.get("freeze_a") or row.eps in ("real", 0.0, "inf") or dump.get("generator") == "pe":
+        lora.pop("freeze_a", None)  # both LoRA factors train, as before the key existed; only a DP-SGD row reads it
     if dump.get("data", {}).get("cut_responses") == "token":
         dump["data"].pop("cut_responses")  # the rule before the key existed
     dump.pop("tracking", None)

@@ -112,10 +112,10 @@ def _stamps(cfg: Config, audit: RunDir, arm: Arm) -> tuple[str, str]:
 
     The non-DP arm's own settings (its batch, learning rate, modules: :data:`~dpsynth.config.NO_DP_KEYS`) count for
     that arm alone, and only when set (a stamp made before a key existed stays the same): a changed stamp retrains the
-    DP arm, which is a second release. A warm start counts by its digest as well as its path, so an adapter retrained
-    in place is a new configuration. Checkpoint spacing cannot change
-    an arm: the stamp (first) reads it as 50, the default when stamps began; the second, with the configured value,
-    is the stamp an arm made before that got, so such an arm is kept too.
+    DP arm, which is a second release. ``train.lora.freeze_a`` likewise counts for the DP arm alone, and only when on.
+    A warm start counts by its digest as well as its path, so an adapter retrained in place is a new configuration.
+    Checkpoint spacing cannot change an arm: the stamp (first) reads it as 50, the default when stamps began; the
+    second, with the configured value, is the stamp an arm made before that got, so such an arm is kept too.
     """
     return _stamp(cfg, audit, arm, checkpoint_every=50), _stamp(cfg, audit, arm)
 
@@ -128,6 +128,9 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None
     for key in NO_DP_KEYS:
         if arm != "no_dp" or dumped["train"].get(key) is None:
             dumped["train"].pop(key, None)
+    lora = dumped["train"]["lora"]
+    if arm == "no_dp" or not lora.get("freeze_a"):
+        lora.pop("freeze_a", None)  # the DP arm's setting alone; off, it is the training before the key existed
     if checkpoint_every is not None:
         dumped["train"]["checkpoint_every"] = checkpoint_every
     if dumped["train"].get("init_adapter") is not None:  # the warm start's weights, not its path (set: no old stamps)
