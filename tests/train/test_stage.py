@@ -121,20 +121,25 @@ def _crash_after(monkeypatch, step: int) -> None:
     monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", after_step)
 
 
+def _whole_and_crashed(cfg, tmp_path: Path, monkeypatch, *, at_step: int) -> tuple[Path, Path]:
+    """Two prepared runs of ``cfg``: ``whole`` trained through, ``broken`` crashed after step ``at_step``."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for out in (whole, broken):
+        api.prepare(cfg, out)
+    api.train(cfg, whole, progress=False)
+    with monkeypatch.context() as m:
+        _crash_after(m, at_step)
+        with pytest.raises(_Crash):
+            api.train(cfg, broken, progress=False)
+    return whole, broken
+
+
 def test_resume_continues_the_same_mechanism(tmp_path, tiny_model_dir, monkeypatch):
     """A run interrupted after step 2 and resumed ends where an uninterrupted run ends: same steps, same epsilon,
     and (with a fixed noise seed) the same weights, which shows the resumed steps drew the noise that follows the
     checkpointed generator state rather than replaying the first steps' noise."""
     cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]", "train.noise_seed=7")
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    api.prepare(cfg, whole)
-    api.prepare(cfg, broken)
-    api.train(cfg, whole, progress=False)
-
-    with monkeypatch.context() as m:
-        _crash_after(m, 2)
-        with pytest.raises(_Crash):
-            api.train(cfg, broken, progress=False)
+    whole, broken = _whole_and_crashed(cfg, tmp_path, monkeypatch, at_step=2)
     run = RunDir(broken)
     meta = read_json(run.checkpoints("dp") / "meta.json")
     assert meta["step"] == 2
@@ -171,14 +176,7 @@ def test_freeze_a_trains_b_only_and_resumes_exactly(tmp_path, tiny_model_dir, mo
     # float32 base weights: on a bf16 machine the adapter is initialised beside bf16 weights, rounded (0.4%)
     extra = ("train.noise_seed=7", "train.lora.freeze_a=true", "model.dtype=float32")
     cfg = _cfg(tiny_model_dir, "train.arms=[dp]", "generate.arms=[dp]", *extra)
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    for out in (whole, broken):
-        api.prepare(cfg, out)
-    api.train(cfg, whole, progress=False)
-    with monkeypatch.context() as m:
-        _crash_after(m, 2)
-        with pytest.raises(_Crash):
-            api.train(cfg, broken, progress=False)
+    whole, broken = _whole_and_crashed(cfg, tmp_path, monkeypatch, at_step=2)
     run = RunDir(broken)
     saved = load_checkpoint(run.checkpoints("dp"))
     assert saved is not None and saved.trainable and all(".lora_B." in k for k in saved.trainable)
