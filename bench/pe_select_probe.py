@@ -30,32 +30,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-_LM: dict[str, Any] = {}
-
-
-def lm_features(cfg: Any, texts: list[str], batch: int = 32) -> Any:
-    """Mean-pooled last hidden states of the base model (``model.name``, float32, no adapter): features for a second
-    MAUVE that shares nothing with the sentence embedding that the votes and the frontier's MAUVE use."""
-    import numpy as np
-    import torch
-
-    from dpsynth.models.loader import load_model, load_tokenizer
-
-    if not _LM:
-        m = cfg.model.model_copy(update={"dtype": "float32"})
-        _LM["tok"], _LM["model"] = load_tokenizer(m), load_model(m)
-    tok, model = _LM["tok"], _LM["model"]
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch):
-            enc = tok(texts[i : i + batch], return_tensors="pt", padding=True, truncation=True, max_length=128)
-            enc = enc.to(model.device)
-            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu().numpy())
-    return np.concatenate(out)
+from mauve_features import lm_features  # bench/: the same second feature space
 
 
 def main() -> None:
