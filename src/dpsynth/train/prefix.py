@@ -64,10 +64,10 @@ def top_blocks(decoder: Any, start: int) -> Iterator[None]:
     config: Any = getattr(decoder, "config", None)
     types: Any = getattr(config, "layer_types", None)
     cut_types = isinstance(types, list) and len(types) == len(full)
-    decoder.layers = torch.nn.ModuleList(list(full)[start:])
-    if cut_types:
-        config.layer_types = types[start:]
     try:
+        decoder.layers = torch.nn.ModuleList(list(full)[start:])
+        if cut_types:
+            config.layer_types = types[start:]
         yield
     finally:
         decoder.layers = full
