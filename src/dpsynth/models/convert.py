@@ -26,7 +26,7 @@ from unittest import mock
 import torch
 
 from dpsynth.errors import ConfigError
-from dpsynth.models.loader import default_cache_dir, load_model, model_source, slug
+from dpsynth.models.loader import default_cache_dir, file_sha256, load_model, model_source, slug
 from dpsynth.rundir import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
@@ -38,14 +38,6 @@ SOURCE_FILE = "source.json"
 INSTALL_HINT = "pip install ctranslate2 (a dependency of dpsynth; reinstall it with `pip install -e .`)"
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def adapter_digest(adapter_dir: Path) -> str:
     """SHA-256 over the adapter's config and weights: a new adapter in the same folder gets a new conversion."""
     h = hashlib.sha256()
@@ -53,7 +45,7 @@ def adapter_digest(adapter_dir: Path) -> str:
         f = Path(adapter_dir) / name
         if f.is_file():
             h.update(name.encode())
-            h.update(_file_digest(f).encode())
+            h.update(file_sha256(f).encode())
     return h.hexdigest()
 
 

@@ -17,6 +17,7 @@ and training refuse it; :func:`_clear_gguf_quantizer` removes it (see ``../share
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -142,14 +143,15 @@ def builtin_gguf(name: str, workdir: Path | None = None) -> Path | None:
         except (ImportError, FileNotFoundError) as exc:  # a part's package is missing
             log.warning("%s: %s", name, exc)
             return None
-        if spec.sha256 is not None and _sha256(joined) != spec.sha256:
+        if spec.sha256 is not None and file_sha256(joined) != spec.sha256:
             raise ConfigError(f"model.name={name!r}: the joined {spec.gguf_file} is not the file dpsynth was tested on")
         return joined
     path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
     return path if path.is_file() else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read 1 MiB at a time (a model file does not fit comfortably in memory twice)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -234,13 +236,9 @@ def _convert_builtin(name: str, spec: BuiltinModel, cached: Path) -> bool:
     joined in a hidden folder beside the cache (removed after, even when the conversion fails)."""
     if importlib.util.find_spec(spec.package) is None:
         return False
-    if not spec.parts:
-        gguf = builtin_gguf(name)
-        if gguf is not None:
-            _convert_gguf(gguf, cached, spec)
-        return gguf is not None
-    with tempfile.TemporaryDirectory(prefix=f".{cached.name}.join-", dir=_parent(cached)) as work:
-        gguf = builtin_gguf(name, Path(work))
+    join = tempfile.TemporaryDirectory(prefix=f".{cached.name}.join-", dir=_parent(cached)) if spec.parts else None
+    with join or contextlib.nullcontext():
+        gguf = builtin_gguf(name, Path(join.name) if join else None)
         if gguf is not None:
             _convert_gguf(gguf, cached, spec)
         return gguf is not None
