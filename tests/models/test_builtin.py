@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from dpsynth.config import ModelConfig
 from dpsynth.data.format import encode_prompt, encode_unit
@@ -119,20 +120,47 @@ def gemma_tokenizer(tmp_path_factory):
     if missing:
         pytest.skip(f"gemma-3-270m is not installed ({loader.BUILTIN_MODELS['google/gemma-3-270m'].install_hint})")
     cfg = ModelConfig(name="google/gemma-3-270m", cache_dir=tmp_path_factory.mktemp("models"))
-    return loader.load_tokenizer(cfg)
+    return loader.load_tokenizer(cfg), cfg
+
+
+def _look_alikes(embeddings, token_id: int) -> int:
+    """How many other tokens' input embeddings lie within cosine 0.98 of ``token_id``'s."""
+    cos = torch.nn.functional.cosine_similarity(embeddings, embeddings[token_id][None], dim=1)
+    return int((cos > 0.98).sum()) - 1
 
 
 @pytest.mark.slow
-def test_gemma_trains_its_end_of_turn_and_stops_there(gemma_tokenizer):
-    tok = gemma_tokenizer
-    end = tok.convert_tokens_to_ids("<end_of_turn>")
+def test_gemma_trains_a_trained_end_token_and_stops_there(gemma_tokenizer):
+    tok, cfg = gemma_tokenizer
     codes = {"rating": 5}
     example = encode_unit(
         tok, [Record(text="Works well.", unit="u", codes=codes)], system_prompt="Write a review.", max_tokens=32
     )
     trained = [t for t, lab in zip(example.input_ids, example.labels, strict=True) if lab != IGNORE]
-    assert tok.decode(trained[:-1]) == "Works well." and trained[-1] == end
+    assert tok.decode(trained[:-1]) == "Works well." and trained[-1] == tok.eos_token_id
     prompt = tok.decode(encode_prompt(tok, codes, "Write a review."))
     assert prompt.startswith("<bos><start_of_turn>user\nWrite a review.\n\n")
     assert prompt.endswith("<start_of_turn>model\n")
-    assert end in stop_token_ids(tok)
+    assert tok.eos_token_id in stop_token_ids(tok)
+
+    # why <eos>: base Gemma's <end_of_turn> is one of thousands of untrained, near-identical embeddings (the head is
+    # tied: a model aiming at it samples its look-alikes), while <eos> stands apart
+    from safetensors import safe_open
+
+    with safe_open(str(loader._cached_folder(cfg) / "model.safetensors"), framework="pt") as f:
+        name = next(k for k in f.keys() if k.endswith("embed_tokens.weight"))  # noqa: SIM118 (not iterable)
+        embeddings = f.get_tensor(name).float()
+    assert _look_alikes(embeddings, trained[-1]) < 10
+    assert _look_alikes(embeddings, tok.convert_tokens_to_ids("<end_of_turn>")) > 1000
+
+
+@pytest.mark.slow
+def test_a_stale_cached_template_is_replaced_on_load(gemma_tokenizer):
+    _, cfg = gemma_tokenizer
+    saved = loader._cached_folder(cfg) / "chat_template.jinja"
+    original = saved.read_text()
+    saved.write_text("{% for m in messages %}{{ m['content'] }}<end_of_turn>{% endfor %}")  # an older cache's
+    try:
+        assert loader.load_tokenizer(cfg).chat_template == GEMMA_TURNS
+    finally:
+        saved.write_text(original)

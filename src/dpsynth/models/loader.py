@@ -43,13 +43,18 @@ log = logging.getLogger(__name__)
 
 # Gemma's turn format for a base model whose GGUF carries no chat template: the system prompt opens the first user
 # turn, as in Gemma's own template, and no message is trimmed (dpsynth.data.format locates each response in the
-# rendering, so the template must not alter message text).
+# rendering, so the template must not alter message text). The model's turn ends with <eos>, not <end_of_turn>: in
+# the base model <end_of_turn> is an untrained embedding, within cosine 0.98 of 6,021 others (<unusedN>, "DrvGPIO",
+# cuneiform), and with Gemma's tied output head a model taught to end its turn there spreads that choice over all of
+# them: on the public proxy the eps-4 DP arm gave <end_of_turn> 0.054 of the probability after a complete review and
+# its look-alikes 0.214, so most records ran on in glitch tokens to the length bound (bench/results/recipe-search/,
+# "The end of a Gemma turn"). <eos> is a trained token that base Gemma already emits at the end of a text.
 GEMMA_TURNS = (
     "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}"
     "{% if m['role'] == 'system' %}{% set ns.sys = m['content'] + '\n\n' %}"
     "{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
-    "{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}"
-    "{{ m['content'] }}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% else %}<end_of_turn>\n{% endif %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 
@@ -253,6 +258,11 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise ConfigError(_not_found(cfg.name, exc)) from exc
+    spec = BUILTIN_MODELS.get(cfg.name)
+    if spec is not None and spec.chat_template and tok.chat_template != spec.chat_template:
+        # one format per built-in name, whatever the source: a cache converted before the template changed, or the
+        # hub's own template (Gemma's trims messages and ends the model's turn with <end_of_turn>)
+        add_turns(tok, spec.chat_template, spec.turn_tokens)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
