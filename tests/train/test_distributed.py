@@ -148,7 +148,7 @@ def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monke
         env.pop(key, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run(
-        [*command, "-m", "dpsynth", "train", "--out", str(two.root), "--quiet"],
+        [*command, "-m", "dpsynth", "train", "--out", str(two.root), "--quiet", "--resume"],  # no checkpoint yet
         env=env,
         capture_output=True,
         text=True,
@@ -156,6 +156,8 @@ def test_torchrun_two_ranks_train_as_one_process(tmp_path, tiny_model_dir, monke
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("epsilon") >= 1 and done.stdout.count("training units") <= 1  # rank 0 prints, alone
+    # a --resume without a checkpoint starts from step 0 with one notice per arm, not one per rank
+    assert (done.stdout + done.stderr).count("no checkpoint in") == 2, done.stderr[-3000:]
 
     p1, p2 = read_json(one.privacy_json("dp")), read_json(two.privacy_json("dp"))
     for key in ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "mechanisms"):

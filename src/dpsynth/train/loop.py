@@ -134,7 +134,7 @@ class ArmTrainer:
         self.noise_gen = _generator(self.device, None if seed is None else seed + 1)
         if ckpt is not None:
             self._restore(ckpt)
-        elif resume:
+        elif resume and self.dist.is_main:  # one notice, not one per rank
             log.warning("--resume: no checkpoint in %s, starting from step 0", self.ckpt_dir)
         self.private: PrivateTraining | None = None
         self._step_start = time.perf_counter()
