@@ -80,7 +80,9 @@ def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tu
         return None, {"tokens_per_s": None, "reason": reason}
     from dpsynth.models.loader import BUILTIN_MODELS, builtin_gguf
 
-    gguf = builtin_gguf(args.model)
+    # a model shipped in parts is joined into a folder that lives as long as the reference (llama.cpp maps the file)
+    join = tempfile.TemporaryDirectory(prefix="dpsynth-gguf-")
+    gguf = builtin_gguf(args.model, Path(join.name))
     if gguf is None:
         return None, {"tokens_per_s": None, "reason": f"no GGUF file for {args.model} ({BUILTIN_MODELS})"}
     llm = Llama(model_path=str(gguf), n_threads=args.threads, n_ctx=512, n_batch=512, seed=0, verbose=False)
@@ -97,6 +99,7 @@ def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tu
                 repeat_penalty=1.0,
             )
             yield [[0] * out["usage"]["completion_tokens"]]  # only the count matters here
+        join.cleanup()
 
     return records(), {"gguf": gguf.name, "threads": args.threads, "records": args.llamacpp_records}
 
