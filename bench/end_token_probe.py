@@ -5,7 +5,8 @@ A base model's turn markers may be untrained embeddings (gemma-3-270m's ``<end_o
 such a token spreads that choice over all of its look-alikes, and sampling writes glitch tokens instead of stopping.
 This reads, for the first records of a JSONL file that end within the length bound (cut after their last sentence,
 as training cuts them), the next-token distribution after the response under the base model plus an adapter, and
-prints the mean probability of each candidate end token and of that token's look-alikes. Run it on PUBLIC data.
+prints the mean probability of each candidate end token and of that token's look-alikes. Run it on PUBLIC data; the
+defaults (system prompt, 64 tokens, sentence cut) are the public proxy's (``bench/proxy_categories.yaml``).
 
     python bench/end_token_probe.py --model google/gemma-3-270m --data runs/proxy-model/gemma-warm/data/test.jsonl \\
         --adapter runs/proxy-model/gemma-warm/rows/eps4/dp/adapter
@@ -48,6 +49,9 @@ def main() -> None:
     model.eval()
     emb = model.get_input_embeddings().weight.detach().float()
     ends = {t: tok.convert_tokens_to_ids(t) for t in args.tokens.split(",")}
+    unknown = [t for t, i in ends.items() if i is None or i == tok.unk_token_id]
+    if unknown:
+        parser.error(f"--tokens: {unknown} not in the tokenizer of {args.model}")
     alike = {}
     for t, i in ends.items():
         cos = torch.nn.functional.cosine_similarity(emb, emb[i][None], dim=1)
@@ -61,7 +65,7 @@ def main() -> None:
         ids, cut = cut_response(tok, r["text"], args.max_tokens, "sentence")
         if n == args.records or (cut is None and len(ids) >= args.max_tokens) or not ids:
             continue  # a response cut at the bound has no end to predict
-        x = torch.tensor([encode_prompt(tok, r.get("codes", {}), args.system_prompt) + ids])
+        x = torch.tensor([encode_prompt(tok, r.get("codes", {}), args.system_prompt) + ids], device=emb.device)
         with torch.inference_mode():
             probs = torch.softmax(model(input_ids=x).logits[0, -1].float(), -1)
         for t, i in ends.items():

@@ -16,7 +16,6 @@ from dpsynth.config import ModelConfig
 from dpsynth.data.format import encode_prompt, encode_unit
 from dpsynth.data.records import Record
 from dpsynth.errors import ConfigError
-from dpsynth.generate.sampling import stop_token_ids
 from dpsynth.models import loader
 from dpsynth.models.loader import GEMMA_TURNS, BuiltinModel, add_turns, builtin_gguf, model_source
 
@@ -130,18 +129,19 @@ def _look_alikes(embeddings, token_id: int) -> int:
 
 
 @pytest.mark.slow
-def test_gemma_trains_a_trained_end_token_and_stops_there(gemma_tokenizer):
+def test_gemma_ends_each_response_on_a_trained_token(gemma_tokenizer):
     tok, cfg = gemma_tokenizer
     codes = {"rating": 5}
-    example = encode_unit(
-        tok, [Record(text="Works well.", unit="u", codes=codes)], system_prompt="Write a review.", max_tokens=32
-    )
+    records = [Record(text="Works well.", unit="u", codes=codes), Record(text="Broke at once.", unit="u", codes=codes)]
+    example = encode_unit(tok, records, system_prompt="Write a review.", max_tokens=32)
     trained = [t for t, lab in zip(example.input_ids, example.labels, strict=True) if lab != IGNORE]
-    assert tok.decode(trained[:-1]) == "Works well." and trained[-1] == tok.eos_token_id
+    # each response is trained with the end token after it, also where the unit's next record follows
+    first, second = (tok.convert_ids_to_tokens(tok.encode(r.text, add_special_tokens=False)) for r in records)
+    assert tok.convert_ids_to_tokens(trained) == [*first, "<eos>", *second, "<eos>"]
     prompt = tok.decode(encode_prompt(tok, codes, "Write a review."))
     assert prompt.startswith("<bos><start_of_turn>user\nWrite a review.\n\n")
     assert prompt.endswith("<start_of_turn>model\n")
-    assert tok.eos_token_id in stop_token_ids(tok)
+    assert "<end_of_turn>" not in tok.decode(trained)
 
     # why <eos>: base Gemma's <end_of_turn> is one of thousands of untrained, near-identical embeddings (the head is
     # tied: a model aiming at it samples its look-alikes), while <eos> stands apart
@@ -161,6 +161,9 @@ def test_a_stale_cached_template_is_replaced_on_load(gemma_tokenizer):
     original = saved.read_text()
     saved.write_text("{% for m in messages %}{{ m['content'] }}<end_of_turn>{% endfor %}")  # an older cache's
     try:
-        assert loader.load_tokenizer(cfg).chat_template == GEMMA_TURNS
+        reloaded = loader.load_tokenizer(cfg)
+        assert reloaded.chat_template == GEMMA_TURNS
+        fresh = gemma_tokenizer[0]  # applying the template again adds no token
+        assert len(reloaded) == len(fresh) and sorted(reloaded.all_special_ids) == sorted(fresh.all_special_ids)
     finally:
         saved.write_text(original)

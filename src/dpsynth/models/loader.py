@@ -66,8 +66,10 @@ class BuiltinModel:
     ``parts``: the file ships split over several packages, and ``package`` has an ``assemble(path)`` that joins them
     (and checks the whole against the package's own sha256); ``sha256`` pins the file we tested, so that a changed
     package is refused rather than trusted. ``chat_template`` and ``turn_tokens``: for a base model whose GGUF has no
-    chat template, the template to save with the converted tokenizer, and its turn markers, registered as special
-    tokens (already in the vocabulary) so that training labels the end of turn and generation stops there.
+    chat template, the template to save with the converted tokenizer (and to apply when a tokenizer loaded under the
+    built-in name carries another), and its turn markers, registered as special tokens (already in the vocabulary).
+    Training labels the special token that follows a complete response and generation stops at it: the template
+    must put a trained token there (Gemma's ends the model's turn with ``<eos>``, see ``GEMMA_TURNS``).
     """
 
     package: str
@@ -259,9 +261,11 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     except OSError as exc:
         raise ConfigError(_not_found(cfg.name, exc)) from exc
     spec = BUILTIN_MODELS.get(cfg.name)
-    if spec is not None and spec.chat_template and tok.chat_template != spec.chat_template:
+    local = _is_model_folder(Path(cfg.name).expanduser())  # a folder of that name is the user's, format and all
+    if spec is not None and spec.chat_template and tok.chat_template != spec.chat_template and not local:
         # one format per built-in name, whatever the source: a cache converted before the template changed, or the
         # hub's own template (Gemma's trims messages and ends the model's turn with <end_of_turn>)
+        log.info("%s: applying dpsynth's chat template for this built-in model", cfg.name)
         add_turns(tok, spec.chat_template, spec.turn_tokens)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
