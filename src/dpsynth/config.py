@@ -277,6 +277,15 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _guidance_is_for_fine_tuning(self) -> Config:
+        if self.generate.guidance_scale != 1.0 and self.generator == "pe":
+            raise ValueError(
+                "generate.guidance_scale guides a fine-tuned model's sampling by its codes; Private Evolution "
+                "samples and selects its records by DP votes (pe.*)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _api_base_serves_pe(self) -> Config:
         if self.model.api_base is not None and self.generator != "pe":
             raise ValueError(

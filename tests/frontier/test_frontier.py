@@ -449,6 +449,28 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(two, RowSpec("eps0", 0.0)) != fingerprint(_cfg(tiny_model_dir), RowSpec("eps0", 0.0))
     real = RowSpec("real", "real", real_n=-1)
     assert fingerprint(two, real) == fingerprint(_cfg(tiny_model_dir), real)
+    # guidance: 1 (off) is sampling as before the keys existed; on, it changes every generated row but not real
+    assert (
+        fingerprint(_cfg(tiny_model_dir, "generate.guidance_scale=1", "generate.guidance_codes=[rating]"), row) == base
+    )
+    guided = _cfg(tiny_model_dir, "generate.guidance_scale=2", "generate.engine=hf")
+    assert fingerprint(guided, row) != base
+    assert fingerprint(guided, RowSpec("eps0", 0.0)) != fingerprint(
+        _cfg(tiny_model_dir, "generate.engine=hf"), RowSpec("eps0", 0.0)
+    )
+    assert fingerprint(guided, real) == fingerprint(_cfg(tiny_model_dir, "generate.engine=hf"), real)
+    by_rating = _cfg(
+        tiny_model_dir, "generate.guidance_scale=2", "generate.engine=hf", "generate.guidance_codes=[rating]"
+    )
+    assert fingerprint(by_rating, row) != fingerprint(guided, row)
+    # CTranslate2's weights (float32 by default since 2026-12-05): a row it generates changes with them; a row it does
+    # not generate (real, the hf or vllm engine, guided sampling) reads as int8, the default its old sweeps carry
+    old_q = _cfg(tiny_model_dir, "generate.ctranslate2_quantization=int8")
+    assert fingerprint(old_q, row) != base
+    for other_row, extra in ((real, ()), (row, ("generate.engine=hf",)), (row, ("generate.engine=vllm",))):
+        assert fingerprint(_cfg(tiny_model_dir, *extra), other_row) == fingerprint(
+            _cfg(tiny_model_dir, *extra, "generate.ctranslate2_quantization=int8"), other_row
+        )
     # CTranslate2 replicas: auto (unset) is not in the view, so sweeps from before the key keep their rows; a set
     # number draws other random numbers, so it is a new row
     assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "replicas" in k]

@@ -123,6 +123,13 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         # one text per code, as before best-of-m existed (select_by is then unused); real rows generate nothing
         gen.pop("candidates", None)
         gen.pop("select_by", None)
+    if row.eps == "real" or gen.get("engine") in ("hf", "vllm") or gen.get("guidance_scale", 1.0) != 1.0:
+        # CTranslate2's weights cannot change a row it does not generate: read as the default of the sweeps made
+        # before float32 became the default (2026-12-05), so that those rows are kept
+        gen["ctranslate2_quantization"] = "int8"
+    if gen.get("guidance_scale", 1.0) == 1.0 or row.eps == "real":
+        gen.pop("guidance_scale", None)  # unguided sampling, as before the keys existed; real rows generate nothing
+        gen.pop("guidance_codes", None)
     if gen.get("ctranslate2_replicas") is None:
         # auto: resolved on the machine (its threads), like engine auto; popped so that sweeps made before the key keep
         # their rows, though their texts came from one replica and a rerun elsewhere may draw with two

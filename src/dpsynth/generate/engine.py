@@ -2,8 +2,9 @@
 
 ``generate.engine``:
 
-- ``auto`` (default): CTranslate2 on CPU when the ``ctranslate2`` package is importable, else HF ``generate``. On
-  2 CPU cores CTranslate2 (int8) generated several times as many tokens per second as HF ``generate`` at batch 32
+- ``auto`` (default): CTranslate2 on CPU when the ``ctranslate2`` package is importable, else HF ``generate``
+  (HF too when sampling is guided: :mod:`dpsynth.generate.guidance`). On
+  2 CPU cores CTranslate2 generated several times as many tokens per second as HF ``generate`` at batch 32
   (``bench/bench_generate.py``; the README has the figures). On CUDA ``auto`` means HF (not measured there).
 - ``hf``: transformers' ``generate`` on the peft model; works for every model, device and dtype.
 - ``ctranslate2``: the adapter merged into the base model and converted once (:mod:`dpsynth.models.convert`).
@@ -54,10 +55,14 @@ class Engine(Protocol):
     ) -> Iterator[list[list[int]]]: ...
 
 
-def resolve_engine(engine: str, model_cfg: ModelConfig) -> str:
-    """``auto`` -> ``ctranslate2`` on CPU when installed, else ``hf``; an explicit choice is kept."""
+def resolve_engine(engine: str, model_cfg: ModelConfig, *, guided: bool = False) -> str:
+    """``auto`` -> ``ctranslate2`` on CPU when installed, else ``hf``; ``hf`` when sampling is guided (only it can
+    guide: :mod:`dpsynth.generate.guidance`); an explicit choice is kept."""
     if engine != "auto":
         return engine
+    if guided:
+        log.info("generate.guidance_scale other than 1: generating with HF generate (the one engine that guides)")
+        return "hf"
     if resolve_device(model_cfg.device).type != "cpu":
         return "hf"
     if importlib.util.find_spec("ctranslate2") is None:
@@ -72,8 +77,9 @@ def load_engine(
     tokenizer: Any,
     *,
     engine: str = "auto",
-    quantization: str = "int8",
+    quantization: str = "float32",
     replicas: int | None = None,
+    guided: bool = False,
 ) -> Engine:
     """The engine for base model + ``adapter_dir`` (``None``: the base model alone), ready to generate.
 
@@ -82,7 +88,11 @@ def load_engine(
     copies of the model run side by side, ``None`` meaning one per torch thread up to 2 on CPU and one on CUDA
     (:mod:`dpsynth.generate.ct2_engine` says why).
     """
-    name = resolve_engine(engine, model_cfg)
+    name = resolve_engine(engine, model_cfg, guided=guided)
+    if guided and name != "hf":
+        from dpsynth.errors import ConfigError
+
+        raise ConfigError(f"generate.guidance_scale other than 1 needs the hf engine, not {name}")
     if name == "vllm":
         from dpsynth.generate.vllm_engine import VLLMEngine
         from dpsynth.models.loader import model_source
@@ -124,18 +134,31 @@ def sample_texts(
     settings: SamplingSettings,
     *,
     engine: str = "auto",
-    quantization: str = "int8",
+    quantization: str = "float32",
     replicas: int | None = None,
     tokenizer: Any = None,
     progress: bool = False,
     desc: str = "generate",
+    negatives: Sequence[list[int]] | None = None,
 ) -> list[str]:
-    """One sampled continuation per token-id prompt, with the chosen engine; texts only (never the prompt)."""
+    """One sampled continuation per token-id prompt, with the chosen engine; texts only (never the prompt).
+    ``negatives``: the negative prompts of guided sampling (``settings.guidance_scale`` other than 1)."""
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
-    eng = load_engine(model_cfg, adapter_dir, tokenizer, engine=engine, quantization=quantization, replicas=replicas)
+    guided = settings.guidance_scale != 1.0
+    eng = load_engine(
+        model_cfg, adapter_dir, tokenizer, engine=engine, quantization=quantization, replicas=replicas, guided=guided
+    )
     stops = stop_token_ids(tokenizer)
-    log.info("generating %d texts with %s", len(prompts), eng.name)
-    return decode(tokenizer, eng.generate(prompts, stops, settings, progress=progress, desc=f"{desc} ({eng.name})"))
+    note = f", guidance {settings.guidance_scale}" if guided else ""
+    log.info("generating %d texts with %s%s", len(prompts), eng.name, note)
+    label = f"{desc} ({eng.name})"
+    if guided:
+        if not isinstance(eng, HFEngine):
+            raise TypeError(f"guided sampling needs the HF engine, got {eng.name}")
+        out = eng.generate(prompts, stops, settings, progress=progress, desc=label, negatives=negatives)
+    else:
+        out = eng.generate(prompts, stops, settings, progress=progress, desc=label)
+    return decode(tokenizer, out)
 
 
 def generate_from_codes(
@@ -164,6 +187,21 @@ def generate_from_codes(
         raise ValueError("best-of-m by codes needs the codes' public domains")
     tokenizer = load_tokenizer(model_cfg)
     prompts = [encode_prompt(tokenizer, c, system_prompt) for c in codes] * m
+    negatives = None
+    if gen_cfg.guidance_scale != 1.0:
+        from dpsynth.errors import ConfigError
+        from dpsynth.generate.guidance import negative_codes
+
+        guided = gen_cfg.guidance_codes
+        names = {name for c in codes for name in c}
+        unknown = sorted(set(guided or ()) - names)
+        if unknown:
+            # a negative prompt equal to its prompt would make guidance a no-op that still costs HF generation
+            raise ConfigError(
+                f"generate.guidance_codes names {', '.join(unknown)}, not among the control codes "
+                f"({', '.join(sorted(names)) or 'none'})"
+            )
+        negatives = [encode_prompt(tokenizer, negative_codes(c, guided), system_prompt) for c in codes] * m
     texts = sample_texts(
         model_cfg,
         adapter_dir,
@@ -175,6 +213,7 @@ def generate_from_codes(
         tokenizer=tokenizer,
         progress=progress,
         desc=desc,
+        negatives=negatives,
     )
     if m == 1:
         return texts

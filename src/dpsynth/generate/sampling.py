@@ -36,6 +36,7 @@ class SamplingSettings:
     top_k: int = 50
     seed: int = 0
     batch_size: int = 64
+    guidance_scale: float = 1.0  # classifier-free guidance (dpsynth.generate.guidance); HF engine only
 
     @classmethod
     def from_config(cls, g: Any) -> SamplingSettings:
@@ -47,6 +48,7 @@ class SamplingSettings:
             top_k=g.top_k,
             seed=g.seed,
             batch_size=g.batch_size,
+            guidance_scale=getattr(g, "guidance_scale", 1.0),
         )
 
 
@@ -172,12 +174,30 @@ class HFEngine(BatchedEngine):
         self.pad_id = pad_id
 
     def iter_batches(
-        self, prompts: Sequence[list[int]], stops: Sequence[int], s: SamplingSettings
+        self,
+        prompts: Sequence[list[int]],
+        stops: Sequence[int],
+        s: SamplingSettings,
+        negatives: Sequence[list[int]] | None = None,
     ) -> Iterator[list[list[int]]]:
-        """The outputs batch by batch, computed lazily (the benchmark interleaves engines this way)."""
+        """The outputs batch by batch, computed lazily (the benchmark interleaves engines this way). With
+        ``s.guidance_scale`` other than 1, ``negatives`` (one negative prompt per prompt) are required:
+        :mod:`dpsynth.generate.guidance`."""
+        guided = s.guidance_scale != 1.0
+        if guided and (negatives is None or len(negatives) != len(prompts)):
+            raise ValueError("guidance_scale other than 1 needs one negative prompt per prompt")
         device = next(self.model.parameters()).device
         for b, (start, end) in enumerate(self.spans(len(prompts), s)):
             ids, mask = left_pad(prompts[start:end], self.pad_id)
+            extra: dict[str, Any] = {}
+            if guided:
+                assert negatives is not None
+                neg_ids, neg_mask = left_pad(negatives[start:end], self.pad_id)
+                extra = {
+                    "guidance_scale": s.guidance_scale,
+                    "negative_prompt_ids": neg_ids.to(device),
+                    "negative_prompt_attention_mask": neg_mask.to(device),
+                }
             torch.manual_seed(s.seed * 1_000_003 + b)
             with torch.no_grad():
                 out = self.model.generate(
@@ -190,8 +210,22 @@ class HFEngine(BatchedEngine):
                     max_new_tokens=s.max_new_tokens,
                     eos_token_id=list(stops),
                     pad_token_id=self.pad_id,
+                    **extra,
                 )
             yield [cut_at_stop(row, stops, s.max_new_tokens) for row in out[:, ids.shape[1] :].tolist()]
+
+    def generate(
+        self,
+        prompts: Sequence[list[int]],
+        stops: Sequence[int],
+        s: SamplingSettings,
+        *,
+        progress: bool = False,
+        desc: str = "generate",
+        negatives: Sequence[list[int]] | None = None,
+    ) -> list[list[int]]:
+        total = len(self.spans(len(prompts), s))
+        return collect_batches(self.iter_batches(prompts, stops, s, negatives), total, progress, desc)
 
 
 def generate_texts(

@@ -4,7 +4,7 @@ CTranslate2 runs a plain (merged) Llama, so the adapter is folded into the base 
 ``merge_and_unload`` and the result goes straight to ctranslate2's own Transformers converter, in memory (no merged
 safetensors copy is written). The converted folder is cached:
 
-- with an adapter, beside it (``DIR/dp/adapter`` -> ``DIR/dp/adapter.ctranslate2-int8``), so that it lives and dies
+- with an adapter, beside it (``DIR/dp/adapter`` -> ``DIR/dp/adapter.ctranslate2-float32``), so that it lives and dies
   with the run directory and a model derived from the non-DP baseline is never copied out of it;
 - without one (the base model alone), in the model cache beside the dequantized GGUF folder.
 
@@ -120,7 +120,7 @@ def _convert(cfg: ModelConfig, adapter_dir: Path | None, quantization: str, targ
 
 
 def ctranslate2_model(
-    cfg: ModelConfig, adapter_dir: Path | None, quantization: str = "int8", *, tokenizer: Any = None
+    cfg: ModelConfig, adapter_dir: Path | None, quantization: str = "float32", *, tokenizer: Any = None
 ) -> Path:
     """The CTranslate2 folder for base + ``adapter_dir`` (or the base alone), converted on first use.
 
