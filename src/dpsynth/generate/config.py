@@ -65,7 +65,8 @@ class GenerateConfig(Section):
         "1: off; above 1 a record follows its code more closely; post-processing, no privacy cost; HF engine only "
         "(engine auto picks it: on 2 cores about 4.5x CTranslate2's float32 generation time); fine-tuned arms and the "
         "frontier's eps-0 row; off by default (public proxy: rating and sentiment macro-F1 up 5-7 points, MAUVE "
-        "down 0.08 with the rating guided at 2; bench/results/recipe-search/, 'Guidance over the codes')",
+        "down 0.08 with the rating guided at 2; bench/results/recipe-search/, 'int8 weights at generation, and "
+        "guidance over the codes')",
     )
     guidance_codes: list[str] | None = Field(
         None,
@@ -84,8 +85,8 @@ class GenerateConfig(Section):
         description="weights of the merged model converted for ctranslate2 (cached beside the adapter); float32 since "
         "2026-12-05 (int8 before): on the public proxy one eps-4 SmolLM2 adapter wrote text with MAUVE 0.406 and "
         "0.387 in float32 (two seeds; 0.384 on HF) against 0.281 and 0.299 in int8, for 0.71x int8's tokens/s "
-        "(bench/bench_generate.py side by side: 258 against 365); bench/results/recipe-search/, 'int8 weights at "
-        "generation'",
+        "(bench/bench_generate.py side by side: 258 against 365); not for gemma-3-270m (one generation: 0.329 "
+        "against 0.400 in int8); bench/results/recipe-search/, 'int8 weights at generation'",
     )
     ctranslate2_replicas: int | None = Field(
         None,

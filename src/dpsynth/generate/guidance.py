@@ -21,9 +21,10 @@ Python API takes no logits processor; vLLM's run per request and cannot decode a
 SmolLM2 records took 1,121-1,126 s guided (partly beside tests) against 690 s unguided on HF, and 229-244 s on
 CTranslate2 in float32 (133-146 s in int8).
 
-What it buys, measured on the public proxy (bench/results/recipe-search/, "Guidance over the codes"): guiding the
-rating alone at scale 2 raised the eps-4 row's rating and sentiment macro-F1 by 5-7 points over the same engine
-unguided, with MAUVE 0.08 lower; guiding every code lowered MAUVE by 0.19. Off by default.
+What it buys, measured on the public proxy (bench/results/recipe-search/, "int8 weights at generation, and
+guidance over the codes"): guiding the rating alone at scale 2 raised the eps-4 row's rating and sentiment macro-F1
+by 5-7 points over the same engine unguided, with MAUVE 0.08 lower; guiding every code lowered MAUVE by 0.19. Off by
+default.
 
 >>> negative_codes({"rating": 1, "category": "Toys"}, None)
 {}
