@@ -129,6 +129,8 @@ def test_negatives_follow_their_prompts_with_best_of_m_and_name_real_codes(cfg, 
         generate_from_codes(cfg, None, CODES, SYSTEM, GenerateConfig(guidance_scale=2.0, guidance_codes=["ratings"]))
     with pytest.raises(pydantic.ValidationError):
         GenerateConfig(guidance_scale=2.0, guidance_codes=[])
+    with pytest.raises(ConfigError, match="needs control codes"):
+        generate_from_codes(cfg, None, [{}, {}], SYSTEM, GenerateConfig(guidance_scale=2.0))
 
 
 def test_guidance_is_refused_for_private_evolution():

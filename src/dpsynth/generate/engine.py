@@ -195,6 +195,9 @@ def generate_from_codes(
         guided = gen_cfg.guidance_codes
         names = {name for c in codes for name in c}
         unknown = sorted(set(guided or ()) - names)
+        if not names:
+            # no code to remove: every negative prompt would equal its prompt
+            raise ConfigError("generate.guidance_scale other than 1 needs control codes; these records have none")
         if unknown:
             # a negative prompt equal to its prompt would make guidance a no-op that still costs HF generation
             raise ConfigError(
