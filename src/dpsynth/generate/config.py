@@ -86,7 +86,9 @@ class GenerateConfig(Section):
         "2026-12-05 (int8 before): on the public proxy one eps-4 SmolLM2 adapter wrote text with MAUVE 0.406 and "
         "0.387 in float32 (two seeds; 0.384 on HF) against 0.281 and 0.299 in int8, for 0.71x int8's tokens/s "
         "(bench/bench_generate.py side by side: 258 against 365); not for gemma-3-270m (one generation: 0.329 "
-        "against 0.400 in int8); bench/results/recipe-search/, 'int8 weights at generation'",
+        "against 0.400 in int8); bench/results/recipe-search/, 'int8 weights at generation'. Checked after the choice "
+        "on the reported sets (same eps-4 arm both ways): Yelp 0.514 against 0.407, Amazon Cell Phones 0.511 against "
+        "0.400 (bench/results/frontier-*-float32/)",
     )
     ctranslate2_replicas: int | None = Field(
         None,
