@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
 
+    from dpsynth.evaluate.agreement import code_reader
     from dpsynth.evaluate.embeddings import embed
     from dpsynth.evaluate.labels import derive_labels
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     train_texts, train_y = labelled(read(args.sweep / "data" / "train.jsonl"))
     row_texts, row_y = labelled(read(args.sweep / "rows" / args.row / "records.jsonl"))
-    clf = LogisticRegression(max_iter=2000).fit(np.asarray(embed(train_texts)), train_y)
+    clf = code_reader(np.asarray(embed(train_texts)), train_y)
     pred = clf.predict(np.asarray(embed(row_texts)))
     values = sorted(set(train_y) | set(row_y), key=str)
     table = {

@@ -28,6 +28,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 
+def code_reader(real_features: np.ndarray, real_labels: Sequence[Hashable], *, C: float = 1.0) -> LogisticRegression:
+    """The classifier that reads synthetic records against their codes, fitted on the real training split: one
+    definition for :func:`code_agreement` and ``bench/code_confusion.py`` (its per-code confusion)."""
+    return LogisticRegression(C=C, max_iter=2000).fit(np.asarray(real_features), list(real_labels))
+
+
 def code_agreement(
     real_features: np.ndarray,
     real_labels: Sequence[Hashable],
@@ -44,7 +50,7 @@ def code_agreement(
     if len(set(real_labels)) < 2 or len(synthetic_codes) == 0:
         out["note"] = "fewer than two real classes or no synthetic record"
         return out
-    clf = LogisticRegression(C=C, max_iter=2000).fit(np.asarray(real_features), list(real_labels))
+    clf = code_reader(real_features, real_labels, C=C)
     pred = clf.predict(np.asarray(synthetic_features))
     out["agreement"] = float(np.mean([p == c for p, c in zip(pred, synthetic_codes, strict=True)]))
     if test_features is not None and test_labels is not None and len(test_labels):

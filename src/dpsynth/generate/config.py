@@ -63,7 +63,7 @@ class GenerateConfig(Section):
         description="classifier-free guidance over the control codes (dpsynth.generate.guidance): each token is "
         "sampled from log p(x|prompt) + (scale - 1) * (log p(x|prompt) - log p(x|prompt without the guided codes)); "
         "1: off; above 1 a record follows its code more closely; post-processing, no privacy cost; HF engine only "
-        "(engine auto picks it: on 2 cores about 4.5x CTranslate2's float32 generation time); fine-tuned arms and the "
+        "(engine auto picks it: on 2 cores 4.6-4.9x CTranslate2's float32 generation time); fine-tuned arms and the "
         "frontier's eps-0 row; off by default (public proxy: rating and sentiment macro-F1 up 5-7 points, MAUVE "
         "down 0.08 with the rating guided at 2; bench/results/recipe-search/, 'int8 weights at generation, and "
         "guidance over the codes')",

@@ -202,7 +202,7 @@ def generate_from_codes(
             # a negative prompt equal to its prompt would make guidance a no-op that still costs HF generation
             raise ConfigError(
                 f"generate.guidance_codes names {', '.join(unknown)}, not among the control codes "
-                f"({', '.join(sorted(names)) or 'none'})"
+                f"({', '.join(sorted(names))})"
             )
         negatives = [encode_prompt(tokenizer, negative_codes(c, guided), system_prompt) for c in codes] * m
     texts = sample_texts(
