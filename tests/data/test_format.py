@@ -6,6 +6,7 @@ import pytest
 
 from dpsynth.data.format import (
     IGNORE_INDEX,
+    bounded_text,
     cut_response,
     encode_prompt,
     encode_unit,
@@ -155,6 +156,20 @@ def test_sentence_cut_ends_a_long_response_after_its_last_whole_sentence(tokeniz
     # a response within the bound is whole under either rule
     whole = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert cut_response(tokenizer, text, n, "sentence") == (whole, len(text))
+
+
+def test_bounded_text_is_the_trained_cut_as_text(tokenizer):
+    """What the frontier's length-matched MAUVE cuts real records to: the text the sentence rule keeps (two sentences
+    here), the first ``max_tokens`` tokens decoded under the token rule, and a text within the bound unchanged."""
+    text = 'Stopped charging after two weeks. Support said "send it back!" Returning it now. It was my third one'
+    first_two = 'Stopped charging after two weeks. Support said "send it back!"'
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    n_two = len(tokenizer(first_two, add_special_tokens=False)["input_ids"])
+    assert bounded_text(tokenizer, text, n_two, "sentence") == first_two
+    cut = bounded_text(tokenizer, text, n_two - 2, "token")  # mid-sentence: the first n_two - 2 tokens
+    assert first_two.startswith(cut) and cut != first_two
+    assert cut == tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][: n_two - 2])
+    assert bounded_text(tokenizer, text, n, "sentence") == text == bounded_text(tokenizer, text, n, "token")
 
 
 def test_one_unit_per_example(tokenizer):

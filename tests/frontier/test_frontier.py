@@ -168,6 +168,71 @@ def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_p
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
+def test_mauve_at_the_length_bound(frontier_run, tmp_path, monkeypatch):
+    """Every measured row also has MAUVE with both sides cut to generate.max_new_tokens (8 tokens here, the demo's
+    real reviews are longer): the real rows' records and the test split are cut, so their two figures differ; the
+    table names the budget. Scores cached before the column existed are made again on a rerun, no row remade."""
+    import shutil
+
+    cfg, out, doc, ledger_path = frontier_run
+    assert doc["length_bound"] == {"tokens": 8, "cut": cfg.data.cut_responses}
+    measured = [r for r in doc["rows"] if r["mauve"] is not None]
+    assert measured and all(0 < r["mauve_bounded"] <= 1 and r["mauve_bounded_sd"] is not None for r in measured)
+    assert all(r["mauve_bounded"] != r["mauve"] for r in measured if r["eps"] == "real")
+    md = (out / "frontier.md").read_text()
+    assert "MAUVE at the bound" in md and "cut to 8 tokens" in md
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    for path in (copy / "rows").glob("*/scores.json"):  # as a sweep scored before 2026-12-05 evening holds them
+        cached = read_json(path)
+        for e in cached["entries"]:
+            del e["mauve_bounded"], e["mauve_bounded_sd"]
+        cached["fingerprint"] = cached["fingerprint"].replace("/mauve_bounded", "")  # its scores key then
+        write_json(path, cached)
+    stamps = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")}
+    again = run_frontier(cfg, copy, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json")} == stamps  # no row remade
+    key = ("row", "label", "classifier")
+    first = {tuple(r[k] for k in key): r["mauve_bounded"] for r in doc["rows"]}
+    assert {tuple(r[k] for k in key): r["mauve_bounded"] for r in again["rows"]} == first  # made again, the same
+
+
+def test_row_mauve_cuts_only_what_exceeds_the_bound(monkeypatch):
+    """Texts within the bound keep their vectors (nothing embedded again), so with an identity bound the two MAUVE
+    figures are one; only the texts the bound changes are embedded again."""
+    import numpy as np
+
+    from dpsynth.evaluate import embeddings
+    from dpsynth.frontier import metrics
+
+    rng = np.random.default_rng(0)
+    test = rng.normal(size=(60, 8))
+    ref = metrics.Reference(
+        labels=[],
+        domains={},
+        test_texts=[],
+        test_labels=[],
+        test_emb=test,
+        train_texts=[],
+        train_labels=[],
+        train_emb=test,
+        unit_contribution=1,
+        bound=lambda t: t,
+        test_emb_bounded=test,
+    )
+    cfg = load_config(None, ["frontier.mauve_repeats=2"])
+    texts = [f"text {i}" for i in range(50)]
+    emb = rng.normal(size=(50, 8))
+    calls: list[list[str]] = []
+    monkeypatch.setattr(embeddings, "embed", lambda t, memo=False: calls.append(list(t)) or np.zeros((len(t), 8)))
+    full, sd, bounded, bounded_sd = metrics._row_mauve(cfg, ref, {"key": "eps4"}, texts, emb, memo=False)
+    assert calls == [] and (bounded, bounded_sd) == (full, sd)
+    ref.bound = lambda t: t[:6]  # "text 1x" -> "text 1": the two-digit texts change
+    metrics._row_mauve(cfg, ref, {"key": "eps4"}, texts, emb, memo=False)
+    assert calls == [[t[:6] for t in texts if len(t) > 6]]
+
+
 def test_evaluate_settings_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
     """Another ``evaluate.max_records`` (fewer real test records here) keeps every row, trained or not, and scores it
     again against the new sample; the same settings once more keep the new scores; back at the old settings the rows
@@ -280,22 +345,21 @@ def test_mauve_over_draws_starts_from_the_single_draw():
     import numpy as np
 
     from dpsynth.evaluate.mauve_metric import mauve_score
-    from dpsynth.frontier.metrics import Reference, _mauve
+    from dpsynth.frontier.metrics import _mauve
 
     rng = np.random.default_rng(0)
     test = rng.normal(size=(60, 8)).astype(np.float32)
     synth = (rng.normal(size=(80, 8)) + 0.7).astype(np.float32)
-    ref = Reference([], {}, [], [], test, [], [], test, 1)
 
     def draw(i: int) -> float:
         pick = np.random.default_rng(3 + i)
         p, q = synth[pick.choice(80, 60, replace=False)], test[pick.choice(60, 60, replace=False)]
         return mauve_score(p, q, seed=25 + i)
 
-    one, sd = _mauve(synth, ref, seed=3, repeats=1)
+    one, sd = _mauve(synth, test, seed=3, repeats=1)
     assert sd is None and one == pytest.approx(draw(0))
     values = [draw(i) for i in range(3)]
-    mean, sd3 = _mauve(synth, ref, seed=3, repeats=3)
+    mean, sd3 = _mauve(synth, test, seed=3, repeats=3)
     assert mean == pytest.approx(np.mean(values)) and sd3 == pytest.approx(np.std(values, ddof=1))
     assert len(set(values)) > 1  # the draws differ: the spread is what the sd reports
 
@@ -624,7 +688,7 @@ def test_reference_embeddings_are_stored_and_reused(frontier_run, monkeypatch):
 
     _, out, _, _ = frontier_run
     stores = sorted((out / "data").glob("embeddings-*.npy"))
-    assert len(stores) == 2  # the test split and the training split
+    assert len(stores) == 3  # the test split, the training split and the test split cut to the length budget
     texts = [json.loads(x)["text"] for x in (out / "data" / "train.jsonl").read_text().splitlines()]
     embeddings.forget()
     real_embed = embeddings.embed

@@ -125,6 +125,16 @@ def cut_response(tokenizer: Any, text: str, max_tokens: int, cut: CutRule = "tok
     return ids[:max_tokens], None
 
 
+def bounded_text(tokenizer: Any, text: str, max_tokens: int, cut: CutRule = "token") -> str:
+    """``text`` as :func:`cut_response` bounds it for training, as text: unchanged when it fits ``max_tokens``, else cut
+    after its last whole sentence that fits (``cut="sentence"``) or decoded from its first ``max_tokens`` tokens.
+
+    Why as text: a length-matched comparison (the frontier's ``mauve_bounded``) cuts real records to the budget that
+    bounds every synthetic one, by the rule that shaped what the model learned."""
+    ids, kept = cut_response(tokenizer, text, max_tokens, cut)
+    return text[:kept] if kept is not None else str(tokenizer.decode(ids))
+
+
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt))
 

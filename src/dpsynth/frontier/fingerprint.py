@@ -93,10 +93,11 @@ def evaluate_section(config_path: Path) -> dict[str, Any] | None:
 
 
 def scores_key(cfg: Config, row_fingerprint: str, made_evaluate: dict[str, Any] | None) -> str:
-    """What a row's cached scores depend on: the row, and how it is scored where that differs from how rows were
-    scored before the setting existed (``frontier.mauve_repeats`` other than 1; an ``evaluate`` section other than
-    the one the row was made under, e.g. more real test records)."""
-    key = row_fingerprint
+    """What a row's cached scores depend on: the row, the scores it holds (``/mauve_bounded``: scores cached before
+    the length-matched MAUVE existed lack it and are made again; the row itself is kept), and how it is scored where
+    that differs from how rows were scored before the setting existed (``frontier.mauve_repeats`` other than 1; an
+    ``evaluate`` section other than the one the row was made under, e.g. more real test records)."""
+    key = row_fingerprint + "/mauve_bounded"
     if cfg.frontier.mauve_repeats != 1:
         key += f"/mauve_repeats={cfg.frontier.mauve_repeats}"
     now = cfg.evaluate.model_dump(mode="json")

@@ -7,6 +7,15 @@ row's epsilon (:func:`dpsynth.evaluate.utility.dp_train_and_test`); per row, MAU
 (:func:`dpsynth.evaluate.mauve_metric.mauve_over_draws`) and the quality shares
 (:func:`dpsynth.evaluate.quality.quality_counts`).
 
+MAUVE is measured twice. ``mauve`` compares a row's records with the real test records as they are; ``mauve_bounded``
+compares them at one length budget: every text on both sides cut to ``generate.max_new_tokens`` tokens by the rule that
+cuts training responses (``data.cut_responses``, :func:`dpsynth.data.format.bounded_text`), so a synthetic record,
+which can never be longer than that, is unchanged and a long real review loses its tail. Why both: MAUVE reads length
+(mauve-text itself truncates both sides to one ``max_text_length``), and on Yelp the real test reviews average 106
+words against the 64-token generators' 33-42, so the unbounded figure mostly measures the length bound: real training
+records cut to the bound score 0.89 against the whole test reviews and 0.96 against the cut ones
+(``bench/results/frontier-yelp-5k-float32/``). The budget is public (a configured setting), the cut reads one record.
+
 The real references (the test split, capped at ``evaluate.max_records`` by a seeded draw, and the whole real training
 split) are read and embedded once, so every row is scored against exactly the same test records. Like every number in
 a run's metrics.json, these read the private data: the frontier's outputs are not DP.
@@ -22,6 +31,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.canaries import read_canaries
+from dpsynth.data.format import bounded_text
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records
 from dpsynth.evaluate.agreement import code_agreement
@@ -43,7 +54,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Reference:
-    """The real data every row is scored against: the capped test split and the whole real training split."""
+    """The real data every row is scored against: the capped test split and the whole real training split, and the
+    test split cut to the generators' length budget (``bound``, ``test_emb_bounded``: the length-matched MAUVE)."""
 
     labels: list[str]
     domains: dict[str, tuple[Any, ...]]
@@ -54,6 +66,8 @@ class Reference:
     train_labels: list[dict[str, Any]]
     train_emb: np.ndarray
     unit_contribution: int
+    bound: Callable[[str], str]
+    test_emb_bounded: np.ndarray
 
     def labeled(self, which: str, label: str) -> LabeledSet:
         texts, labels, emb = (
@@ -114,6 +128,7 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
     train = [r for r in read_records(root.train) if r.unit not in canaries]
     test = sample(read_records(root.test), cfg.evaluate.max_records, cfg.evaluate.seed, "test")
     log.info("frontier: embedding %d real training and %d test records", len(train), len(test))
+    bound = length_bound(cfg)
     return Reference(
         labels=labels,
         domains=domains,
@@ -124,18 +139,52 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
         train_labels=[derive_labels(r.codes, labels) for r in train],
         train_emb=stored_embeddings([r.text for r in train], root.data_dir),
         unit_contribution=int(info.get("max_records_per_user", 1)),
+        bound=bound,
+        test_emb_bounded=stored_embeddings([bound(r.text) for r in test], root.data_dir),
     )
 
 
-def _mauve(emb: np.ndarray, ref: Reference, seed: int, repeats: int = 1) -> tuple[float | None, float | None]:
-    """MAUVE's mean and standard deviation over ``repeats`` draws against the real test split
+def length_bound(cfg: Config) -> Callable[[str], str]:
+    """A text cut to ``generate.max_new_tokens`` tokens of the run's model by ``data.cut_responses``: the budget that
+    bounds every synthetic record, applied to both sides of the length-matched MAUVE."""
+    from dpsynth.models.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    budget, rule = cfg.generate.max_new_tokens, cfg.data.cut_responses
+    return lambda text: bounded_text(tokenizer, text, budget, rule)
+
+
+def _mauve(emb: np.ndarray, test_emb: np.ndarray, seed: int, repeats: int = 1) -> tuple[float | None, float | None]:
+    """MAUVE's mean and standard deviation over ``repeats`` draws against the real test split's vectors
     (:func:`dpsynth.evaluate.mauve_metric.mauve_over_draws`; draw 0 is the single figure of earlier sweeps)."""
     from dpsynth.evaluate.mauve_metric import mauve_over_draws
 
-    if min(len(emb), len(ref.test_emb)) < 2:
+    if min(len(emb), len(test_emb)) < 2:
         return None, None
-    draws = mauve_over_draws(emb, ref.test_emb, repeats=repeats, seed=seed)
+    draws = mauve_over_draws(emb, test_emb, repeats=repeats, seed=seed)
     return draws.mean, draws.sd
+
+
+def _row_mauve(
+    cfg: Config, ref: Reference, row: dict[str, Any], texts: list[str], emb: np.ndarray, *, memo: bool
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(mauve, sd, mauve_bounded, sd): against the test split as it is, and with both sides cut to the length budget
+    (a record within it keeps its vector)."""
+    from dpsynth.evaluate.embeddings import embed
+
+    out: list[float | None] = []
+    bounded = [ref.bound(t) for t in texts]
+    changed = [i for i, (a, b) in enumerate(zip(texts, bounded, strict=True)) if a != b]
+    emb_bounded = emb.copy()
+    if changed:
+        emb_bounded[changed] = embed([bounded[i] for i in changed], memo=memo)
+    for vectors, test in ((emb, ref.test_emb), (emb_bounded, ref.test_emb_bounded)):
+        try:
+            out.extend(_mauve(vectors, test, cfg.evaluate.seed, cfg.frontier.mauve_repeats))
+        except ValueError as exc:  # e.g. too few points for the clustering
+            log.warning("frontier: MAUVE of row %s not measured (%s)", row["key"], exc)
+            out.extend((None, None))
+    return out[0], out[1], out[2], out[3]
 
 
 def score_row(
@@ -148,11 +197,7 @@ def score_row(
     texts = [str(r["text"]) for r in records]
     emb = embed(texts, memo=not synthetic)  # real rows: the reference's vectors of the same records
     labels = [derive_labels(r.get("codes") or {}, ref.labels) for r in records]
-    try:
-        mauve, mauve_sd = _mauve(emb, ref, cfg.evaluate.seed, cfg.frontier.mauve_repeats)
-    except ValueError as exc:  # e.g. too few points for the clustering
-        log.warning("frontier: MAUVE of row %s not measured (%s)", row["key"], exc)
-        mauve, mauve_sd = None, None
+    mauve, mauve_sd, mauve_bounded, mauve_bounded_sd = _row_mauve(cfg, ref, row, texts, emb, memo=not synthetic)
     quality = quality_counts(texts)["rates"]
     eps = row["eps"]
     dp_eps = float(eps) if isinstance(eps, (int, float)) and eps > 0 else None
@@ -184,6 +229,8 @@ def score_row(
                 "mauve": mauve,
                 "mauve_sd": mauve_sd,
                 "mauve_repeats": cfg.frontier.mauve_repeats,
+                "mauve_bounded": mauve_bounded,
+                "mauve_bounded_sd": mauve_bounded_sd,
                 "code_agreement": agreement,
                 "well_formed": quality.get("well_formed"),
                 "seconds": sum(row.get("seconds", {}).values()),

@@ -3,7 +3,9 @@
 ``frontier.json``: ``dataset``, ``generator``, ``n_private``, ``n_synthetic``, ``command``, ``date`` and ``rows``, one
 object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` or ``"real"``), ``label``,
 ``classifier``, ``accuracy``, ``macro_f1``, ``mauve``, ``code_agreement`` and ``seconds``; ``mauve`` is the mean over
-``mauve_repeats`` draws, ``mauve_sd`` their standard deviation (null for one draw).
+``mauve_repeats`` draws, ``mauve_sd`` their standard deviation (null for one draw); ``mauve_bounded`` (and its
+``mauve_bounded_sd``) the same with every text on both sides cut to the length budget ``length_bound`` names
+(:mod:`dpsynth.frontier.metrics`: a length-matched figure; null in scores made before it existed).
 
 The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
 against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
@@ -42,15 +44,36 @@ def _accuracy_cell(row: dict[str, Any]) -> str:
     return f"{_fmt(acc)} ± {_fmt((acc * (1 - acc) / n) ** 0.5)}"
 
 
-def _mauve_cell(row: dict[str, Any]) -> str:
-    """MAUVE, with its standard deviation over draws when there were several.
+def _mauve_cell(row: dict[str, Any], key: str = "mauve") -> str:
+    """MAUVE (``key``: ``mauve`` or ``mauve_bounded``), with its standard deviation over draws when there were several.
 
     >>> _mauve_cell({"mauve": 0.4351, "mauve_sd": 0.0224}), _mauve_cell({"mauve": 0.4, "mauve_sd": None})
     ('0.435 ± 0.022', '0.400')
+    >>> _mauve_cell({"mauve": 0.4}, "mauve_bounded")
+    '-'
     """
-    if row.get("mauve_sd") is None:
-        return _fmt(row.get("mauve"))
-    return f"{_fmt(row['mauve'])} ± {_fmt(row['mauve_sd'])}"
+    if row.get(f"{key}_sd") is None:
+        return _fmt(row.get(key))
+    return f"{_fmt(row[key])} ± {_fmt(row[f'{key}_sd'])}"
+
+
+def _bound_note(doc: dict[str, Any]) -> str:
+    """What the length-matched MAUVE column cut, or nothing for a sweep scored before it existed.
+
+    >>> _bound_note({"length_bound": {"tokens": 64, "cut": "sentence"}})[:62]
+    ' MAUVE at the bound: the same, with every text on both sides c'
+    >>> _bound_note({})
+    ''
+    """
+    bound = doc.get("length_bound")
+    if not bound:
+        return ""
+    rule = "after its last whole sentence that fits" if bound["cut"] == "sentence" else "at the bound"
+    return (
+        f" MAUVE at the bound: the same, with every text on both sides cut to {bound['tokens']} tokens "
+        f"(generate.max_new_tokens; cut {rule}, as training cuts responses): synthetic records never exceed it, long "
+        "real reviews lose their tail, so it compares content at one length, which the first MAUVE mixes with length."
+    )
 
 
 def _mauve_note(rows: Sequence[dict[str, Any]], n_synthetic: int, n_test: int) -> str:
@@ -140,22 +163,24 @@ def markdown(doc: dict[str, Any]) -> str:
         "row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "
         "DP-LR: DP logistic regression trained on the real training split at the row's epsilon. "
-        + _mauve_note(doc["rows"], doc["n_synthetic"], doc["n_test"]),
+        + _mauve_note(doc["rows"], doc["n_synthetic"], doc["n_test"])
+        + _bound_note(doc),
         "- These metrics read the private data (test split, training split): the table is not DP.",
         "",
     ]
     header = (
-        "| label | classifier | eps | n train | accuracy | macro-F1 | majority | MAUVE | code agreement | "
-        "well-formed | DP-LR acc | seconds |"
+        "| label | classifier | eps | n train | accuracy | macro-F1 | majority | MAUVE | MAUVE at the bound | "
+        "code agreement | well-formed | DP-LR acc | seconds |"
     )
     for label in dict.fromkeys(r["label"] for r in doc["rows"]):
-        lines += [f"## {label}", "", header, "|" + "---|" * 12]
+        lines += [f"## {label}", "", header, "|" + "---|" * 13]
         for r in doc["rows"]:
             if r["label"] != label:
                 continue
             lines.append(
                 f"| {label} | {r['classifier']} | {_eps_label(r)} | {r['n_train']} | {_accuracy_cell(r)} | "
                 f"{_fmt(r['macro_f1'])} | {_fmt(r['majority_accuracy'])} | {_mauve_cell(r)} | "
+                f"{_mauve_cell(r, 'mauve_bounded')} | "
                 f"{_fmt(r['code_agreement'])} | {_fmt(r['well_formed'], 2)} | {_fmt(r['dp_logreg_accuracy'])} | "
                 f"{_fmt(r['seconds'], 0)} |"
             )
@@ -189,6 +214,15 @@ def _plot(rows: Sequence[dict[str, Any]], label: str, key: str) -> str:
         mauve = {_eps_label(r): r["mauve"] for r in levels if r["mauve"] is not None}
         if mauve:
             ax.plot([xs.index(k) for k in mauve], list(mauve.values()), "s--", color="#7f7f7f", label="MAUVE")
+        bounded = {_eps_label(r): r["mauve_bounded"] for r in levels if r.get("mauve_bounded") is not None}
+        if bounded:
+            ax.plot(
+                [xs.index(k) for k in bounded],
+                list(bounded.values()),
+                "^:",
+                color="#9467bd",
+                label="MAUVE at the bound",
+            )
         ax.set_xticks(range(len(xs)), xs)
         ax.set_xlabel("privacy level (epsilon)")
         ax.set_ylabel("accuracy / MAUVE")
@@ -224,6 +258,7 @@ def html_page(doc: dict[str, Any], table_md: str) -> str:
         "macro-F1",
         "majority",
         "MAUVE",
+        "MAUVE at the bound",
         "code agreement",
         "well-formed",
         "DP-LR acc",

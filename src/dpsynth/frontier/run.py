@@ -140,6 +140,8 @@ def run_frontier(
         "candidates": cfg.generate.candidates,
         "select_by": list(cfg.generate.select_by),
         "n_test": len(ref.test_texts),
+        # the length budget of the rows' mauve_bounded (dpsynth.frontier.metrics)
+        "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": cfg.data.cut_responses},
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
