@@ -12,9 +12,9 @@ compares them at one length budget: every text on both sides cut to ``generate.m
 cuts training responses (``data.cut_responses``, :func:`dpsynth.data.format.bounded_text`), so a synthetic record,
 which can never be longer than that, is unchanged and a long real review loses its tail. Why both: MAUVE reads length
 (mauve-text itself truncates both sides to one ``max_text_length``), and on Yelp the real test reviews average 106
-words against the 64-token generators' 33-42, so the unbounded figure mostly measures the length bound: real training
-records cut to the bound score 0.89 against the whole test reviews and 0.96 against the cut ones
-(``bench/results/frontier-yelp-5k-float32/``). The budget is public (a configured setting), the cut reads one record.
+words against the 64-token generators' 33-42: there the same eps-4 records score 0.51 against the whole reviews and
+0.71 at the bound, real records 0.955 and 0.957 (``bench/results/frontier-length-bound/``). The budget is public (a
+configured setting), the cut reads one record at a time.
 
 The real references (the test split, capped at ``evaluate.max_records`` by a seeded draw, and the whole real training
 split) are read and embedded once, so every row is scored against exactly the same test records. Like every number in
