@@ -209,6 +209,10 @@ def test_every_group_for_both_arms_with_finite_or_null_values(evaluated):
     # each a mean over evaluate.mauve_repeats draws of equal-size samples, with the spread beside it
     for m in mauve.values():
         assert m["repeats"] == 5 and m["sd"] is not None and m["sd"] >= 0 and m["n"] == m["n_real"]
+    # and again with both sides cut to the generators' token budget: the same arms and sample sizes
+    bounded = {m["arm"]: m for m in metrics if m["name"] == "fidelity.mauve_bounded"}
+    assert set(bounded) == set(mauve) and all(bounded[a]["n"] == mauve[a]["n"] for a in mauve)
+    assert all(0.0 < m["value"] <= 1.0 and m["sd"] is not None for m in bounded.values())
     assert 0.0 <= run_value(doc, "privacy.exposure.mean", "dp") <= math.log2(21) + 1e-9  # capped at log2(R + 1)
 
 
@@ -349,3 +353,46 @@ def test_metric_list_and_json_helpers():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_mauve_at_the_bound_cuts_both_sides_and_nothing_else():
+    """With a bound that cuts nothing, MAUVE at the bound is plain MAUVE (same samples, draws and seeds); with one that
+    cuts the real texts, only the cut texts are embedded again and the reference changes."""
+    from types import SimpleNamespace
+
+    from dpsynth.evaluate import embeddings
+    from dpsynth.evaluate.collect import MetricList
+    from dpsynth.evaluate.config import EvaluateConfig
+    from dpsynth.evaluate.fidelity_eval import Embeddings, _mauve_bounded
+    from dpsynth.evaluate.mauve_metric import mauve_over_draws
+
+    rng = np.random.default_rng(0)
+    rec = lambda t: SimpleNamespace(text=t)  # noqa: E731
+    inputs = SimpleNamespace(
+        test=[rec(f"real test review number {i}. It goes on.") for i in range(40)],
+        train=[rec(f"real train review {i}. It goes on.") for i in range(60)],
+        synthetic={"dp": [{"text": f"short {i}"} for i in range(40)]},
+    )
+    emb = Embeddings(
+        train=rng.normal(size=(60, 8)),
+        canaries=np.zeros((0, 8)),
+        test=rng.normal(size=(40, 8)),
+        synthetic={"dp": rng.normal(size=(40, 8))},
+    )
+    e = EvaluateConfig(mauve_repeats=2)
+    metrics = MetricList()
+    _mauve_bounded(inputs, emb, e, metrics, [], lambda t: t)
+    got = {m["arm"]: m["value"] for m in metrics.entries if m["name"] == "fidelity.mauve_bounded"}
+    assert got["dp"] == mauve_over_draws(emb.synthetic["dp"], emb.test, repeats=2, seed=e.seed).mean
+    seen: list[str] = []
+
+    def fake_embed(texts, memo=False):
+        seen.extend(texts)
+        return rng.normal(size=(len(texts), 8))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(embeddings, "embed", fake_embed)
+        cut = MetricList()
+        _mauve_bounded(inputs, emb, e, cut, [], lambda t: t.split(". ")[0] + "." if ". " in t else t)
+    assert len(seen) == 40 + 40 and all(t.startswith("real ") and "goes" not in t for t in seen)  # test, reference
+    assert {m["arm"] for m in cut.entries} == {"dp", "real"}

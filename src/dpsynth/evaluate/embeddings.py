@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,3 +153,22 @@ def embed(
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def embed_bounded(
+    texts: Sequence[str], vectors: np.ndarray, bound: Callable[[str], str], *, memo: bool = False
+) -> np.ndarray:
+    """The embeddings of ``[bound(t) for t in texts]``, given ``vectors``, those of ``texts``: a text the bound leaves
+    as it is keeps its vector, only the others are embedded (the length-matched MAUVE cuts every text to a token budget
+    that most generated records are already within, so this embeds the long real ones alone).
+
+    >>> same = embed_bounded(["a", "b"], np.eye(2, dtype=np.float32), lambda t: t)
+    >>> same.tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    out = np.array(vectors, dtype=np.float32, copy=True)
+    cut = [(i, bound(t)) for i, t in enumerate(texts)]
+    changed = [(i, b) for (i, b), t in zip(cut, texts, strict=True) if b != t]
+    if changed:
+        out[[i for i, _ in changed]] = embed([b for _, b in changed], memo=memo)
+    return out

@@ -57,6 +57,12 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
         "evaluate.mauve_repeats draws of equal-size samples and k-means seeds, their standard deviation as sd",
         "higher",
     ),
+    "mauve_bounded": MetricInfo(
+        "MAUVE with every text on both sides cut to the generators' token budget (generate.max_new_tokens) by the "
+        "rule that cuts training responses: content at one length, where plain MAUVE also reads how much longer real "
+        "texts can be than the budget allows",
+        "higher",
+    ),
     "correlation_frobenius": MetricInfo(
         "Frobenius norm of the difference of the real and synthetic Spearman correlation matrices over "
         "(rating, length, sentiment)",

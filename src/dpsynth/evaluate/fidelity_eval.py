@@ -4,7 +4,10 @@ Thin orchestration of :mod:`dpsynth.evaluate.fidelity` (see there for each metri
 recorded under the arm ``real``, say what "close" means at this sample size:
 
 * nearest-real similarity: held-out real test records against the same real pool;
-* MAUVE: real training records in place of the synthetic ones, as many as an arm has;
+* MAUVE: real training records in place of the synthetic ones, as many as an arm has; MAUVE at the length bound
+  (``fidelity.mauve_bounded``): the same with every text on both sides cut to the generators' token budget
+  (:func:`dpsynth.data.format.bounded_text`), so that length, which no generator under the budget can match, does not
+  dominate it (:mod:`dpsynth.frontier.metrics` says why, with numbers);
 * correlation preservation: the real test split against a part of the real training sample that the sentiment model
   was not fitted on (fitting and measuring on the same records would inflate the sentiment column's correlations).
 """
@@ -56,9 +59,16 @@ def attempt(notes: list[str], what: str, fn: Callable[..., T], *args: Any, **kwa
 
 
 def fidelity_section(
-    inputs: EvalInputs, emb: Embeddings, tokenizer: Any, e: EvaluateConfig, metrics: MetricList, notes: list[str]
+    inputs: EvalInputs,
+    emb: Embeddings,
+    tokenizer: Any,
+    e: EvaluateConfig,
+    metrics: MetricList,
+    notes: list[str],
+    bound: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """Every fidelity metric for every arm; returns the ``distributions`` entries it produces."""
+    """Every fidelity metric for every arm; returns the ``distributions`` entries it produces. ``bound``: a text cut to
+    the generators' length budget, for MAUVE at the bound (left out without it)."""
     real_texts = [r.text for r in inputs.test]
     synth_texts = {arm: [str(row["text"]) for row in rows] for arm, rows in inputs.synthetic.items()}
     dist: dict[str, Any] = {"length_tokens": {"real": token_lengths(real_texts, tokenizer)}}
@@ -89,6 +99,8 @@ def fidelity_section(
         )
     _codes(inputs, metrics, notes, dist)
     _similarity(inputs, emb, e, metrics, notes, dist)
+    if bound is not None:
+        _mauve_bounded(inputs, emb, e, metrics, notes, bound)
     _correlation(inputs, emb, e, tokenizer, metrics, notes, dist)
     return dist
 
@@ -226,20 +238,51 @@ def _similarity(
     _add_mauve(metrics, "real", ref, n_ref, e, qualifier)
 
 
+def _mauve_bounded(
+    inputs: EvalInputs,
+    emb: Embeddings,
+    e: EvaluateConfig,
+    metrics: MetricList,
+    notes: list[str],
+    bound: Callable[[str], str],
+) -> None:
+    """MAUVE of each arm and of the real reference with every text on both sides cut by ``bound``: the same samples,
+    draws and seeds as ``fidelity.mauve``, so the two differ by the cut alone."""
+    from dpsynth.evaluate.embeddings import embed_bounded
+
+    test = embed_bounded([r.text for r in inputs.test], emb.test, bound)
+    for arm, vectors in emb.synthetic.items():
+        mine = embed_bounded([str(row["text"]) for row in inputs.synthetic[arm]], vectors, bound)
+        draws = attempt(notes, f"MAUVE at the bound ({arm})", _draws, test, mine, e)
+        _add_mauve(metrics, arm, draws, len(vectors), e, name="fidelity.mauve_bounded")
+    n_ref = min(len(emb.train), max((len(v) for v in emb.synthetic.values()), default=0))
+    pick = np.sort(np.random.default_rng(e.seed).permutation(len(emb.train))[:n_ref])  # the reference's records
+    ref = embed_bounded([inputs.train[i].text for i in pick], emb.train[pick], bound)
+    draws = attempt(notes, "MAUVE at the bound (real reference)", _draws, test, ref, e)
+    qualifier = f"arm real: {n_ref} real training records in place of the synthetic ones (the reference)"
+    _add_mauve(metrics, "real", draws, n_ref, e, qualifier, name="fidelity.mauve_bounded")
+
+
 def _draws(test: np.ndarray, other: np.ndarray, e: EvaluateConfig) -> MauveDraws:
     return mauve_over_draws(other, test, repeats=e.mauve_repeats, seed=e.seed)
 
 
 def _add_mauve(
-    metrics: MetricList, arm: str, draws: MauveDraws | None, n: int, e: EvaluateConfig, qualifier: str | None = None
+    metrics: MetricList,
+    arm: str,
+    draws: MauveDraws | None,
+    n: int,
+    e: EvaluateConfig,
+    qualifier: str | None = None,
+    *,
+    name: str = "fidelity.mauve",
 ) -> None:
     """MAUVE's mean over ``evaluate.mauve_repeats`` draws, with their standard deviation (``sd``) beside it: one
     draw moves by several points, so a difference between arms smaller than the spread is not a difference."""
     mean, sd = (None, None) if draws is None else (draws.mean, draws.sd)
     size = n if draws is None else draws.n  # each draw compares equal-size samples
-    metrics.add(
-        "fidelity.mauve", "fidelity", arm, mean, "mauve", qualifier, sd=sd, repeats=e.mauve_repeats, n=size, n_real=size
-    )
+    key = name.removeprefix("fidelity.")
+    metrics.add(name, "fidelity", arm, mean, key, qualifier, sd=sd, repeats=e.mauve_repeats, n=size, n_real=size)
 
 
 def _get(d: dict[str, Any] | None, key: str) -> Any:

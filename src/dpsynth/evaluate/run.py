@@ -27,11 +27,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from dpsynth.config import Config
+from dpsynth.data.format import bounded_text
 from dpsynth.evaluate.collect import (
     EvalInputs,
     MetricList,
@@ -75,6 +77,7 @@ HEADLINE = (
     ("privacy.mia.reference.auc", "MIA AUC (reference attack)"),
     ("privacy.dcr.median_ratio", "DCR median ratio (synthetic / test)"),
     ("fidelity.mauve", "MAUVE"),
+    ("fidelity.mauve_bounded", "MAUVE at the length bound"),
     ("fidelity.nn_similarity.mean", "nearest-real similarity, mean"),
     ("fidelity.{label}.wasserstein", "{label} Wasserstein"),
     ("utility.tfidf.{label}.accuracy", "TSTR {label} accuracy (TF-IDF)"),
@@ -132,7 +135,8 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         tables["mia"] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
         notes.append("membership inference and exposure: not measured (no arm has a trained adapter)")
     with timer.section("fidelity"):
-        dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes))
+        bound = partial(bounded_text, tokenizer, max_tokens=cfg.generate.max_new_tokens, cut=cfg.data.cut_responses)
+        dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes, bound))
     with timer.section("utility"):
         llm = llm_settings(cfg, inputs, progress=progress) if e.llm_classifier else None
         tables["utility"] = utility_section(inputs, emb, e, metrics, llm=llm)

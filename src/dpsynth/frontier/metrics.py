@@ -170,14 +170,10 @@ def _row_mauve(
 ) -> tuple[float | None, float | None, float | None, float | None]:
     """(mauve, sd, mauve_bounded, sd): against the test split as it is, and with both sides cut to the length budget
     (a record within it keeps its vector)."""
-    from dpsynth.evaluate.embeddings import embed
+    from dpsynth.evaluate.embeddings import embed_bounded
 
     out: list[float | None] = []
-    bounded = [ref.bound(t) for t in texts]
-    changed = [i for i, (a, b) in enumerate(zip(texts, bounded, strict=True)) if a != b]
-    emb_bounded = emb.copy()
-    if changed:
-        emb_bounded[changed] = embed([bounded[i] for i in changed], memo=memo)
+    emb_bounded = embed_bounded(texts, emb, ref.bound, memo=memo)
     for vectors, test in ((emb, ref.test_emb), (emb_bounded, ref.test_emb_bounded)):
         try:
             out.extend(_mauve(vectors, test, cfg.evaluate.seed, cfg.frontier.mauve_repeats))
