@@ -357,7 +357,8 @@ def test_docstring_examples(module):
 
 def test_mauve_at_the_bound_cuts_both_sides_and_nothing_else():
     """With a bound that cuts nothing, MAUVE at the bound is plain MAUVE (same samples, draws and seeds); with one that
-    cuts the real texts, only the cut texts are embedded again and the reference changes."""
+    cuts, exactly the texts it shortens are embedded again, on every side: the test split, the arm's long records
+    (not its short ones) and the real reference, whose figure then changes."""
     from types import SimpleNamespace
 
     from dpsynth.evaluate import embeddings
@@ -371,7 +372,9 @@ def test_mauve_at_the_bound_cuts_both_sides_and_nothing_else():
     inputs = SimpleNamespace(
         test=[rec(f"real test review number {i}. It goes on.") for i in range(40)],
         train=[rec(f"real train review {i}. It goes on.") for i in range(60)],
-        synthetic={"dp": [{"text": f"short {i}"} for i in range(40)]},
+        synthetic={
+            "dp": [{"text": f"short {i}"} for i in range(30)] + [{"text": f"long {i}. More."} for i in range(10)]
+        },
     )
     emb = Embeddings(
         train=rng.normal(size=(60, 8)),
@@ -394,5 +397,16 @@ def test_mauve_at_the_bound_cuts_both_sides_and_nothing_else():
         mp.setattr(embeddings, "embed", fake_embed)
         cut = MetricList()
         _mauve_bounded(inputs, emb, e, cut, [], lambda t: t.split(". ")[0] + "." if ". " in t else t)
-    assert len(seen) == 40 + 40 and all(t.startswith("real ") and "goes" not in t for t in seen)  # test, reference
-    assert {m["arm"] for m in cut.entries} == {"dp", "real"}
+    assert sorted(seen) == sorted(
+        [f"real test review number {i}." for i in range(40)]
+        + [f"long {i}." for i in range(10)]
+        + [f"real train review {i}." for i in range(60) if i in _reference_pick(60, 40, e.seed)]
+    )
+    plain = {m["arm"]: m["value"] for m in metrics.entries}
+    after = {m["arm"]: m["value"] for m in cut.entries}
+    assert set(after) == {"dp", "real"} and after["real"] != plain["real"]
+
+
+def _reference_pick(n_train: int, n: int, seed: int) -> set[int]:
+    """The real training records MAUVE's real reference draws (fidelity_eval: a seeded permutation's first n)."""
+    return set(np.random.default_rng(seed).permutation(n_train)[:n].tolist())
