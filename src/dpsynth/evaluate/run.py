@@ -34,6 +34,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import bounded_text
+from dpsynth.data.prepare import load_prepare_info
 from dpsynth.evaluate.collect import (
     EvalInputs,
     MetricList,
@@ -135,7 +136,8 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         tables["mia"] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
         notes.append("membership inference and exposure: not measured (no arm has a trained adapter)")
     with timer.section("fidelity"):
-        bound = partial(bounded_text, tokenizer, max_tokens=cfg.generate.max_new_tokens, cut=cfg.data.cut_responses)
+        rule = load_prepare_info(run).get("cut_responses", "token")  # as training read it
+        bound = partial(bounded_text, tokenizer, max_tokens=cfg.generate.max_new_tokens, cut=rule)
         dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes, bound))
     with timer.section("utility"):
         llm = llm_settings(cfg, inputs, progress=progress) if e.llm_classifier else None

@@ -40,7 +40,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.canaries import read_canaries
-from dpsynth.data.format import bounded_text
+from dpsynth.data.format import CutRule, bounded_text
 from dpsynth.data.prepare import load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records
 from dpsynth.evaluate.agreement import code_agreement
@@ -128,7 +128,7 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
     train = [r for r in read_records(root.train) if r.unit not in canaries]
     test = sample(read_records(root.test), cfg.evaluate.max_records, cfg.evaluate.seed, "test")
     log.info("frontier: embedding %d real training and %d test records", len(train), len(test))
-    bound = length_bound(cfg)
+    bound = length_bound(cfg, info.get("cut_responses", "token"))  # the rule the rows' training data were cut by
     return Reference(
         labels=labels,
         domains=domains,
@@ -144,13 +144,14 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
     )
 
 
-def length_bound(cfg: Config) -> Callable[[str], str]:
-    """A text cut to ``generate.max_new_tokens`` tokens of the run's model by ``data.cut_responses``: the budget that
-    bounds every synthetic record, applied to both sides of the length-matched MAUVE."""
+def length_bound(cfg: Config, rule: CutRule) -> Callable[[str], str]:
+    """A text cut to ``generate.max_new_tokens`` tokens of the run's model by ``rule`` (the prepared data's
+    ``cut_responses``, as training reads it): the budget that bounds every synthetic record, applied to both sides of
+    the length-matched MAUVE."""
     from dpsynth.models.loader import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    budget, rule = cfg.generate.max_new_tokens, cfg.data.cut_responses
+    budget = cfg.generate.max_new_tokens
     return lambda text: bounded_text(tokenizer, text, budget, rule)
 
 

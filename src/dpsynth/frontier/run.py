@@ -141,7 +141,7 @@ def run_frontier(
         "select_by": list(cfg.generate.select_by),
         "n_test": len(ref.test_texts),
         # the length budget of the rows' mauve_bounded (dpsynth.frontier.metrics)
-        "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": cfg.data.cut_responses},
+        "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": info.get("cut_responses", "token")},
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
