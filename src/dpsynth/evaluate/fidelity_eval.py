@@ -231,11 +231,19 @@ def _similarity(
     # Reference: real training records in place of synthetic ones, as many as the largest arm has, against the same
     # test sample, so that the score's sample-size bias is the same as the arms' (MAUVE on a few dozen points is far
     # from its large-sample value).
-    n_ref = min(len(emb.train), max((len(v) for v in emb.synthetic.values()), default=0))
-    pick = np.sort(np.random.default_rng(e.seed).permutation(len(emb.train))[:n_ref])
+    pick = _reference_pick(emb, e)
     ref = attempt(notes, "MAUVE (real reference)", _draws, emb.test, emb.train[pick], e)
-    qualifier = f"arm real: {n_ref} real training records in place of the synthetic ones (the reference)"
-    _add_mauve(metrics, "real", ref, n_ref, e, qualifier)
+    _add_mauve(metrics, "real", ref, len(pick), e, _REFERENCE.format(len(pick)))
+
+
+_REFERENCE = "arm real: {} real training records in place of the synthetic ones (the reference)"
+
+
+def _reference_pick(emb: Embeddings, e: EvaluateConfig) -> np.ndarray:
+    """The real training records that stand in for an arm in MAUVE's reference, as many as the largest arm has (the
+    same sample-size bias): one seeded draw, so MAUVE and MAUVE at the bound read the same records."""
+    n_ref = min(len(emb.train), max((len(v) for v in emb.synthetic.values()), default=0))
+    return np.sort(np.random.default_rng(e.seed).permutation(len(emb.train))[:n_ref])
 
 
 def _mauve_bounded(
@@ -255,12 +263,10 @@ def _mauve_bounded(
         mine = embed_bounded([str(row["text"]) for row in inputs.synthetic[arm]], vectors, bound)
         draws = attempt(notes, f"MAUVE at the bound ({arm})", _draws, test, mine, e)
         _add_mauve(metrics, arm, draws, len(vectors), e, name="fidelity.mauve_bounded")
-    n_ref = min(len(emb.train), max((len(v) for v in emb.synthetic.values()), default=0))
-    pick = np.sort(np.random.default_rng(e.seed).permutation(len(emb.train))[:n_ref])  # the reference's records
+    pick = _reference_pick(emb, e)
     ref = embed_bounded([inputs.train[i].text for i in pick], emb.train[pick], bound)
     draws = attempt(notes, "MAUVE at the bound (real reference)", _draws, test, ref, e)
-    qualifier = f"arm real: {n_ref} real training records in place of the synthetic ones (the reference)"
-    _add_mauve(metrics, "real", draws, n_ref, e, qualifier, name="fidelity.mauve_bounded")
+    _add_mauve(metrics, "real", draws, len(pick), e, _REFERENCE.format(len(pick)), name="fidelity.mauve_bounded")
 
 
 def _draws(test: np.ndarray, other: np.ndarray, e: EvaluateConfig) -> MauveDraws:
