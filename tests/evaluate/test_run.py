@@ -269,6 +269,33 @@ def test_edited_release_moves_the_counts_but_never_prints_real_text(evaluated, t
     assert after["tables"]["mia"]["rows"] == [] and any("not measured" in n for n in after["run"]["notes"])
 
 
+def test_the_bound_cuts_by_the_rule_training_read(evaluated, tmp_path, tiny_model_dir, monkeypatch):
+    """MAUVE at the bound cuts texts by the rule the prepared data were cut by (prepare.json's ``cut_responses``),
+    not by the config's: a run prepared before the sentence rule existed is scored at the cut it was trained at.
+    Here prepare.json says the other rule than the config, and every cut the stage makes must use prepare.json's."""
+    run, _ = evaluated
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(run.root, copy.root)
+    for arm in ("dp", "no_dp"):  # no adapters: the model attacks are skipped, which keeps this test fast
+        shutil.rmtree(copy.adapter(arm))
+    cfg = _cfg(tiny_model_dir, run.root.parent / "reviews.jsonl")
+    info = read_json(copy.prepare_json)
+    prepared = "token" if cfg.data.cut_responses == "sentence" else "sentence"
+    info["cut_responses"] = prepared
+    copy.prepare_json.write_text(json.dumps(info), encoding="utf-8")
+    rules: list[str] = []
+    real_cut = run_module.bounded_text
+
+    def spy(tokenizer, text, max_tokens, cut="token"):
+        rules.append(cut)
+        return real_cut(tokenizer, text, max_tokens, cut)
+
+    monkeypatch.setattr(run_module, "bounded_text", spy)
+    doc = evaluate_run(cfg, copy, progress=False)
+    assert rules and set(rules) == {prepared}
+    assert any(m["name"] == "fidelity.mauve_bounded" for m in doc["metrics"])
+
+
 def test_llm_classifier_adds_a_family_for_every_source(evaluated, tmp_path, tiny_model_dir):
     run, doc = evaluated
     assert not [m for m in doc["metrics"] if m["name"].startswith("utility.llm.")]  # off by default
