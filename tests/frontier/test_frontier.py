@@ -168,6 +168,35 @@ def test_mauve_repeats_rescore_the_kept_rows(frontier_run, tiny_model_dir, tmp_p
     assert len(Ledger(ledger_path).releases(source)) == 1
 
 
+def test_the_length_bound_cuts_by_the_prepared_rule(frontier_run, tmp_path, monkeypatch):
+    """The frontier's bound cuts by the rule the sweep's data were prepared with (``prepare.json``), not by the
+    config's: here prepare.json names the other rule, and every cut the reference makes must use it."""
+    import shutil
+
+    from dpsynth.frontier import metrics
+    from dpsynth.rundir import RunDir
+
+    cfg, out, _, _ = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    root = RunDir(copy)
+    info = read_json(root.prepare_json)
+    prepared = "token" if cfg.data.cut_responses == "sentence" else "sentence"
+    info["cut_responses"] = prepared
+    write_json(root.prepare_json, info)
+    rules: list[str] = []
+    real_cut = metrics.bounded_text
+
+    def spy(tokenizer, text, max_tokens, cut="token"):
+        rules.append(cut)
+        return real_cut(tokenizer, text, max_tokens, cut)
+
+    monkeypatch.setattr(metrics, "bounded_text", spy)
+    ref = metrics.load_reference(cfg, root)
+    assert rules and set(rules) == {prepared}
+    assert len(ref.test_emb_bounded) == len(ref.test_texts)
+
+
 def test_mauve_at_the_length_bound(frontier_run, tmp_path, monkeypatch):
     """Every measured row also has MAUVE with both sides cut to generate.max_new_tokens (8 tokens here, the demo's
     real reviews are longer): the real rows' records and the test split are cut, so their two figures differ; the

@@ -33,14 +33,15 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from dpsynth.data.canaries import Canary, canary_count, make_canaries, write_canaries
 from dpsynth.data.clean import Cleaner, clean_record
 from dpsynth.data.config import DataConfig, FieldMap
 from dpsynth.data.demo import DEMO_CODE_DOMAINS, DEMO_FIELDS, demo_records
 from dpsynth.data.fingerprint import Fingerprint
+from dpsynth.data.format import CutRule
 from dpsynth.data.readers import inspect_file, iter_rows
 from dpsynth.data.records import CodeSpec, Record, write_records
 from dpsynth.data.schema_build import build_schema
@@ -324,6 +325,17 @@ def load_prepare_info(run: RunDir) -> dict[str, Any]:
         raise InputError("not found; run `dpsynth prepare` first", path=run.prepare_json)
     info: dict[str, Any] = read_json(run.prepare_json)
     return info
+
+
+def prepared_cut_rule(info: Mapping[str, Any]) -> CutRule:
+    """How the prepared data's responses were cut for training (``prepare.json``'s ``cut_responses``): every later
+    reader of those data (training, the attacks' scoring, MAUVE at the bound) must cut as training did, whatever the
+    config says now. Data prepared before the key existed were cut at the token.
+
+    >>> prepared_cut_rule({}), prepared_cut_rule({"cut_responses": "sentence"})
+    ('token', 'sentence')
+    """
+    return cast(CutRule, info.get("cut_responses", "token"))
 
 
 def load_code_specs(run: RunDir) -> list[CodeSpec]:

@@ -44,6 +44,7 @@ import torch
 from dpsynth.config import Config, ModelConfig
 from dpsynth.data.canaries import Canary
 from dpsynth.data.format import IGNORE_INDEX, CutRule, cut_response, encode_prompt, encode_unit
+from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.data.records import Record, group_by_unit
 from dpsynth.evaluate.adapter_nll import Adapter, active_adapter, adapters_response_nll, shared_bottom_start
 from dpsynth.evaluate.collect import EvalInputs, MetricList, sample
@@ -91,7 +92,7 @@ class UnitScorer:
                 system_prompt=info["system_prompt"],
                 max_tokens=int(info["max_tokens"]),
                 include_title=bool(info.get("include_title", False)),
-                cut=info.get("cut_responses", "token"),
+                cut=prepared_cut_rule(info),
             )
             for start, end in labelled_runs(ex.labels):
                 self.prompts.append(ex.input_ids[:start])
@@ -332,7 +333,7 @@ def _exposure(
     max_tokens = int(info["max_tokens"])
     # A secret beyond the training cut (data.max_tokens) was never trained on: its exposure would be ~1 bit by
     # construction (every candidate ties), so such canaries are left out and counted.
-    cut = info.get("cut_responses", "token")
+    cut = prepared_cut_rule(info)
     secret_in_loss = [c for c in inputs.canaries if _secret_trained(tokenizer, c, max_tokens, cut)]
     chosen = sample(secret_in_loss, e.exposure_canaries, e.seed, "exposure")
     if not chosen:

@@ -34,7 +34,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import bounded_text
-from dpsynth.data.prepare import load_prepare_info
+from dpsynth.data.prepare import load_prepare_info, prepared_cut_rule
 from dpsynth.evaluate.collect import (
     EvalInputs,
     MetricList,
@@ -136,7 +136,7 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         tables["mia"] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
         notes.append("membership inference and exposure: not measured (no arm has a trained adapter)")
     with timer.section("fidelity"):
-        rule = load_prepare_info(run).get("cut_responses", "token")  # as training read it
+        rule = prepared_cut_rule(load_prepare_info(run))  # as training read it
         bound = partial(bounded_text, tokenizer, max_tokens=cfg.generate.max_new_tokens, cut=rule)
         dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes, bound))
     with timer.section("utility"):

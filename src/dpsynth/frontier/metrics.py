@@ -41,7 +41,7 @@ import numpy as np
 from dpsynth.config import Config
 from dpsynth.data.canaries import read_canaries
 from dpsynth.data.format import CutRule, bounded_text
-from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.prepare import load_code_specs, load_prepare_info, prepared_cut_rule
 from dpsynth.data.records import read_records
 from dpsynth.evaluate.agreement import code_agreement
 from dpsynth.evaluate.collect import sample
@@ -128,7 +128,7 @@ def load_reference(cfg: Config, root: RunDir) -> Reference:
     train = [r for r in read_records(root.train) if r.unit not in canaries]
     test = sample(read_records(root.test), cfg.evaluate.max_records, cfg.evaluate.seed, "test")
     log.info("frontier: embedding %d real training and %d test records", len(train), len(test))
-    bound = length_bound(cfg, info.get("cut_responses", "token"))  # the rule the rows' training data were cut by
+    bound = length_bound(cfg, prepared_cut_rule(info))  # the rule the rows' training data were cut by
     return Reference(
         labels=labels,
         domains=domains,

@@ -30,6 +30,7 @@ from typing import Any
 from dpsynth import machine
 from dpsynth.allocator import release_freed_memory
 from dpsynth.config import Config
+from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.fingerprint import evaluate_section, scores_key
 from dpsynth.frontier.metrics import load_reference, score_row
@@ -141,7 +142,7 @@ def run_frontier(
         "select_by": list(cfg.generate.select_by),
         "n_test": len(ref.test_texts),
         # the length budget of the rows' mauve_bounded (dpsynth.frontier.metrics)
-        "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": info.get("cut_responses", "token")},
+        "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": prepared_cut_rule(info)},
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),

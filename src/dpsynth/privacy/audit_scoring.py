@@ -26,6 +26,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import CutRule, encode_prompt
+from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.evaluate.mia import roc_auc
 from dpsynth.evaluate.scoring import response_nll
 from dpsynth.privacy.audit import epsilon_lower_bound_from_canaries, one_run_audit
@@ -87,7 +88,7 @@ def score_arms(
                         part,
                         system_prompt=str(info["system_prompt"]),
                         max_tokens=int(info["max_tokens"]),
-                        cut=info.get("cut_responses", "token"),
+                        cut=prepared_cut_rule(info),
                         batch_size=cfg.audit.score_batch_size,
                     )
                 )

@@ -14,7 +14,7 @@ from typing import Any
 
 from dpsynth.config import Config
 from dpsynth.data.format import encode_prompt, encode_unit
-from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.prepare import load_code_specs, load_prepare_info, prepared_cut_rule
 from dpsynth.data.records import group_by_unit, read_records
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.privacy import releases
@@ -40,7 +40,7 @@ def _examples_and_cells(cfg: Config, run: RunDir, tokenizer: Any) -> tuple[list[
             system_prompt=info["system_prompt"],
             max_tokens=int(info["max_tokens"]),
             include_title=bool(info.get("include_title", False)),
-            cut=info.get("cut_responses", "token"),
+            cut=prepared_cut_rule(info),
         )
         for recs in units.values()
     ]
