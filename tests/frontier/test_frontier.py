@@ -797,3 +797,34 @@ def test_only_the_steps_before_the_resume_are_added(tmp_path):
     write_jsonl(run.train_log("dp"), [{"step": s, "seconds": 10.0 * s} for s in (1, 2, 3, 4)])
     assert _logged_seconds(run, "dp", through_step=2) == 30.0
     assert _logged_seconds(run, "dp", through_step=0) == 0.0
+
+
+def test_each_row_resolves_the_length_bound_by_what_it_may_read(tmp_path, tiny_model_dir, monkeypatch):
+    """data.max_tokens=auto in a sweep: the DP row releases the bound at its own epsilon and its ledger entry holds
+    the length histogram; inf reads it exactly (never released); eps 0 reads no private data for it."""
+    ledger = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger))
+    extra = ["data.max_tokens=auto", "data.max_tokens_grid=[8,16,48]", "data.max_tokens_public=16"]
+    out = tmp_path / "f"
+    run_frontier(_cfg(tiny_model_dir, *extra, "frontier.real_all=false"), out, progress=False)
+    assert read_json(out / "data" / "prepare.json")["max_tokens"] == "auto"  # the shared data: no row's bound
+    modes = {}
+    for key in ("eps0", "eps2", "epsinf", "real"):
+        info = read_json(out / "rows" / key / "data" / "prepare.json")
+        modes[key] = info["length_release"]["mode"]
+        assert info["max_tokens"] == info["length_release"]["max_tokens"]
+    assert modes == {"eps0": "public", "eps2": "dp", "epsinf": "exact", "real": "public"}
+    assert read_json(out / "rows" / "eps0" / "data" / "prepare.json")["max_tokens"] == 16
+    dp = read_json(out / "rows" / "eps2" / "data" / "prepare.json")["length_release"]
+    assert dp["sigma"] > 0
+    source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
+    (entry,) = Ledger(ledger).releases(source)
+    assert "length_histogram" in {m.name for m in entry.mechanisms} and entry.epsilon <= 2.0 + 1e-9
+    doc = read_json(out / "frontier.json")
+    assert doc["row_length_bounds"]["eps0"] == {"mode": "public", "max_tokens": 16}
+    assert doc["row_length_bounds"]["eps2"] == {"mode": "dp", "max_tokens": dp["max_tokens"]}
+    assert "length bound (data.max_tokens=auto" in (out / "frontier.md").read_text()
+    # a rerun keeps every row and its bound: the DP row's noise is not drawn again
+    run_frontier(_cfg(tiny_model_dir, *extra, "frontier.real_all=false"), out, progress=False)
+    assert read_json(out / "rows" / "eps2" / "data" / "prepare.json")["length_release"] == dp
+    assert len(Ledger(ledger).releases(source)) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -73,7 +73,24 @@ class DataConfig(Section):
     min_chars: int = Field(20, ge=1, description="drop texts shorter than this after cleaning")
     max_chars: int | None = Field(None, gt=0, description="drop texts longer than this after cleaning (none: no limit)")
     dedup: bool = Field(True, description="drop exact and normalized duplicate texts (the first occurrence is kept)")
-    max_tokens: int = Field(128, gt=0, description="public bound on a response's length in tokens")
+    max_tokens: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        128,
+        description="bound on a response's length in tokens: a public number, or auto (released with DP from the "
+        "private responses' lengths, charged with the DP arm: dpsynth.privacy.length; generation then writes up "
+        "to the released bound)",
+    )
+    max_tokens_grid: list[int] = Field(
+        [32, 64, 128, 256], min_length=1, description="auto: the public values the released bound is chosen from"
+    )
+    max_tokens_quantile: float = Field(
+        0.5, gt=0, lt=1, description="auto: the bound is the smallest grid value at or above this noisy quantile"
+    )
+    max_tokens_public: int = Field(
+        64,
+        gt=0,
+        description="auto: the bound where no private data may be read (a frontier's eps 0 row) or the noisy "
+        "histogram holds nothing; 64, the public proxy's choice (bench/results/recipe-search/)",
+    )
     cut_responses: Literal["token", "sentence"] = Field(
         "sentence",
         description="how a response over max_tokens is cut for training: sentence (default: after its last sentence "
@@ -102,3 +119,10 @@ class DataConfig(Section):
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(v).expanduser()
+
+    @field_validator("max_tokens_grid")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if v != sorted(set(v)) or v[0] < 1:
+            raise ValueError(f"data.max_tokens_grid must be increasing positive token counts, got {v}")
+        return v

@@ -338,6 +338,17 @@ def prepared_cut_rule(info: Mapping[str, Any]) -> CutRule:
     return cast(CutRule, info.get("cut_responses", "token"))
 
 
+def generation_budget(info: Mapping[str, Any], max_new_tokens: int) -> int:
+    """How many tokens generation may write: ``generate.max_new_tokens``, or the bound released for the prepared data
+    when ``data.max_tokens=auto`` chose it (``prepare.json``'s ``length_release``: generation writes up to the length
+    training was cut to, the pairing the public proxy chose, bench/results/recipe-search/).
+
+    >>> generation_budget({"max_tokens": 128}, 64), generation_budget({"max_tokens": 128, "length_release": {}}, 64)
+    (64, 128)
+    """
+    return int(info["max_tokens"]) if "length_release" in info else int(max_new_tokens)
+
+
 def load_code_specs(run: RunDir) -> list[CodeSpec]:
     """The control codes and their public domains, as ``prepare`` declared them."""
     return [CodeSpec.from_json(obj) for obj in load_prepare_info(run)["code_specs"]]

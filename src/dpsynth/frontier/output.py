@@ -76,6 +76,31 @@ def _bound_note(doc: dict[str, Any]) -> str:
     )
 
 
+_LENGTH_MODES = {
+    "dp": "released with DP at the row's epsilon and charged with it",
+    "exact": "read exactly: the row is not released",
+    "public": "public: data.max_tokens_public, no private data read",
+}
+
+
+def _length_lines(doc: dict[str, Any]) -> list[str]:
+    """With data.max_tokens=auto, each row's length bound (its training cut and generation budget) and how it was read.
+
+    >>> _length_lines({"row_length_bounds": {"eps0": {"mode": "public", "max_tokens": 64}}})[0][:58]
+    '- length bound (data.max_tokens=auto, dpsynth.privacy.leng'
+    >>> _length_lines({})
+    []
+    """
+    bounds = doc.get("row_length_bounds")
+    if not bounds:
+        return []
+    parts = [f"{key} {b['max_tokens']} ({_LENGTH_MODES.get(b['mode'], b['mode'])})" for key, b in bounds.items()]
+    return [
+        "- length bound (data.max_tokens=auto, dpsynth.privacy.length), each row's training cut and generation "
+        "budget, in tokens: " + "; ".join(parts)
+    ]
+
+
 def _mauve_note(rows: Sequence[dict[str, Any]], n_synthetic: int, n_test: int) -> str:
     """How MAUVE was drawn, with the records a side of each draw: MAUVE clusters into n / 10 buckets, so the same
     texts score lower against more records (finer buckets), and only figures at the same n compare. The size is
@@ -159,6 +184,7 @@ def markdown(doc: dict[str, Any]) -> str:
             if doc.get("candidates", 1) > 1
             else []
         ),
+        *_length_lines(doc),
         "- accuracy (± its binomial standard error over the test records) and macro-F1: a classifier trained on the "
         "row's records, tested on the real test split. "
         "code agreement: share of synthetic records that a classifier trained on real data labels as their code. "

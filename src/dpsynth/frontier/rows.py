@@ -35,7 +35,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.canaries import read_canaries
-from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.prepare import generation_budget, load_code_specs, load_prepare_info
 from dpsynth.data.records import read_records
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.fingerprint import fingerprint, kept_evaluate
@@ -160,6 +160,7 @@ def make_row(
         )
         # row.json stays until the new one replaces it: check_reuse reads the row's config.yaml either way
     copy_prepared(root, run)
+    row_info = _length_bound(cfg, run, row)
     timings: dict[str, float] = {}
     records_path = run.root / "records.jsonl"
     extra: dict[str, Any] = {}
@@ -170,7 +171,9 @@ def make_row(
         records_path = run.root / "real_indices.json"
     elif row.eps == 0.0:
         start = time.perf_counter()
-        rows = _prompted_rows(cfg, root, progress=progress)
+        budget = generation_budget(row_info, cfg.generate.max_new_tokens)
+        g = cfg.generate.model_copy(update={"max_new_tokens": budget})
+        rows = _prompted_rows(cfg.model_copy(update={"generate": g}), root, progress=progress)
         timings["generate"] = time.perf_counter() - start
         write_jsonl(records_path, rows)
     else:
@@ -185,8 +188,23 @@ def make_row(
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         **extra,
     }
+    if "length_release" in row_info:  # data.max_tokens=auto: the row's own bound and how it was read
+        info["length_bound"] = {k: row_info["length_release"][k] for k in ("mode", "max_tokens")}
     write_json(done, info)
     return info
+
+
+def _length_bound(cfg: Config, run: RunDir, row: RowSpec) -> dict[str, Any]:
+    """The row's ``prepare.json`` with ``data.max_tokens=auto`` resolved for it (:mod:`dpsynth.train.length`): a DP
+    row releases the bound at its own epsilon, charged with its arm; eps inf reads it exactly (never released); eps 0
+    and real rows read no private data for it (``data.max_tokens_public``). A row resolved before keeps its bound."""
+    from dpsynth.train.length import resolve_length_bound
+
+    if cfg.data.max_tokens != "auto":
+        return load_prepare_info(run)
+    if row.eps in (0.0, "real"):
+        return resolve_length_bound(cfg, run, "public")
+    return resolve_length_bound(row_config(cfg, row), run, "exact" if row.eps == "inf" else "dp")
 
 
 def _train_seconds(run: RunDir, stamp: Path) -> float | None:

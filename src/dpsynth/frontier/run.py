@@ -104,6 +104,7 @@ def run_frontier(
     warm_start.check(cfg, root.root, (info.get("source") or {}).get("fingerprint"))  # before any row or charge
     ref = load_reference(cfg, root)
     rows: list[dict[str, Any]] = []
+    bounds: dict[str, Any] = {}
     for spec in specs:
         log.info("frontier: row %s", spec.key)
         made = make_row(cfg, root, spec, progress=progress, sweep_evaluate=earlier)
@@ -121,6 +122,8 @@ def run_frontier(
                 e["seconds_evaluate"] = seconds
                 e["seconds"] = round(e["seconds"] + seconds, 1)  # the row's train + generate + evaluate
             write_json(scores_path, {"fingerprint": scored, "entries": entries})
+        if made.get("length_bound") is not None:
+            bounds[spec.key] = made["length_bound"]
         release_freed_memory()  # each row starts from its own peak, not the sweep's highest (dpsynth.allocator)
         for e in entries:
             e["privacy"] = made.get("privacy")
@@ -143,6 +146,8 @@ def run_frontier(
         "n_test": len(ref.test_texts),
         # the length budget of the rows' mauve_bounded (dpsynth.frontier.metrics)
         "length_bound": {"tokens": cfg.generate.max_new_tokens, "cut": prepared_cut_rule(info)},
+        # data.max_tokens=auto: each row's training cut and generation budget (dpsynth.train.length)
+        "row_length_bounds": bounds or None,
         "labels": ref.labels,
         "command": command,
         "date": time.strftime("%Y-%m-%d"),

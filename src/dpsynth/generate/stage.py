@@ -14,7 +14,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import parse_response
-from dpsynth.data.prepare import load_code_specs, load_prepare_info
+from dpsynth.data.prepare import generation_budget, load_code_specs, load_prepare_info
 from dpsynth.errors import DPSynthError
 from dpsynth.generate.engine import generate_from_codes
 from dpsynth.privacy.codes import CodePower, CodeRelease, load_code_release
@@ -37,12 +37,12 @@ def sample_codes(
 
 def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -> dict[str, Any]:
     """Write ``cfg.generate.num_records`` synthetic records for ``arm``; returns a summary (counts only)."""
-    g = cfg.generate
     if not run.control_codes(arm).is_file():
         raise DPSynthError(f"{run.control_codes(arm)} is missing: run `dpsynth train` for the {arm} arm first")
     codes_file = read_json(run.control_codes(arm))
     release = load_code_release(codes_file["release"], list(codes_file["names"]))
     info = load_prepare_info(run)
+    g = cfg.generate.model_copy(update={"max_new_tokens": generation_budget(info, cfg.generate.max_new_tokens)})
     include_title = bool(info.get("include_title", False))
     codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed, g.code_power)
     # best-of-m reads each code against its public domain, as prepare declared it

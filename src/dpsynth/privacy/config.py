@@ -33,6 +33,13 @@ class PrivacyConfig(Section):
     histogram_epsilon_fraction: float = Field(
         0.05, gt=0, lt=1, description="share of target_epsilon the control-code histogram may spend on its own"
     )
+    length_epsilon_fraction: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="with data.max_tokens=auto: share of target_epsilon the length histogram may spend on its own "
+        "(dpsynth.privacy.length)",
+    )
     histogram_noise_multiplier: float | None = Field(
         None, gt=0, description="explicit sigma of the control-code histogram (overrides the fraction)"
     )

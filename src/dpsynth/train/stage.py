@@ -63,6 +63,8 @@ def _privacy_record(plan: PrivacyPlan, steps_done: int, info: dict[str, Any], cf
         "expected_batch_size": plan.expected_batch_size,
         "steps": steps_done,
         "histogram_sigma": plan.histogram_sigma,
+        # data.max_tokens=auto: the released length bound (noisy counts and all: DP output)
+        "length_release": info.get("length_release"),
         "privacy_unit": info["privacy_unit"],
         "max_records_per_user": info["max_records_per_user"],
         "training_units": plan.n,
@@ -117,12 +119,20 @@ def train_arm(
     from dpsynth.models.loader import load_tokenizer
 
     info = load_prepare_info(run)
+    if info.get("max_tokens") == "auto":
+        raise DPSynthError(
+            f"{run.prepare_json} says max_tokens: auto, not yet released: prepare with `dpsynth prepare` (which "
+            "releases the length bound, dpsynth.train.length) before training"
+        )
     specs = load_code_specs(run)
     domains = {s.name: s.values for s in specs}
     kind = cfg.privacy.code_release
     cells = domain_cells(domains, kind)
     n = _planned_units(info)
-    plan = make_plan(cfg, n=n, histogram_cells=len(cells)) if arm == "dp" else None
+    length = info.get("length_release")
+    if arm == "dp" and length is not None and length.get("mode") == "exact":
+        raise DPSynthError(f"{run.prepare_json}'s length bound was read without noise: the DP arm cannot train on it")
+    plan = make_plan(cfg, n=n, histogram_cells=len(cells), length_release=length) if arm == "dp" else None
     dist = distributed.current()
     if dist.enabled and cfg.train.clipping_mode == "ghost":
         raise ConfigError("train.clipping_mode=ghost is not supported with several ranks yet (use hooks)")

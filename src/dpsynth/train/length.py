@@ -1,0 +1,91 @@
+"""Resolve ``data.max_tokens=auto`` in a run's prepared data, once, before anything is trained on it.
+
+The release itself is :mod:`dpsynth.privacy.length`; this module reads what it needs (each training response's token
+count, exactly as training tokenizes it) and writes the bound into ``prepare.json`` (``max_tokens``, an integer, which
+every later reader uses as before, and ``length_release``: how it was chosen). The DP arm's plan
+(:func:`dpsynth.train.plan.make_plan`) then composes the release's mechanism with DP-SGD and the code histogram, so
+the ledger charges it with the arm. Three modes:
+
+* ``dp``: the noisy histogram at the DP arm's noise (:func:`dpsynth.train.plan.length_sigma`);
+* ``exact``: the histogram without noise, for an arm that is never released (a frontier's eps = inf row);
+* ``public``: no private data read at all, ``data.max_tokens_public`` (a frontier's eps = 0 and real rows).
+
+A prepared run that holds a bound already keeps it: a resumed or rerun stage never draws the noise twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from dpsynth.config import Config
+from dpsynth.data.format import cut_response, response_text
+from dpsynth.data.prepare import load_prepare_info
+from dpsynth.data.records import group_by_unit, read_records
+from dpsynth.errors import ConfigError, DPSynthError
+from dpsynth.privacy.length import release_length
+from dpsynth.privacy.mechanisms import noise_rng
+from dpsynth.rundir import RunDir, write_json
+from dpsynth.train.plan import length_sigma
+
+log = logging.getLogger(__name__)
+LengthMode = Literal["dp", "exact", "public"]
+AUTO = "auto"
+
+
+def needs_length_bound(info: dict[str, Any]) -> bool:
+    """True while ``prepare.json`` still says ``max_tokens: auto`` (prepared, bound not yet released)."""
+    return info.get("max_tokens") == AUTO
+
+
+def resolve_length_bound(cfg: Config, run: RunDir, mode: LengthMode) -> dict[str, Any]:
+    """Write the length bound into ``run``'s ``prepare.json`` if it still says ``auto``; returns prepare.json."""
+    info = load_prepare_info(run)
+    if not needs_length_bound(info):
+        return info
+    if cfg.generator == "pe":
+        raise ConfigError("data.max_tokens=auto is released with the fine-tuned DP arm; generator=pe needs a number")
+    d = cfg.data
+    record: dict[str, Any]
+    if mode == "public":
+        record = {"mode": mode, "max_tokens": d.max_tokens_public}
+    else:
+        from dpsynth.models.loader import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+        title = bool(info.get("include_title", False))
+        units = group_by_unit(read_records(run.train))
+        lengths = [[_tokens(tokenizer, response_text(r, title)) for r in recs] for recs in units.values()]
+        expected = int(info["counts"]["train_units"]) + int(info["counts"].get("canaries", 0))
+        if len(lengths) != expected:
+            raise DPSynthError(f"{run.train} holds {len(lengths)} units but prepare.json counted {expected}")
+        sigma = None
+        if mode == "dp":
+            sigma = length_sigma(cfg, len(lengths))
+        seed = None if cfg.train.noise_seed is None else cfg.train.noise_seed + 3
+        rel = release_length(
+            lengths,
+            grid=d.max_tokens_grid,
+            quantile=d.max_tokens_quantile,
+            sigma=sigma,
+            rng=noise_rng(seed),
+            fallback=d.max_tokens_public,
+        )
+        record = {"mode": mode, **rel.to_json()}
+        if mode == "dp":
+            record["epsilon_fraction"] = cfg.privacy.length_epsilon_fraction
+    info = {**info, "max_tokens": int(record["max_tokens"]), "length_release": record}
+    write_json(run.prepare_json, info)
+    log.info("data.max_tokens=auto: %s bound %d tokens (grid %s)", mode, info["max_tokens"], d.max_tokens_grid)
+    return info
+
+
+def _tokens(tokenizer: Any, text: str) -> int:
+    """A response's token count as training sees it before any cut."""
+    return len(cut_response(tokenizer, text, 1 << 30)[0])
+
+
+def arm_mode(cfg: Config) -> LengthMode:
+    """The mode of a ``dpsynth run``: its DP arm's release when it trains one (its non-DP arm then uses the same
+    bound), else exact (a non-DP run releases nothing)."""
+    return "dp" if "dp" in cfg.train.arms else "exact"

@@ -1,0 +1,138 @@
+"""data.max_tokens=auto through the stages: released at prepare, composed in the DP arm's plan, charged in the
+ledger, followed by training and generation, never drawn twice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dpsynth import api
+from dpsynth.config import load_config
+from dpsynth.errors import ConfigError, DPSynthError
+from dpsynth.privacy.ledger import Ledger
+from dpsynth.rundir import RunDir, read_json, read_jsonl
+from dpsynth.train.length import resolve_length_bound
+from dpsynth.train.plan import PrivacyPlan, make_plan
+
+GRID = "data.max_tokens_grid=[8,16,48]"
+
+
+def _cfg(model_dir: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"model.name={model_dir}",
+            "data.demo_records=80",
+            "data.max_tokens=auto",
+            GRID,
+            "train.batch_size=8",
+            "train.physical_batch_size=4",
+            "train.max_steps=3",
+            "train.arms=[dp]",
+            "generate.arms=[dp]",
+            "generate.num_records=6",
+            "generate.max_new_tokens=1",
+            "generate.batch_size=6",
+            *extra,
+        ],
+    )
+
+
+def test_the_bound_is_released_charged_and_followed(tmp_path, tiny_model_dir, tokenizer):
+    cfg = _cfg(tiny_model_dir)
+    api.prepare(cfg, tmp_path)
+    run = RunDir(tmp_path)
+    info = read_json(run.prepare_json)
+    rel = info["length_release"]
+    assert rel["mode"] == "dp" and rel["sigma"] > 0 and rel["grid"] == [8, 16, 48]
+    assert info["max_tokens"] == rel["max_tokens"] in (8, 16, 48)  # an integer every later reader uses as before
+    # the demo's reviews run past 16 tokens: a median near the truth, the noise at 5% of eps 8 being small here
+    assert rel["max_tokens"] == 48
+
+    api.train(cfg, tmp_path, progress=False)
+    privacy = read_json(run.privacy_json("dp"))
+    assert {m["name"] for m in privacy["mechanisms"]} == {"dp_sgd", "gaussian_histogram", "length_histogram"}
+    assert privacy["epsilon"] <= 8.0 and privacy["epsilon"] == pytest.approx(8.0, rel=0.02)  # all three in the target
+    assert privacy["length_release"]["noisy_counts"] == rel["noisy_counts"]
+    source = info["source"]["fingerprint"]
+    (entry,) = Ledger(Path(os.environ["DPSYNTH_LEDGER"])).releases(source)
+    assert "length_histogram" in {m.name for m in entry.mechanisms} and entry.epsilon <= 8.0 + 1e-9
+
+    # generation writes up to the released bound, not generate.max_new_tokens=1
+    api.generate(cfg, tmp_path, progress=False)
+    texts = [r["text"] for r in read_jsonl(run.generated("dp"))]
+    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert longest > 4
+
+
+def test_the_length_release_costs_the_other_mechanisms_some_noise(tmp_path, tiny_model_dir):
+    cfg = _cfg(tiny_model_dir)
+    length = {"mode": "dp", "sigma": 40.0, "grid": [8, 16, 48]}
+    without = make_plan(cfg, n=500, histogram_cells=10)
+    with_length = make_plan(cfg, n=500, histogram_cells=10, length_release=length)
+    assert with_length.noise_multiplier > without.noise_multiplier  # the same target now covers one more release
+    assert with_length.epsilon() <= 8.0 and with_length.epsilon() == pytest.approx(8.0, rel=0.02)
+    assert PrivacyPlan.from_json(with_length.to_json()) == with_length
+    # a plan without the release keeps the JSON of plans written before it existed: their checkpoints still resume
+    assert "length_sigma" not in without.to_json() and PrivacyPlan.from_json(without.to_json()) == without
+    exact = make_plan(cfg, n=500, histogram_cells=10, length_release={"mode": "exact", "sigma": 0.0, "grid": [8]})
+    assert exact == without
+
+
+def test_a_resume_never_draws_the_noise_twice(tmp_path, tiny_model_dir):
+    cfg = _cfg(tiny_model_dir)
+    api.prepare(cfg, tmp_path)
+    run = RunDir(tmp_path)
+    first = read_json(run.prepare_json)
+    again = resolve_length_bound(cfg, run, "dp")
+    assert again == first == read_json(run.prepare_json)
+
+
+def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):
+    cfg = _cfg(tiny_model_dir)
+    counts = []
+    for name in ("a", "b"):
+        api.prepare(cfg, tmp_path / name)
+        counts.append(read_json(RunDir(tmp_path / name).prepare_json)["length_release"]["noisy_counts"])
+    assert counts[0] != counts[1]
+
+
+def test_public_mode_reads_no_private_record(tmp_path, tiny_model_dir, monkeypatch):
+    from dpsynth.data.prepare import prepare_data
+
+    cfg = _cfg(tiny_model_dir, "data.max_tokens_public=16")
+    run = RunDir(tmp_path)
+    prepare_data(cfg.data, run)
+    assert read_json(run.prepare_json)["max_tokens"] == "auto"
+    run.train.unlink()  # nothing to read: public mode must not try
+    info = resolve_length_bound(cfg, run, "public")
+    assert info["max_tokens"] == 16 and info["length_release"] == {"mode": "public", "max_tokens": 16}
+
+
+def test_the_dp_arm_refuses_an_exact_or_unreleased_bound(tmp_path, tiny_model_dir):
+    from dpsynth.data.prepare import prepare_data
+
+    cfg = _cfg(tiny_model_dir)
+    run = RunDir(tmp_path)
+    prepare_data(cfg.data, run)
+    with pytest.raises(DPSynthError, match="not yet released"):
+        api.train(cfg, tmp_path, progress=False)
+    resolve_length_bound(cfg, run, "exact")
+    with pytest.raises(DPSynthError, match="without noise"):
+        api.train(cfg, tmp_path, progress=False)
+
+
+def test_private_evolution_needs_a_number(tmp_path, tiny_model_dir):
+    from dpsynth.data.prepare import prepare_data
+
+    cfg = _cfg(tiny_model_dir, "generator=pe")
+    prepare_data(cfg.data, RunDir(tmp_path))
+    with pytest.raises(ConfigError, match="generator=pe"):
+        resolve_length_bound(cfg, RunDir(tmp_path), "dp")
+
+
+def test_a_bad_grid_is_a_config_error(tiny_model_dir):
+    with pytest.raises(ConfigError, match="max_tokens_grid"):
+        _cfg(tiny_model_dir, "data.max_tokens_grid=[64,32]")
