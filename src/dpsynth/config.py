@@ -286,6 +286,15 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _length_release_is_for_fine_tuning(self) -> Config:
+        if self.data.max_tokens == "auto" and self.generator == "pe":
+            raise ValueError(
+                "data.max_tokens=auto is released with the fine-tuned DP arm (dpsynth.train.length); generator=pe "
+                "needs a number"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _api_base_serves_pe(self) -> Config:
         if self.model.api_base is not None and self.generator != "pe":
             raise ValueError(
