@@ -828,3 +828,20 @@ def test_each_row_resolves_the_length_bound_by_what_it_may_read(tmp_path, tiny_m
     run_frontier(_cfg(tiny_model_dir, *extra, "frontier.real_all=false"), out, progress=False)
     assert read_json(out / "rows" / "eps2" / "data" / "prepare.json")["length_release"] == dp
     assert len(Ledger(ledger).releases(source)) == 1
+
+
+def test_the_length_release_settings_change_no_fingerprint_unless_auto(tiny_model_dir):
+    """Sweeps made before data.max_tokens=auto keep their data and rows: its settings enter the fingerprints only
+    when auto reads them."""
+    from dpsynth.frontier.fingerprint import fingerprint
+    from dpsynth.frontier.run import _data_fingerprint
+    from dpsynth.frontier.spec import RowSpec
+
+    row = RowSpec(key="eps2", eps=2.0)
+    extra = ["data.max_tokens_grid=[16,32]", "data.max_tokens_public=32", "privacy.length_epsilon_fraction=0.1"]
+    base, moved = _cfg(tiny_model_dir), _cfg(tiny_model_dir, *extra)
+    assert _data_fingerprint(base) == _data_fingerprint(moved) and fingerprint(base, row) == fingerprint(moved, row)
+    auto = _cfg(tiny_model_dir, "data.max_tokens=auto")
+    auto_moved = _cfg(tiny_model_dir, "data.max_tokens=auto", *extra)
+    assert _data_fingerprint(auto) != _data_fingerprint(auto_moved)
+    assert fingerprint(auto, row) != fingerprint(auto_moved, row)

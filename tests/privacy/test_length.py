@@ -34,12 +34,21 @@ def test_the_bound_is_the_smallest_grid_value_reaching_the_quantile():
     assert choose_bound([-50, 60, 40, 0, 0], GRID, 0.5) == 64
 
 
-def test_exact_release_counts_every_unit_once():
+def test_exact_release_counts_one_record_units_once():
     units = [[10], [40], [50], [100], [300]]
     rel = release_length(units, grid=GRID, quantile=0.5, sigma=None)
     assert rel.histogram.sigma == 0 and rel.mechanism() is None  # exact: no DP release, nothing for the accountant
     assert list(rel.histogram.noisy_counts) == [1.0, 2.0, 1.0, 0.0, 1.0]
     assert rel.max_tokens == 64
+
+
+@pytest.mark.parametrize("sigma", [None, 1e-9])
+def test_exact_and_dp_weigh_a_units_records_alike(sigma):
+    """A unit's records share its weight of L2 norm 1 in both modes, so the exact bound (a non-DP row) and the DP
+    bound estimate the same median: five records in one cell count 1, two in two cells 1/sqrt(2) each."""
+    rel = release_length([[40] * 5, [10, 100]], grid=GRID, sigma=sigma, rng=noise_rng(0))
+    half = 2**-0.5
+    assert rel.histogram.noisy_counts == pytest.approx([half, 1.0, half, 0.0, 0.0], abs=1e-6)
 
 
 def test_noise_differs_across_draws_and_is_at_the_stated_sigma():

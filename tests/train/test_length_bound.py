@@ -75,6 +75,8 @@ def test_the_length_release_costs_the_other_mechanisms_some_noise(tmp_path, tiny
     assert with_length.noise_multiplier > without.noise_multiplier  # the same target now covers one more release
     assert with_length.epsilon() <= 8.0 and with_length.epsilon() == pytest.approx(8.0, rel=0.02)
     assert PrivacyPlan.from_json(with_length.to_json()) == with_length
+    other_draw = make_plan(cfg, n=500, histogram_cells=10, length_release={**length, "noisy_counts": [1.0, 2.0]})
+    assert other_draw.to_json() != with_length.to_json()  # another draw of the bound: another plan, no resume
     # a plan without the release keeps the JSON of plans written before it existed: their checkpoints still resume
     assert "length_sigma" not in without.to_json() and PrivacyPlan.from_json(without.to_json()) == without
     exact = make_plan(cfg, n=500, histogram_cells=10, length_release={"mode": "exact", "sigma": 0.0, "grid": [8]})
@@ -88,6 +90,35 @@ def test_a_resume_never_draws_the_noise_twice(tmp_path, tiny_model_dir):
     first = read_json(run.prepare_json)
     again = resolve_length_bound(cfg, run, "dp")
     assert again == first == read_json(run.prepare_json)
+
+
+def test_a_resume_on_data_prepared_again_is_refused(tmp_path, tiny_model_dir, monkeypatch):
+    """Preparing again draws the bound again (a second release): a checkpoint trained on the first draw must not
+    continue on the second, which the plan's record of the released counts refuses."""
+    from dpsynth.train import loop as loop_module
+
+    cfg = _cfg(tiny_model_dir, "train.checkpoint_every=1")
+    api.prepare(cfg, tmp_path)
+    original = loop_module.ArmTrainer._after_step
+
+    def crash(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        raise RuntimeError("crash after one step")
+
+    with monkeypatch.context() as m:
+        m.setattr(loop_module.ArmTrainer, "_after_step", crash)
+        with pytest.raises(RuntimeError, match="crash after one step"):
+            api.train(cfg, tmp_path, progress=False)
+    first = read_json(RunDir(tmp_path).prepare_json)["length_release"]
+    from dpsynth.data.prepare import prepare_data
+
+    prepare_data(cfg.data, RunDir(tmp_path))  # the data stage again, over the same directory
+    resolve_length_bound(cfg, RunDir(tmp_path), "dp")
+    assert read_json(RunDir(tmp_path).prepare_json)["length_release"]["noisy_counts"] != first["noisy_counts"]
+    from dpsynth.train.stage import train_arm
+
+    with pytest.raises(DPSynthError, match="different plan"):
+        train_arm(cfg, RunDir(tmp_path), "dp", resume=True, progress=False)
 
 
 def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):

@@ -58,8 +58,9 @@ DESCRIPTIONS: dict[str, MetricInfo] = {
         "higher",
     ),
     "mauve_bounded": MetricInfo(
-        "MAUVE with every text on both sides cut to the generators' token budget (generate.max_new_tokens) by the "
-        "rule that cuts training responses: content at one length, where plain MAUVE also reads how much longer real "
+        "MAUVE with every text on both sides cut to the generators' token budget (generate.max_new_tokens, or the "
+        "released bound with data.max_tokens=auto) by the rule that cuts training responses: content at one length, "
+        "where plain MAUVE also reads how much longer real "
         "texts can be than the budget allows",
         "higher",
     ),

@@ -34,7 +34,7 @@ import numpy as np
 
 from dpsynth.config import Config
 from dpsynth.data.format import bounded_text
-from dpsynth.data.prepare import load_prepare_info, prepared_cut_rule
+from dpsynth.data.prepare import generation_budget, load_prepare_info, prepared_cut_rule
 from dpsynth.evaluate.collect import (
     EvalInputs,
     MetricList,
@@ -136,8 +136,11 @@ def evaluate_run(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str
         tables["mia"] = {"columns": ["arm", "attack", "auc", "tpr_at_1pct_fpr"], "rows": []}
         notes.append("membership inference and exposure: not measured (no arm has a trained adapter)")
     with timer.section("fidelity"):
-        rule = prepared_cut_rule(load_prepare_info(run))  # as training read it
-        bound = partial(bounded_text, tokenizer, max_tokens=cfg.generate.max_new_tokens, cut=rule)
+        prepared = load_prepare_info(run)
+        rule = prepared_cut_rule(prepared)  # as training read it
+        # the budget generation had: generate.max_new_tokens, or the released bound with data.max_tokens=auto
+        budget = generation_budget(prepared, cfg.generate.max_new_tokens)
+        bound = partial(bounded_text, tokenizer, max_tokens=budget, cut=rule)
         dist.update(fidelity_section(inputs, emb, tokenizer, e, metrics, notes, bound))
     with timer.section("utility"):
         llm = llm_settings(cfg, inputs, progress=progress) if e.llm_classifier else None

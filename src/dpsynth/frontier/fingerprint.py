@@ -33,6 +33,9 @@ _NEUTRAL_KEYS = (
     ("evaluate", "precision"),  # the privacy attacks' arithmetic: the frontier scores no attack (2026-12-05)
 )
 
+# data.max_tokens=auto's settings (dpsynth.train.length): left out of every fingerprint unless auto reads them
+LENGTH_KEYS = ("max_tokens_grid", "max_tokens_quantile", "max_tokens_public")
+
 
 def fingerprint(cfg: Config, row: RowSpec) -> str:
     """What a finished row depends on: the whole configuration except the list of levels, and the row itself.
@@ -140,6 +143,10 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         lora.pop("freeze_a", None)  # both LoRA factors train, as before the key existed; only a DP-SGD row reads it
     if dump.get("data", {}).get("cut_responses") == "token":
         dump["data"].pop("cut_responses")  # the rule before the key existed
+    if dump.get("data", {}).get("max_tokens") != "auto":  # settings only data.max_tokens=auto reads: as before them
+        for key in LENGTH_KEYS:
+            dump["data"].pop(key, None)
+        dump.get("privacy", {}).pop("length_epsilon_fraction", None)
     dump.pop("tracking", None)
     _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:

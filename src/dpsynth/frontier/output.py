@@ -69,10 +69,15 @@ def _bound_note(doc: dict[str, Any]) -> str:
     if not bound:
         return ""
     rule = "after its last whole sentence that fits" if bound["cut"] == "sentence" else "at the bound"
+    synthetic = (
+        "synthetic records longer than it (rows whose released bound is longer) and long real reviews lose their tail"
+        if doc.get("row_length_bounds")
+        else "synthetic records never exceed it, long real reviews lose their tail"
+    )
     return (
         f" MAUVE at the bound: the same, with every text on both sides cut to {bound['tokens']} tokens "
-        f"(generate.max_new_tokens; cut {rule}, as training cuts responses): synthetic records never exceed it, long "
-        "real reviews lose their tail, so it compares content at one length, which the first MAUVE mixes with length."
+        f"(generate.max_new_tokens; cut {rule}, as training cuts responses): {synthetic}, so it compares content at "
+        "one length, which the first MAUVE mixes with length."
     )
 
 

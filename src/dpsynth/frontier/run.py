@@ -32,7 +32,7 @@ from dpsynth.allocator import release_freed_memory
 from dpsynth.config import Config
 from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.errors import ConfigError, DPSynthError
-from dpsynth.frontier.fingerprint import evaluate_section, scores_key
+from dpsynth.frontier.fingerprint import LENGTH_KEYS, evaluate_section, scores_key
 from dpsynth.frontier.metrics import load_reference, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import check_reuse, load_records, make_row, name_kept_row, row_config
@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 def _data_fingerprint(cfg: Config) -> str:
     # the token cut is the rule from before the key existed: left out then, sweeps prepared since keep their data
-    exclude = {"cut_responses"} if cfg.data.cut_responses == "token" else None
+    exclude = {"cut_responses"} if cfg.data.cut_responses == "token" else set()
+    if cfg.data.max_tokens != "auto":  # the length release's settings, read only by auto: as before they existed
+        exclude |= set(LENGTH_KEYS)
     return hashlib.sha256(cfg.data.model_dump_json(by_alias=True, exclude=exclude).encode()).hexdigest()[:16]
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.privacy.accounting import Mechanism, histogram_mechanism
-from dpsynth.privacy.mechanisms import HistogramRelease, exact_histogram, gaussian_histogram
+from dpsynth.privacy.mechanisms import HistogramRelease, bounded_contributions, gaussian_histogram
 
 DEFAULT_GRID = (32, 64, 128, 256)
 
@@ -123,8 +123,8 @@ def release_length(
         raise ValueError(f"the length quantile must be within (0, 1), got {quantile}")
     cells = [(i,) for i in range(len(grid) + 1)]
     unit_cells = [[length_cell(n, grid) for n in unit] for unit in unit_lengths]
-    if sigma is None:
-        hist = exact_histogram(unit_cells, cells)
+    if sigma is None:  # the same bounded contributions as the DP release, without noise: both estimate one median
+        hist = HistogramRelease(tuple(cells), tuple(bounded_contributions(unit_cells, cells).sum(axis=0)), 0.0)
     else:
         if rng is None:
             raise ValueError("a DP length release needs a noise generator")

@@ -10,7 +10,9 @@ the ledger charges it with the arm. Three modes:
 * ``exact``: the histogram without noise, for an arm that is never released (a frontier's eps = inf row);
 * ``public``: no private data read at all, ``data.max_tokens_public`` (a frontier's eps = 0 and real rows).
 
-A prepared run that holds a bound already keeps it: a resumed or rerun stage never draws the noise twice.
+A prepared run that holds a bound already keeps it: a later stage or a resume never draws the noise again. Preparing
+again (new data, a new draw) is a second release; the DP plan records the released counts, so a checkpoint trained on
+the first draw refuses to resume on the second (:class:`dpsynth.train.plan.PrivacyPlan`).
 """
 
 from __future__ import annotations

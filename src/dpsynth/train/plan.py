@@ -52,6 +52,9 @@ class PrivacyPlan:
     target_epsilon: float | None
     length_sigma: float = 0.0  # the length-bound histogram's noise (data.max_tokens=auto); 0: no such release
     length_grid: tuple[int, ...] = ()
+    # the released counts and bound themselves: a resume on data prepared again (a second draw) is refused
+    length_counts: tuple[float, ...] = ()
+    length_bound: int = 0
 
     def mechanisms(self, steps_done: int | None = None) -> list[Mechanism]:
         """The mechanisms of the release after ``steps_done`` DP-SGD steps (default: all planned steps)."""
@@ -71,15 +74,17 @@ class PrivacyPlan:
     def to_json(self) -> dict[str, Any]:
         # a resume compares this with a checkpoint's JSON: the grid as the list JSON reads back, and no length keys
         # without a length release, so that checkpoints written before it existed still resume
-        out = {**asdict(self), "length_grid": list(self.length_grid)}
+        out = {**asdict(self), "length_grid": list(self.length_grid), "length_counts": list(self.length_counts)}
         if self.length_sigma == 0:
-            del out["length_sigma"], out["length_grid"]
+            for key in ("length_sigma", "length_grid", "length_counts", "length_bound"):
+                del out[key]
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PrivacyPlan:
         # plans stored before the length release existed have neither key: they had no such release
-        return cls(**{**obj, "length_grid": tuple(obj.get("length_grid", ()))})
+        tuples = {key: tuple(obj.get(key, ())) for key in ("length_grid", "length_counts")}
+        return cls(**{**obj, **tuples})
 
 
 def plan_delta(cfg: Config, n: int) -> float:
@@ -111,8 +116,11 @@ def make_plan(
     q = sample_rate(t.batch_size, n)
     steps = total_steps(n=n, expected_batch_size=t.batch_size, epochs=t.epochs, max_steps=t.max_steps)
     delta = plan_delta(cfg, n)
-    len_sigma = float((length_release or {}).get("sigma") or 0.0)
-    len_grid = tuple(int(g) for g in (length_release or {}).get("grid", ())) if len_sigma > 0 else ()
+    length = length_release or {}
+    len_sigma = float(length.get("sigma") or 0.0)
+    len_grid = tuple(int(g) for g in length.get("grid", ())) if len_sigma > 0 else ()
+    len_counts = tuple(float(c) for c in length.get("noisy_counts", ())) if len_sigma > 0 else ()
+    len_bound = int(length.get("max_tokens", 0)) if len_sigma > 0 else 0
     fixed_length = [length_mechanism(len_sigma, len_grid)] if len_sigma > 0 else []
     if p.histogram_noise_multiplier is not None:
         hist_sigma = p.histogram_noise_multiplier
@@ -146,4 +154,6 @@ def make_plan(
         target_epsilon=p.target_epsilon,
         length_sigma=len_sigma,
         length_grid=len_grid,
+        length_counts=len_counts,
+        length_bound=len_bound,
     )
