@@ -66,6 +66,14 @@ def print_prepare(info: dict[str, Any]) -> None:
     )
     for line in drop_lines(info):
         console.print(line, highlight=False)
+    length = info.get("length_release")
+    if length is not None:  # data.max_tokens=auto (dpsynth.train.length)
+        how = {
+            "dp": f"released with DP (sigma {length.get('sigma', 0):.1f}; charged with the DP arm)",
+            "exact": "read exactly (no DP arm: nothing released)",
+            "public": "public (data.max_tokens_public)",
+        }.get(length["mode"], length["mode"])
+        console.print(f"length bound: {length['max_tokens']} tokens, {how}", highlight=False)
 
 
 def print_training(results: dict[str, dict[str, Any]]) -> None:

@@ -163,3 +163,15 @@ def test_private_evolution_needs_a_number(tiny_model_dir):
 def test_a_bad_grid_is_a_config_error(tiny_model_dir):
     with pytest.raises(ConfigError, match="max_tokens_grid"):
         _cfg(tiny_model_dir, "data.max_tokens_grid=[64,32]")
+
+
+def test_the_command_line_says_the_released_bound(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from dpsynth.cli import app
+
+    args = ["prepare", "--out", str(tmp_path / "r"), f"model.name={tiny_model_dir}", "data.demo_records=80"]
+    result = CliRunner().invoke(app, [*args, "data.max_tokens=auto", GRID])
+    assert result.exit_code == 0, result.output
+    bound = read_json(RunDir(tmp_path / "r").prepare_json)["max_tokens"]
+    assert f"length bound: {bound} tokens, released with DP" in result.output
