@@ -23,6 +23,7 @@ from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, aside_path, write_json
 from dpsynth.train import distributed, warm_start
+from dpsynth.train.length import needs_length_bound
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
@@ -119,7 +120,7 @@ def train_arm(
     from dpsynth.models.loader import load_tokenizer
 
     info = load_prepare_info(run)
-    if info.get("max_tokens") == "auto":
+    if needs_length_bound(info):
         raise DPSynthError(
             f"{run.prepare_json} says max_tokens: auto, not yet released: prepare with `dpsynth prepare` (which "
             "releases the length bound, dpsynth.train.length) before training"
