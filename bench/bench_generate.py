@@ -1,16 +1,21 @@
 """Generation throughput per engine, side by side in one run, with llama.cpp's single stream as the reference.
 
-    python bench/bench_generate.py                       # hf (batch 32, 64 records), ctranslate2 (int8, 256)
-                                                         # with one model copy and with one per thread (default)
+    python bench/bench_generate.py                       # hf (64 records), ctranslate2 (256) as a run generates:
+                                                         # one model copy, and one per thread (the default)
     python bench/bench_generate.py --records 1000        # the issue's 1,000 records (20+ minutes on 2 busy cores)
-    python bench/bench_generate.py --engines hf,hf-bf16,ctranslate2,ctranslate2-float32 --records 200
+    python bench/bench_generate.py --engines hf,hf-bf16,ctranslate2-int8,ctranslate2-float32 --records 200
     python bench/bench_generate.py --json bench-generate.json
 
 SmolLM2-135M-Instruct with a LoRA adapter on q_proj and v_proj (random non-zero B, as after training), review prompts
 from :func:`dpsynth.data.format.encode_prompt` for star ratings 1-5, and dpsynth's own engines
-(:mod:`dpsynth.generate.engine`) with the generate stage's sampling settings: top-k 50, top-p 0.95, temperature 1,
-at most ``--new-tokens`` tokens, stopping at end-of-turn. Tokens/s counts the tokens of the records (up to the stop),
-so a batch's rows that stopped early and the prompts cost time but earn nothing, as in a real run.
+(:mod:`dpsynth.generate.engine`) with the generate stage's default sampling settings (``GenerateConfig()``: top-k,
+top-p, temperature, batch size; ``--temperature`` and ``--batch-size`` override them), at most ``--new-tokens`` tokens,
+stopping at end-of-turn. ``ctranslate2`` is the engine as a run loads it: the default weights
+(``generate.ctranslate2_quantization``, float32 since 2026-12-05) and replicas; ``ctranslate2-int8`` and
+``ctranslate2-float32`` name the weights. Until 2026-12-06 ``ctranslate2`` meant int8 weights and the sampling ran
+at temperature 1 and batch 32 unless told: the JSON of each run records its quantization and settings.
+Tokens/s counts the tokens of the records (up to the stop), so a batch's rows that stopped early and the prompts cost
+time but earn nothing, as in a real run.
 
 Engines are interleaved batch by batch (their batches spread evenly over the run) so that a load change on a shared
 machine hits every engine alike; ratios from one run are what count. ``--records`` applies to the new engines;
@@ -41,13 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import dpsynth  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 from dpsynth import machine
+from dpsynth.generate.config import GenerateConfig
+
+DEFAULTS = GenerateConfig()  # the bench measures what a run does unless told otherwise
 
 ENGINES = {
     # name: (engine, dtype for HF or quantization for ctranslate2, ctranslate2 replicas: None = the default)
     "hf": ("hf", "float32", None),
     "hf-bf16": ("hf", "bfloat16", None),
-    "ctranslate2": ("ctranslate2", "int8", None),
-    "ctranslate2-1replica": ("ctranslate2", "int8", 1),
+    "ctranslate2": ("ctranslate2", DEFAULTS.ctranslate2_quantization, None),
+    "ctranslate2-1replica": ("ctranslate2", DEFAULTS.ctranslate2_quantization, 1),
+    "ctranslate2-int8": ("ctranslate2", "int8", None),
     "ctranslate2-float32": ("ctranslate2", "float32", None),
 }
 
@@ -94,9 +103,9 @@ def llamacpp_reference(args: argparse.Namespace, prompts: list[list[int]]) -> tu
                 out = llm.create_completion(
                     prompt=p,
                     max_tokens=args.new_tokens,
-                    temperature=1.0,
-                    top_p=0.95,
-                    top_k=50,
+                    temperature=args.temperature,
+                    top_p=DEFAULTS.top_p,
+                    top_k=DEFAULTS.top_k,
                     min_p=0.0,
                     repeat_penalty=1.0,
                 )
@@ -114,7 +123,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=256, help="records per engine other than hf")
     parser.add_argument("--hf-records", type=int, default=64, help="records for hf and hf-bf16")
     parser.add_argument("--llamacpp-records", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -140,8 +150,14 @@ def main() -> None:
     n_max = max(args.records, args.hf_records, args.llamacpp_records)
     system = "You write realistic customer product reviews."
     prompts = [encode_prompt(tokenizer, {"rating": 1 + i % 5}, system) for i in range(n_max)]
-    s = SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_p=0.95, top_k=50, seed=0)
-    s = SamplingSettings(**{**s.__dict__, "batch_size": args.batch_size})
+    s = SamplingSettings(
+        max_new_tokens=args.new_tokens,
+        temperature=args.temperature,
+        top_p=DEFAULTS.top_p,
+        top_k=DEFAULTS.top_k,
+        seed=0,
+        batch_size=args.batch_size,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     adapter = work / "arm" / "adapter"
@@ -233,7 +249,10 @@ def main() -> None:
         f"\ngeneration on {os.cpu_count()} CPUs, {args.threads} threads, "
         f"load average before/after {out['load_average_before_after']}"
     )
-    print(f"top-k 50, top-p 0.95, temperature 1, <= {args.new_tokens} new tokens, stop at end-of-turn\n")
+    print(
+        f"top-k {s.top_k}, top-p {s.top_p}, temperature {s.temperature}, batch {s.batch_size}, "
+        f"<= {args.new_tokens} new tokens, stop at end-of-turn\n"
+    )
     print("| engine | records | tokens | seconds | tokens/s | x hf | x llama.cpp 1-stream |")
     print("|---|---|---|---|---|---|---|")
     rows = [*figures.items()]
