@@ -58,7 +58,7 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
     with removed_on_failure(run.root):
         save_config(cfg, run)
         info = prepare_data(cfg.data, run)
-        if cfg.data.max_tokens == "auto":  # the DP length bound, charged with the DP arm (dpsynth.train.length)
+        if cfg.data.max_tokens == "auto":  # the DP length bound, charged when drawn (dpsynth.train.length)
             from dpsynth.train.length import arm_mode, resolve_length_bound
 
             info = resolve_length_bound(cfg, run, arm_mode(cfg))

@@ -68,8 +68,10 @@ def print_prepare(info: dict[str, Any]) -> None:
         console.print(line, highlight=False)
     length = info.get("length_release")
     if length is not None:  # data.max_tokens=auto (dpsynth.train.length)
+        entry = length.get("ledger") or {}
+        charged = f"ledger entry #{entry['entry']}, part of the DP arm's target epsilon" if entry else "no ledger"
         how = {
-            "dp": f"released with DP (sigma {length.get('sigma', 0):.1f}; charged with the DP arm)",
+            "dp": f"released with DP (sigma {length.get('sigma', 0):.1f}; {charged})",
             "exact": "read exactly (no DP arm: nothing released)",
             "public": "public (data.max_tokens_public)",
         }.get(length["mode"], length["mode"])

@@ -818,8 +818,11 @@ def test_each_row_resolves_the_length_bound_by_what_it_may_read(tmp_path, tiny_m
     dp = read_json(out / "rows" / "eps2" / "data" / "prepare.json")["length_release"]
     assert dp["sigma"] > 0
     source = read_json(out / "data" / "prepare.json")["source"]["fingerprint"]
-    (entry,) = Ledger(ledger).releases(source)
-    assert "length_histogram" in {m.name for m in entry.mechanisms} and entry.epsilon <= 2.0 + 1e-9
+    length_entry, arm_entry = Ledger(ledger).releases(source)  # the draw, charged when made; then the arm
+    assert [m.name for m in length_entry.mechanisms] == ["length_histogram"] and arm_entry.arm == "dp"
+    privacy = read_json(out / "rows" / "eps2" / "dp" / "privacy.json")
+    assert privacy["epsilon"] <= 2.0 + 1e-9
+    assert arm_entry.composed_epsilon == pytest.approx(privacy["epsilon"], rel=1e-9)  # the row's whole, once
     doc = read_json(out / "frontier.json")
     assert doc["row_length_bounds"]["eps0"] == {"mode": "public", "max_tokens": 16}
     assert doc["row_length_bounds"]["eps2"] == {"mode": "dp", "max_tokens": dp["max_tokens"]}
@@ -827,7 +830,7 @@ def test_each_row_resolves_the_length_bound_by_what_it_may_read(tmp_path, tiny_m
     # a rerun keeps every row and its bound: the DP row's noise is not drawn again
     run_frontier(_cfg(tiny_model_dir, *extra, "frontier.real_all=false"), out, progress=False)
     assert read_json(out / "rows" / "eps2" / "data" / "prepare.json")["length_release"] == dp
-    assert len(Ledger(ledger).releases(source)) == 1
+    assert len(Ledger(ledger).releases(source)) == 2
 
 
 def test_the_length_release_settings_change_no_fingerprint_unless_auto(tiny_model_dir):

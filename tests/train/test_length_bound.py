@@ -56,9 +56,20 @@ def test_the_bound_is_released_charged_and_followed(tmp_path, tiny_model_dir, to
     assert {m["name"] for m in privacy["mechanisms"]} == {"dp_sgd", "gaussian_histogram", "length_histogram"}
     assert privacy["epsilon"] <= 8.0 and privacy["epsilon"] == pytest.approx(8.0, rel=0.02)  # all three in the target
     assert privacy["length_release"]["noisy_counts"] == rel["noisy_counts"]
+    # the draw was charged when made, as its own entry; the arm's entry leaves it out: the source's composed epsilon
+    # is the arm's whole epsilon, every mechanism counted once
     source = info["source"]["fingerprint"]
-    (entry,) = Ledger(Path(os.environ["DPSYNTH_LEDGER"])).releases(source)
-    assert "length_histogram" in {m.name for m in entry.mechanisms} and entry.epsilon <= 8.0 + 1e-9
+    ledger = Ledger(Path(os.environ["DPSYNTH_LEDGER"]))
+    length_entry, arm_entry = ledger.releases(source)
+    assert (length_entry.arm, arm_entry.arm) == ("length", "dp")
+    assert [m.name for m in length_entry.mechanisms] == ["length_histogram"]
+    assert {m.name for m in arm_entry.mechanisms} == {"dp_sgd", "gaussian_histogram"}
+    assert rel["ledger"] == {**rel["ledger"], "entry": length_entry.id, "status": "committed"}
+    assert privacy["ledger"]["charged_before"] == {"length_histogram": length_entry.id}
+    assert arm_entry.epsilon < privacy["epsilon"]
+    spent = ledger.spent(source, privacy["delta"], privacy["accountant"])
+    assert spent == pytest.approx(privacy["epsilon"], rel=1e-9)
+    assert privacy["ledger"]["composed_epsilon"] == pytest.approx(privacy["epsilon"], rel=1e-9)
 
     # generation writes up to the released bound, not generate.max_new_tokens=1
     api.generate(cfg, tmp_path, progress=False)
@@ -119,6 +130,89 @@ def test_a_resume_on_data_prepared_again_is_refused(tmp_path, tiny_model_dir, mo
 
     with pytest.raises(DPSynthError, match="different plan"):
         train_arm(cfg, RunDir(tmp_path), "dp", resume=True, progress=False)
+
+
+def test_every_draw_is_charged_even_if_no_arm_trains(tmp_path, tiny_model_dir):
+    """`dpsynth prepare` prints the bound: a draw looked at is spent. Preparing again draws again and is charged again;
+    the arm that then trains is charged for its own mechanisms only."""
+    from dpsynth.data.prepare import prepare_data
+
+    cfg = _cfg(tiny_model_dir)
+    run = RunDir(tmp_path)
+    api.prepare(cfg, tmp_path)
+    source = read_json(run.prepare_json)["source"]["fingerprint"]
+    ledger = Ledger(Path(os.environ["DPSYNTH_LEDGER"]))
+    (first,) = ledger.releases(source)
+    assert first.arm == "length" and first.status == "committed"
+
+    prepare_data(cfg.data, run)  # the data stage again over the same directory: a new draw, a new charge
+    resolve_length_bound(cfg, run, "dp")
+    second_info = read_json(run.prepare_json)
+    assert [r.arm for r in ledger.releases(source)] == ["length", "length"]
+    assert second_info["length_release"]["ledger"]["entry"] != first.id
+    resolve_length_bound(cfg, run, "dp")  # a later stage keeps the bound: no third draw, no third charge
+    assert len(ledger.releases(source)) == 2
+
+    api.train(cfg, tmp_path, progress=False)
+    privacy = read_json(run.privacy_json("dp"))
+    spent = ledger.spent(source, privacy["delta"], privacy["accountant"])
+    assert spent > privacy["epsilon"]  # both draws and the arm: the first draw is not forgotten
+    from dpsynth.privacy.accounting import Mechanism, epsilon
+
+    composed = epsilon(
+        [*first.mechanisms, *(Mechanism.from_json(m) for m in privacy["mechanisms"])],
+        privacy["delta"],
+        privacy["accountant"],
+    )
+    assert spent == pytest.approx(composed, rel=1e-9)
+
+
+def test_a_draw_over_the_budget_is_refused_before_it_is_made(tmp_path, tiny_model_dir):
+    from dpsynth.data.prepare import prepare_data
+    from dpsynth.errors import BudgetExceededError
+
+    cfg = _cfg(tiny_model_dir)
+    run = RunDir(tmp_path)
+    prepare_data(cfg.data, run)
+    info = read_json(run.prepare_json)
+    ledger = Ledger(Path(os.environ["DPSYNTH_LEDGER"]))
+    ledger.set_budget(info["source"]["fingerprint"], epsilon=0.01, delta=1e-5)
+    with pytest.raises(BudgetExceededError):
+        resolve_length_bound(cfg, run, "dp")
+    assert read_json(run.prepare_json) == info  # nothing drawn, nothing written
+    assert ledger.releases(info["source"]["fingerprint"], include_pending=True) == []
+
+
+def test_the_exact_and_public_modes_charge_nothing(tmp_path, tiny_model_dir):
+    from dpsynth.data.prepare import prepare_data
+
+    cfg = _cfg(tiny_model_dir)
+    for mode in ("exact", "public"):
+        run = RunDir(tmp_path / mode)
+        prepare_data(cfg.data, run)
+        info = resolve_length_bound(cfg, run, mode)
+        assert "ledger" not in info["length_release"]
+        assert Ledger(Path(os.environ["DPSYNTH_LEDGER"])).releases(info["source"]["fingerprint"]) == []
+
+
+def test_an_arm_prepared_before_draws_were_charged_charges_the_length_itself(tmp_path, tiny_model_dir):
+    """A run prepared before 2026-12-06 holds a DP draw with no ledger entry: its arm charges the length, as then."""
+    cfg = _cfg(tiny_model_dir, "ledger.enabled=false")
+    api.prepare(cfg, tmp_path)
+    run = RunDir(tmp_path)
+    info = read_json(run.prepare_json)
+    assert info["length_release"]["ledger"] is None
+    del info["length_release"]["ledger"]
+    from dpsynth.rundir import write_json
+
+    write_json(run.prepare_json, info)
+    cfg = _cfg(tiny_model_dir)
+    api.train(cfg, tmp_path, progress=False)
+    (entry,) = Ledger(Path(os.environ["DPSYNTH_LEDGER"])).releases(info["source"]["fingerprint"])
+    assert entry.arm == "dp" and "length_histogram" in {m.name for m in entry.mechanisms}
+    privacy = read_json(run.privacy_json("dp"))
+    assert "charged_before" not in privacy["ledger"]
+    assert entry.epsilon == pytest.approx(privacy["epsilon"], rel=1e-9)
 
 
 def test_noise_differs_across_runs_without_a_noise_seed(tmp_path, tiny_model_dir):

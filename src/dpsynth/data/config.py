@@ -76,8 +76,8 @@ class DataConfig(Section):
     max_tokens: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
         128,
         description="bound on a response's length in tokens: a public number, or auto (released with DP from the "
-        "private responses' lengths, charged with the DP arm: dpsynth.privacy.length; generation then writes up "
-        "to the released bound)",
+        "private responses' lengths, within the DP arm's target and charged when drawn: dpsynth.train.length; "
+        "generation then writes up to the released bound)",
     )
     max_tokens_grid: list[int] = Field(
         [32, 64, 128, 256], min_length=1, description="auto: the public values the released bound is chosen from"

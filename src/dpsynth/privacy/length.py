@@ -52,10 +52,14 @@ def length_cell(tokens: int, grid: Sequence[int]) -> tuple[int]:
     return (len(grid),)
 
 
+LENGTH_MECHANISM = "length_histogram"
+"""The release's name in privacy.json and the ledger."""
+
+
 def length_mechanism(sigma: float, grid: Sequence[int]) -> Mechanism:
     """What the accountant sees of the release: one full-data Gaussian histogram over ``len(grid) + 1`` cells."""
     mech = histogram_mechanism(sigma, len(grid) + 1)
-    return Mechanism("length_histogram", mech.noise_multiplier, 1.0, 1, {**mech.params, "grid": list(grid)})
+    return Mechanism(LENGTH_MECHANISM, mech.noise_multiplier, 1.0, 1, {**mech.params, "grid": list(grid)})
 
 
 def choose_bound(counts: Sequence[float], grid: Sequence[int], quantile: float) -> int | None:

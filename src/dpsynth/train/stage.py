@@ -23,7 +23,7 @@ from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, aside_path, write_json
 from dpsynth.train import distributed, warm_start
-from dpsynth.train.length import needs_length_bound
+from dpsynth.train.length import length_charge, needs_length_bound
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
@@ -88,8 +88,10 @@ def _planned_units(info: dict[str, Any]) -> int:
 
 
 def _ledger_begin(cfg: Config, run: RunDir, plan: PrivacyPlan, info: dict[str, Any]) -> dict[str, Any] | None:
-    """Reserve the DP arm's release in the ledger (refused, with what is spent and left, if over the budget)."""
-    return releases.reserve_release(cfg.ledger, plan, info, run.root, "dp")
+    """Reserve the DP arm's release in the ledger (refused, with what is spent and left, if over the budget), less
+    the length bound's draw, which the ledger charged when it was made (:func:`dpsynth.train.length.length_charge`)."""
+    charged = length_charge(info)
+    return releases.reserve_release(cfg.ledger, plan, info, run.root, "dp", charged_before=charged)
 
 
 def release_files(run: RunDir, arm: Arm) -> list[Path]:
