@@ -69,7 +69,11 @@ def print_prepare(info: dict[str, Any]) -> None:
     length = info.get("length_release")
     if length is not None:  # data.max_tokens=auto (dpsynth.train.length)
         entry = length.get("ledger") or {}
-        charged = f"ledger entry #{entry['entry']}, part of the DP arm's target epsilon" if entry else "no ledger"
+        charged = (
+            f"ledger entry #{entry['entry']}, part of the DP arm's target epsilon"
+            if entry
+            else "not recorded: ledger.enabled=false"
+        )
         how = {
             "dp": f"released with DP (sigma {length.get('sigma', 0):.1f}; {charged})",
             "exact": "read exactly (no DP arm: nothing released)",

@@ -114,6 +114,16 @@ def test_pending_or_absent_ledger_entry(tmp_path: Path) -> None:
     assert "not measured: the release was not recorded in a privacy ledger" in _notes(html)["summary"]
 
 
+def test_a_mechanism_charged_before_is_named_in_the_ledger_table(tmp_path: Path) -> None:
+    privacy = privacy_json()
+    privacy["ledger"]["charged_before"] = {"length_histogram": 7}
+    html = build_report(make_run(tmp_path / "r", complete_metrics(), privacy)).read_text(encoding="utf-8")
+    ledger = [tb for tb in parse(html).tables_in("summary") if "ledger" in tb.caption]
+    (row,) = [r for r in ledger[0].rows if r[0] == "charged before, as entries of their own"]
+    assert row[1].startswith("length_histogram #7 (this entry's own")
+    assert not [r for r in ledger[0].rows if r[0] == "charged_before"]  # not also as a raw key
+
+
 def test_missing_metrics_json_is_a_user_error(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "r")
     with pytest.raises(DPSynthError, match=r"metrics.json is missing: run `dpsynth evaluate --out"):

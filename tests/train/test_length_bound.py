@@ -167,9 +167,10 @@ def test_every_draw_is_charged_even_if_no_arm_trains(tmp_path, tiny_model_dir):
     assert spent == pytest.approx(composed, rel=1e-9)
 
 
-def test_a_draw_over_the_budget_is_refused_before_it_is_made(tmp_path, tiny_model_dir):
+def test_a_draw_over_the_budget_is_refused_before_it_is_made(tmp_path, tiny_model_dir, monkeypatch):
     from dpsynth.data.prepare import prepare_data
     from dpsynth.errors import BudgetExceededError
+    from dpsynth.train import length as length_module
 
     cfg = _cfg(tiny_model_dir)
     run = RunDir(tmp_path)
@@ -177,10 +178,29 @@ def test_a_draw_over_the_budget_is_refused_before_it_is_made(tmp_path, tiny_mode
     info = read_json(run.prepare_json)
     ledger = Ledger(Path(os.environ["DPSYNTH_LEDGER"]))
     ledger.set_budget(info["source"]["fingerprint"], epsilon=0.01, delta=1e-5)
+    touched = []
+    for name in ("read_records", "release_length"):  # neither a private record read nor noise drawn
+        monkeypatch.setattr(length_module, name, lambda *a, _n=name, **k: touched.append(_n))
     with pytest.raises(BudgetExceededError):
         resolve_length_bound(cfg, run, "dp")
+    assert touched == []
     assert read_json(run.prepare_json) == info  # nothing drawn, nothing written
     assert ledger.releases(info["source"]["fingerprint"], include_pending=True) == []
+
+
+def test_an_arm_charged_to_another_ledger_charges_the_length_itself(tmp_path, tiny_model_dir, monkeypatch):
+    """The draw was charged to the ledger prepare saw; an arm trained under another (another DPSYNTH_LEDGER, a copied
+    run directory) must not leave the length out of the only ledger it writes to."""
+    cfg = _cfg(tiny_model_dir)
+    api.prepare(cfg, tmp_path / "run")
+    other = tmp_path / "other.sqlite"
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(other))
+    api.train(cfg, tmp_path / "run", progress=False)
+    privacy = read_json(RunDir(tmp_path / "run").privacy_json("dp"))
+    (entry,) = Ledger(other).releases()
+    assert "length_histogram" in {m.name for m in entry.mechanisms}
+    assert "charged_before" not in privacy["ledger"]
+    assert entry.epsilon == pytest.approx(privacy["epsilon"], rel=1e-9)
 
 
 def test_the_exact_and_public_modes_charge_nothing(tmp_path, tiny_model_dir):

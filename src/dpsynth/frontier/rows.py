@@ -196,8 +196,9 @@ def make_row(
 
 def _length_bound(cfg: Config, run: RunDir, row: RowSpec) -> dict[str, Any]:
     """The row's ``prepare.json`` with ``data.max_tokens=auto`` resolved for it (:mod:`dpsynth.train.length`): a DP
-    row releases the bound at its own epsilon, charged with its arm; eps inf reads it exactly (never released); eps 0
-    and real rows read no private data for it (``data.max_tokens_public``). A row resolved before keeps its bound."""
+    row releases the bound at its own epsilon, within its arm's target and charged when drawn; eps inf reads it
+    exactly (never released); eps 0 and real rows read no private data for it (``data.max_tokens_public``). A row
+    resolved before keeps its bound."""
     from dpsynth.train.length import resolve_length_bound
 
     if cfg.data.max_tokens != "auto":

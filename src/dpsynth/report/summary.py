@@ -275,7 +275,26 @@ def _ledger_part(inp: Inputs) -> Part:
         ("source budget", f"ε {fmt(budget.get('epsilon'))}, δ {fmt(budget.get('delta'))}" if budget else "none set"),
         ("ledger file", entry.get("path")),
     ]
-    known = {"entry", "id", "status", "source", "composed_epsilon", "composed_delta", "releases_of_source", "budget"}
+    before = as_map(entry.get("charged_before"))
+    if before:  # e.g. the length bound of data.max_tokens=auto, charged when it was drawn
+        rows.append(
+            (
+                "charged before, as entries of their own",
+                ", ".join(f"{name} #{eid}" for name, eid in before.items())
+                + " (this entry's own ε leaves them out; the composed ε above counts them)",
+            )
+        )
+    known = {
+        "entry",
+        "id",
+        "status",
+        "source",
+        "composed_epsilon",
+        "composed_delta",
+        "releases_of_source",
+        "budget",
+        "charged_before",
+    }
     extra = [(k, v) for k, v in entry.items() if k not in known | {"path"}]
     rows += [(k, str(v) if isinstance(v, (Mapping, list)) else v) for k, v in extra]
     rows = [(k, v) for k, v in rows if v is not None and v != MISSING]

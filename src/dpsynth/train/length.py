@@ -21,6 +21,7 @@ checkpoint trained on the first draw refuses to resume on the second (:class:`dp
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 from dpsynth.config import Config
@@ -29,6 +30,8 @@ from dpsynth.data.prepare import load_prepare_info
 from dpsynth.data.records import group_by_unit, read_records
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.privacy import accounting, releases
+from dpsynth.privacy.accounting import Mechanism
+from dpsynth.privacy.ledger import Ledger
 from dpsynth.privacy.length import LENGTH_MECHANISM, length_mechanism, release_length
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import RunDir, write_json
@@ -58,27 +61,28 @@ def resolve_length_bound(cfg: Config, run: RunDir, mode: LengthMode) -> dict[str
     else:
         from dpsynth.models.loader import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.model)
-        title = bool(info.get("include_title", False))
-        units = group_by_unit(read_records(run.train))
-        lengths = [[_tokens(tokenizer, response_text(r, title)) for r in recs] for recs in units.values()]
         expected = int(info["counts"]["train_units"]) + int(info["counts"].get("canaries", 0))
-        if len(lengths) != expected:
-            raise DPSynthError(f"{run.train} holds {len(lengths)} units but prepare.json counted {expected}")
         sigma = None
-        entry = None
-        if mode == "dp":
-            sigma = length_sigma(cfg, len(lengths))
-            delta = plan_delta(cfg, len(lengths))
-            entry = releases.reserve_mechanisms(  # before the draw: refused, nothing drawn, if over the budget
+        charge: tuple[dict[str, Any] | None, Mechanism, float] | None = None
+        if mode == "dp":  # reserved from prepare.json's counts, before a record is read: refused if over the budget
+            sigma = length_sigma(cfg, expected)
+            mech, delta = length_mechanism(sigma, d.max_tokens_grid), plan_delta(cfg, expected)
+            entry = releases.reserve_mechanisms(
                 cfg.ledger,
-                [length_mechanism(sigma, d.max_tokens_grid)],
+                [mech],
                 delta=delta,
                 accountant=cfg.privacy.accountant,
                 info=info,
                 run_dir=run.root,
                 arm=LEDGER_ARM,
             )
+            charge = (entry, mech, delta)
+        tokenizer = load_tokenizer(cfg.model)
+        title = bool(info.get("include_title", False))
+        units = group_by_unit(read_records(run.train))
+        lengths = [[_tokens(tokenizer, response_text(r, title)) for r in recs] for recs in units.values()]
+        if len(lengths) != expected:
+            raise DPSynthError(f"{run.train} holds {len(lengths)} units but prepare.json counted {expected}")
         seed = None if cfg.train.noise_seed is None else cfg.train.noise_seed + 3
         rel = release_length(
             lengths,
@@ -89,11 +93,12 @@ def resolve_length_bound(cfg: Config, run: RunDir, mode: LengthMode) -> dict[str
             fallback=d.max_tokens_public,
         )
         record = {"mode": mode, **rel.to_json()}
-        if mode == "dp":
+        if charge is not None:
+            entry, mech, delta = charge
             if entry is not None:  # committed before the draw is written anywhere: a crash in between over-charges
-                mech = length_mechanism(rel.histogram.sigma, rel.grid)
                 eps = accounting.epsilon([mech], delta, cfg.privacy.accountant)
                 releases.commit_entry(entry, [mech], epsilon=eps, delta=delta, files=[])
+                entry = {k: entry[k] for k in ("path", "entry", "source", "status")}
             record.update(epsilon_fraction=cfg.privacy.length_epsilon_fraction, ledger=entry)
     info = {**info, "max_tokens": int(record["max_tokens"]), "length_release": record}
     write_json(run.prepare_json, info)
@@ -105,16 +110,35 @@ LEDGER_ARM = "length"
 """The ledger's name for the length bound's own entry."""
 
 
-def length_charge(info: dict[str, Any]) -> dict[str, int]:
-    """The mechanisms of the DP arm's plan that the ledger charged when the length bound was drawn: name -> entry
-    (empty without a DP draw, with the ledger off, or for a run prepared before draws were charged, whose arm
-    charges the length with its own entry, as then)."""
+def length_charge(cfg: Config, info: dict[str, Any]) -> dict[str, int]:
+    """The mechanisms of the DP arm's plan that its ledger charged when the length bound was drawn: name -> entry.
+
+    Empty (the arm then charges the length with its own entry, the safe direction) without a DP draw, with the ledger
+    off, for a run prepared before draws were charged, and whenever the arm's ledger does not hold that very charge:
+    another ledger file (another ``DPSYNTH_LEDGER``, a copied run directory), another source, another mechanism.
+    """
     record = info.get("length_release") or {}
     entry = record.get("ledger")
-    if record.get("mode") != "dp" or not entry:
+    if record.get("mode") != "dp" or not entry or not cfg.ledger.enabled:
         return {}
-    if entry.get("status") != "committed":
-        raise DPSynthError(f"the length bound's ledger entry #{entry.get('entry')} is not committed: prepare again")
+    ledger = Ledger.from_config(cfg.ledger)
+    if Path(entry["path"]).resolve() != ledger.path.resolve():
+        log.warning(
+            "the length bound was charged to %s, not this run's ledger %s: charged again here with the DP arm",
+            entry["path"],
+            ledger.path,
+        )
+        return {}
+    source = (info.get("source") or {}).get("fingerprint")
+    mech = length_mechanism(float(record["sigma"]), record["grid"])
+    held = [r for r in ledger.releases(source) if r.id == int(entry["entry"])]
+    if not held or held[0].arm != LEDGER_ARM or list(held[0].mechanisms) != [mech]:
+        log.warning(
+            "ledger %s holds no length charge #%s for this run: charged again with the DP arm",
+            ledger.path,
+            entry["entry"],
+        )
+        return {}
     return {LENGTH_MECHANISM: int(entry["entry"])}
 
 

@@ -90,7 +90,7 @@ def _planned_units(info: dict[str, Any]) -> int:
 def _ledger_begin(cfg: Config, run: RunDir, plan: PrivacyPlan, info: dict[str, Any]) -> dict[str, Any] | None:
     """Reserve the DP arm's release in the ledger (refused, with what is spent and left, if over the budget), less
     the length bound's draw, which the ledger charged when it was made (:func:`dpsynth.train.length.length_charge`)."""
-    charged = length_charge(info)
+    charged = length_charge(cfg, info)
     return releases.reserve_release(cfg.ledger, plan, info, run.root, "dp", charged_before=charged)
 
 
