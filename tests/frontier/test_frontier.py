@@ -443,6 +443,60 @@ def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_p
     assert read_json(copy / "rows" / "eps2" / "row.json")["seconds"]["train"] == 1234.5
 
 
+def test_draws_score_each_set_of_records_on_its_own(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """frontier.draws=2 in a copy of a finished sweep: each generated row writes two sets of n_synthetic records from
+    its kept arm (no training, no charge) and reports their mean, each draw's figure beside it; real rows are one draw
+    and keep their scores."""
+    import shutil
+
+    from dpsynth.frontier import metrics as metrics_module
+    from dpsynth.train import stage
+
+    _, out, doc1, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    sizes: list[int] = []
+    original = metrics_module.score_row
+
+    def spy(cfg, ref, row, records, **kw):
+        sizes.append(len(records))
+        return original(cfg, ref, row, records, **kw)
+
+    monkeypatch.setattr(metrics_module, "score_row", spy)
+    doc = run_frontier(_cfg(tiny_model_dir, "frontier.draws=2"), copy, progress=False)
+    assert doc["draws"] == 2
+    for key in ("eps0", "eps2", "epsinf"):
+        assert read_json(copy / "rows" / key / "row.json")["n_records"] == 24, key  # 2 draws of n_synthetic = 12
+    assert sizes == [12] * 6  # three generated rows, two slices each; the real row's scores were kept
+    source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
+    assert len(Ledger(ledger_path).releases(source)) == 1
+    for r in doc["rows"]:
+        if r["eps"] == "real":
+            assert "draws" not in r and r in doc1["rows"]
+            continue
+        assert r["draws"] == 2 and len(r["accuracy_draws"]) == 2 and len(r["mauve_draws"]) == 2
+        assert r["accuracy"] == pytest.approx(sum(r["accuracy_draws"]) / 2)
+        assert r["mauve"] == pytest.approx(sum(r["mauve_draws"]) / 2)
+    md = (copy / "frontier.md").read_text()
+    assert "in each of 2 draws" in md and "(draws " in md
+
+
+def test_draws_leave_one_draw_sweeps_alone_and_refuse_pe(tiny_model_dir, tmp_path):
+    from dpsynth.errors import ConfigError
+    from dpsynth.frontier.fingerprint import _view, fingerprint
+    from dpsynth.frontier.spec import RowSpec
+
+    row = RowSpec("eps4", 4.0)
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "draws" in k]  # finished sweeps keep rows
+    assert fingerprint(_cfg(tiny_model_dir, "frontier.draws=2"), row) != fingerprint(_cfg(tiny_model_dir), row)
+    real = RowSpec("real", "real", real_n=16)
+    assert fingerprint(_cfg(tiny_model_dir, "frontier.draws=2"), real) == fingerprint(_cfg(tiny_model_dir), real)
+    with pytest.raises(ConfigError, match=r"frontier\.draws"):
+        run_frontier(_cfg(tiny_model_dir, "generator=pe", "frontier.eps=[0, 2]", "frontier.draws=2"), tmp_path / "f")
+
+
 def test_the_command_line_resumes_the_same_sweep(frontier_run, tiny_model_dir, monkeypatch):
     """`dpsynth frontier --quick --eps ...` builds the same configuration as the API call: every row is skipped, the
     outputs are rewritten and their paths printed on stdout."""

@@ -117,6 +117,8 @@ def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> 
 def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
+    if dump.get("frontier", {}).get("draws", 1) == 1 or row.eps == "real":
+        dump["frontier"].pop("draws", None)  # one draw, as before the key existed; real rows are one draw
     for key in NO_DP_KEYS:
         if row.eps != "inf" or dump.get("train", {}).get(key) is None:
             dump.get("train", {}).pop(key, None)  # only the non-DP row trains with it

@@ -43,6 +43,7 @@ from dpsynth.data.canaries import read_canaries
 from dpsynth.data.format import CutRule, bounded_text
 from dpsynth.data.prepare import load_code_specs, load_prepare_info, prepared_cut_rule
 from dpsynth.data.records import read_records
+from dpsynth.errors import DPSynthError
 from dpsynth.evaluate.agreement import code_agreement
 from dpsynth.evaluate.collect import sample
 from dpsynth.evaluate.labels import default_labels, derive_labels, label_domains
@@ -185,9 +186,16 @@ def _row_mauve(
 
 
 def score_row(
-    cfg: Config, ref: Reference, row: dict[str, Any], records: list[dict[str, Any]], *, synthetic: bool
+    cfg: Config,
+    ref: Reference,
+    row: dict[str, Any],
+    records: list[dict[str, Any]],
+    *,
+    synthetic: bool,
+    dp_logreg: bool = True,
 ) -> list[dict[str, Any]]:
-    """One frontier entry per (label, classifier) for a row's training records."""
+    """One frontier entry per (label, classifier) for a row's training records (``dp_logreg``: also the DP logistic
+    regression on the real training split at the row's epsilon, which does not read the row's records)."""
     from dpsynth.evaluate.embeddings import embed
     from dpsynth.evaluate.quality import quality_counts
 
@@ -236,7 +244,7 @@ def score_row(
                 "dp_logreg_accuracy": None,
                 "dp_logreg_macro_f1": None,
             }
-            if dp_eps is not None:
+            if dp_eps is not None and dp_logreg:
                 real = ref.labeled("train", label)
                 dp = dp_train_and_test(
                     real,
@@ -249,4 +257,48 @@ def score_row(
                 entry["dp_logreg_accuracy"] = dp["accuracy"]
                 entry["dp_logreg_macro_f1"] = dp["macro_f1"]
             out.append(entry)
+    return out
+
+
+DRAW_KEYS = ("accuracy", "macro_f1", "mauve", "mauve_bounded", "code_agreement", "well_formed")
+"""The figures that ``frontier.draws`` averages over a row's draws (each draw's list kept as ``<key>_draws``)."""
+
+
+def score_draws(
+    cfg: Config, ref: Reference, row: dict[str, Any], records: list[dict[str, Any]], *, draws: int
+) -> list[dict[str, Any]]:
+    """A generated row's entries over ``draws`` disjoint slices of its records, each scored as a row of its own
+    (:func:`score_row`) and combined (:func:`combine_draws`). The slices are independent draws because every record's
+    codes and text are drawn independently; the DP logistic regression, which reads no synthetic record, runs once."""
+    n = len(records) // draws
+    if n < 1 or n * draws != len(records):
+        raise DPSynthError(f"frontier: row {row['key']} holds {len(records)} records, not {draws} draws of equal size")
+    per = [
+        score_row(cfg, ref, row, records[i * n : (i + 1) * n], synthetic=True, dp_logreg=i == 0) for i in range(draws)
+    ]
+    return combine_draws(per)
+
+
+def combine_draws(per_draw: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One entry per (label, classifier): the first draw's, with each of :data:`DRAW_KEYS` replaced by its mean over
+    the draws and the draws' values kept beside it (``accuracy_draws``); ``draws`` says how many.
+
+    >>> a = [{"label": "rating", "classifier": "tfidf", "accuracy": 0.5, "mauve": 0.4, "macro_f1": None}]
+    >>> b = [{"label": "rating", "classifier": "tfidf", "accuracy": 0.7, "mauve": 0.6, "macro_f1": None}]
+    >>> (e,) = combine_draws([a, b])
+    >>> round(e["accuracy"], 3), e["accuracy_draws"], e["draws"], e["macro_f1"], "macro_f1_draws" in e
+    (0.6, [0.5, 0.7], 2, None, False)
+    """
+    out = []
+    for entries in zip(*per_draw, strict=True):
+        if len({(e["label"], e["classifier"]) for e in entries}) != 1:
+            raise DPSynthError("frontier: the draws of a row were scored on different labels or classifiers")
+        entry = {**entries[0], "draws": len(entries)}
+        for key in DRAW_KEYS:
+            values = [e.get(key) for e in entries]
+            if any(v is None for v in values):
+                continue
+            entry[key] = float(np.mean(values))
+            entry[f"{key}_draws"] = [float(v) for v in values]
+        out.append(entry)
     return out

@@ -41,7 +41,19 @@ def _accuracy_cell(row: dict[str, Any]) -> str:
     acc, n = row.get("accuracy"), row.get("n_test")
     if acc is None or not n:
         return _fmt(acc)
-    return f"{_fmt(acc)} ± {_fmt((acc * (1 - acc) / n) ** 0.5)}"
+    return f"{_fmt(acc)} ± {_fmt((acc * (1 - acc) / n) ** 0.5)}" + _draws(row, "accuracy")
+
+
+def _draws(row: dict[str, Any], key: str) -> str:
+    """Each draw's figure, after the mean, when a row was scored over several draws (``frontier.draws``).
+
+    >>> _draws({"mauve_draws": [0.621, 0.538]}, "mauve"), _draws({"mauve": 0.6}, "mauve")
+    (' (draws 0.621, 0.538)', '')
+    """
+    values = row.get(f"{key}_draws")
+    if not values or len(values) < 2:
+        return ""
+    return " (draws " + ", ".join(_fmt(float(v)) for v in values) + ")"
 
 
 def _mauve_cell(row: dict[str, Any], key: str = "mauve") -> str:
@@ -52,6 +64,8 @@ def _mauve_cell(row: dict[str, Any], key: str = "mauve") -> str:
     >>> _mauve_cell({"mauve": 0.4}, "mauve_bounded")
     '-'
     """
+    if row.get(f"{key}_draws") and len(row[f"{key}_draws"]) > 1:
+        return _fmt(row.get(key)) + _draws(row, key)  # the spread that matters is the draws' (frontier.draws)
     if row.get(f"{key}_sd") is None:
         return _fmt(row.get(key))
     return f"{_fmt(row[key])} ± {_fmt(row[f'{key}_sd'])}"
@@ -153,8 +167,19 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- command: `{doc['command']}`",
         f"- date: {doc['date']}; machine: {doc.get('machine') or 'not recorded'}; generator: {doc['generator']}; "
         f"model: {doc['model']}",
-        f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}; "
-        f"real test records: {doc['n_test']}",
+        f"- private training units: {doc['n_private']}; synthetic records per row: {doc['n_synthetic']}"
+        + (f" in each of {doc['draws']} draws" if doc.get("draws", 1) > 1 else "")
+        + f"; real test records: {doc['n_test']}",
+        *(
+            [
+                f"- draws (frontier.draws): every generated row wrote {doc['draws']} independent sets of "
+                f"{doc['n_synthetic']} records, each scored on its own; accuracy, macro-F1, MAUVE, code agreement and "
+                "the well-formed share are their mean, with each draw's accuracy and MAUVE in brackets: the spread a "
+                "single draw's error bars leave out. Real rows are one draw."
+            ]
+            if doc.get("draws", 1) > 1
+            else []
+        ),
         *(
             [
                 f"- time: the rows' own {doc['seconds_rows'] / 60:.0f} min (training and generation when made, where "

@@ -125,7 +125,7 @@ def row_config(cfg: Config, row: RowSpec, *, prefix_cache_dir: Path | None = Non
     raw = cfg.model_dump(mode="json", by_alias=True)
     raw["train"]["arms"] = [arm]
     raw["generate"]["arms"] = [arm]
-    raw["generate"]["num_records"] = cfg.frontier.n_synthetic
+    raw["generate"]["num_records"] = cfg.frontier.n_synthetic * cfg.frontier.draws  # the draws: disjoint slices
     raw["pe"]["candidates"] = None  # PE writes generate.num_records: every row has n_synthetic records
     if raw["train"].get("prefix_cache_dir") is None and prefix_cache_dir is not None:
         raw["train"]["prefix_cache_dir"] = str(prefix_cache_dir)  # every trained row, the same examples: one cache
@@ -266,7 +266,7 @@ def _prompted_rows(cfg: Config, root: RunDir, *, progress: bool) -> list[dict[st
     info = load_prepare_info(root)
     specs = load_code_specs(root)
     rng = np.random.default_rng(cfg.generate.seed)
-    n = cfg.frontier.n_synthetic
+    n = cfg.frontier.n_synthetic * cfg.frontier.draws  # the draws: disjoint slices, codes drawn one by one
     codes = [{s.name: s.values[int(rng.integers(len(s.values)))] for s in specs} for _ in range(n)]
     texts = generate_from_codes(
         cfg.model,

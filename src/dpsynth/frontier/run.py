@@ -33,7 +33,7 @@ from dpsynth.config import Config
 from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.fingerprint import LENGTH_KEYS, evaluate_section, scores_key
-from dpsynth.frontier.metrics import load_reference, score_row
+from dpsynth.frontier.metrics import load_reference, score_draws, score_row
 from dpsynth.frontier.output import write_outputs
 from dpsynth.frontier.rows import check_reuse, load_records, make_row, name_kept_row, row_config
 from dpsynth.frontier.spec import RowSpec, row_specs
@@ -91,6 +91,11 @@ def run_frontier(
         )
     if cfg.generator == "pe" and "inf" in cfg.frontier.eps:
         row_config(cfg, RowSpec("epsinf", "inf"))  # refused before anything is written, with the reason
+    if cfg.generator == "pe" and cfg.frontier.draws > 1:
+        raise ConfigError(
+            "frontier.draws > 1 needs records drawn independently one by one; Private Evolution's are selected "
+            "together (frontier.draws=1)"
+        )
     root = RunDir(Path(out))
     specs = row_specs(cfg.frontier.eps, real_all=cfg.frontier.real_all)
     warm_start.check(cfg, root.root, None)
@@ -118,7 +123,10 @@ def run_frontier(
         else:
             t0 = time.perf_counter()
             records = load_records(root, root.root / made["records"])
-            entries = score_row(cfg, ref, made, records, synthetic=spec.eps != "real")
+            if spec.eps != "real" and cfg.frontier.draws > 1:
+                entries = score_draws(cfg, ref, made, records, draws=cfg.frontier.draws)
+            else:
+                entries = score_row(cfg, ref, made, records, synthetic=spec.eps != "real")
             seconds = round(time.perf_counter() - t0, 1)
             for e in entries:
                 e["seconds_evaluate"] = seconds
@@ -131,7 +139,8 @@ def run_frontier(
             e["privacy"] = made.get("privacy")
             # the records a side of each MAUVE draw (mauve_over_draws: all the row's records against the test split,
             # the smaller side's size): MAUVE depends on it, and a real_all row's differs from the others'
-            e["mauve_n"] = None if e.get("mauve") is None else min(int(made["n_records"]), len(ref.test_texts))
+            per_draw = int(made["n_records"]) // (cfg.frontier.draws if spec.eps != "real" else 1)
+            e["mauve_n"] = None if e.get("mauve") is None else min(per_draw, len(ref.test_texts))
         rows.extend(entries)
         if on_row is not None:
             on_row(spec.key, entries)
@@ -143,6 +152,7 @@ def run_frontier(
         "init_adapter": None if cfg.train.init_adapter is None else str(cfg.train.init_adapter),
         "n_private": int(counts["train_units"]),
         "n_synthetic": cfg.frontier.n_synthetic,
+        "draws": cfg.frontier.draws,  # of n_synthetic records per generated row (frontier.draws)
         "candidates": cfg.generate.candidates,
         "select_by": list(cfg.generate.select_by),
         "n_test": len(ref.test_texts),
