@@ -13,7 +13,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.config import QUICK_OVERRIDES, parse_level
 from dpsynth.frontier.run import run_frontier
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.rundir import read_json, write_json
+from dpsynth.rundir import read_json, read_jsonl, write_json
 
 KEYS = {"eps", "label", "classifier", "accuracy", "macro_f1", "mauve", "code_agreement", "seconds"}
 
@@ -457,11 +457,11 @@ def test_draws_score_each_set_of_records_on_its_own(frontier_run, tiny_model_dir
     shutil.copytree(out, copy)
     monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
     monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
-    sizes: list[int] = []
+    seen: dict[str, list[tuple[list[str], bool]]] = {}
     original = metrics_module.score_row
 
     def spy(cfg, ref, row, records, **kw):
-        sizes.append(len(records))
+        seen.setdefault(row["key"], []).append(([r["text"] for r in records], kw.get("dp_logreg", True)))
         return original(cfg, ref, row, records, **kw)
 
     monkeypatch.setattr(metrics_module, "score_row", spy)
@@ -469,7 +469,11 @@ def test_draws_score_each_set_of_records_on_its_own(frontier_run, tiny_model_dir
     assert doc["draws"] == 2
     for key in ("eps0", "eps2", "epsinf"):
         assert read_json(copy / "rows" / key / "row.json")["n_records"] == 24, key  # 2 draws of n_synthetic = 12
-    assert sizes == [12] * 6  # three generated rows, two slices each; the real row's scores were kept
+    assert set(seen) == {"eps0", "eps2", "epsinf"}  # the real row's scores were kept
+    for key, slices in seen.items():
+        texts = [r["text"] for r in read_jsonl(copy / "rows" / key / "records.jsonl")]
+        assert [s for s, _ in slices] == [texts[:12], texts[12:]], key  # two disjoint slices, in order
+        assert [flag for _, flag in slices] == [True, False], key  # the DP-LR reads no synthetic record: once
     source = read_json(copy / "data" / "prepare.json")["source"]["fingerprint"]
     assert len(Ledger(ledger_path).releases(source)) == 1
     for r in doc["rows"]:

@@ -61,11 +61,12 @@ class FrontierConfig(Section):
     draws: int = Field(
         1,
         ge=1,
-        description="independent draws of n_synthetic records per generated row, each scored on its own: the table "
-        "gives their mean and standard deviation. One draw's figures move with the sampling (the same Amazon eps-8 "
-        "arm generating twice: MAUVE 0.621 and 0.538, sentiment 92.0% and 98.2% of real; "
-        "bench/results/frontier-amazon-cellphones-5k-auto/), which no single draw's error bar shows. A fine-tuned "
-        "row generates draws x n_synthetic records once (codes drawn independently per record), so its draws are "
+        description="independent draws of n_synthetic records per generated row, each scored on its own: the "
+        "table gives their mean, each draw's figure beside it. One draw's figures move with the sampling (the same "
+        "Amazon eps-8 arm generating twice: MAUVE 0.621 and 0.538, sentiment 92.0% and 98.2% of real; "
+        "bench/results/frontier-amazon-cellphones-5k-auto/seed1-auto/), which no single draw's error bar shows. A "
+        "fine-tuned row generates draws x n_synthetic records once (codes drawn independently per record), so its "
+        "draws are "
         "disjoint slices; real rows stay one draw; generator=pe takes 1",
     )
     labels: list[str] | None = Field(

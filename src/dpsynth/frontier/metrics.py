@@ -281,24 +281,35 @@ def score_draws(
 
 def combine_draws(per_draw: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One entry per (label, classifier): the first draw's, with each of :data:`DRAW_KEYS` replaced by its mean over
-    the draws and the draws' values kept beside it (``accuracy_draws``); ``draws`` says how many.
+    the draws and the draws' values kept beside it (``accuracy_draws``; a figure some draw lacks has no mean, its list
+    shows which), ``n_train_draws`` and ``status_draws`` likewise, ``mauve_sd`` (the repeats' spread within a draw)
+    averaged over the draws, and ``draws`` saying how many.
 
     >>> a = [{"label": "rating", "classifier": "tfidf", "accuracy": 0.5, "mauve": 0.4, "macro_f1": None}]
-    >>> b = [{"label": "rating", "classifier": "tfidf", "accuracy": 0.7, "mauve": 0.6, "macro_f1": None}]
+    >>> b = [{"label": "rating", "classifier": "tfidf", "accuracy": 0.7, "mauve": None, "macro_f1": None}]
     >>> (e,) = combine_draws([a, b])
     >>> round(e["accuracy"], 3), e["accuracy_draws"], e["draws"], e["macro_f1"], "macro_f1_draws" in e
     (0.6, [0.5, 0.7], 2, None, False)
+    >>> e["mauve"], e["mauve_draws"]
+    (None, [0.4, None])
     """
     out = []
     for entries in zip(*per_draw, strict=True):
         if len({(e["label"], e["classifier"]) for e in entries}) != 1:
             raise DPSynthError("frontier: the draws of a row were scored on different labels or classifiers")
         entry = {**entries[0], "draws": len(entries)}
+        for key in ("n_train", "status"):
+            if key in entries[0]:
+                entry[f"{key}_draws"] = [e.get(key) for e in entries]
         for key in DRAW_KEYS:
             values = [e.get(key) for e in entries]
-            if any(v is None for v in values):
+            if all(v is None for v in values):
                 continue
-            entry[key] = float(np.mean(values))
-            entry[f"{key}_draws"] = [float(v) for v in values]
+            entry[f"{key}_draws"] = [None if v is None else float(v) for v in values]
+            entry[key] = None if any(v is None for v in values) else float(np.mean(values))
+        for key in ("mauve_sd", "mauve_bounded_sd"):
+            if key in entries[0]:
+                sds = [e.get(key) for e in entries]
+                entry[key] = None if any(v is None for v in sds) else float(np.mean(sds))
         out.append(entry)
     return out

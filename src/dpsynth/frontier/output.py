@@ -5,7 +5,10 @@ object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` o
 ``classifier``, ``accuracy``, ``macro_f1``, ``mauve``, ``code_agreement`` and ``seconds``; ``mauve`` is the mean over
 ``mauve_repeats`` draws, ``mauve_sd`` their standard deviation (null for one draw); ``mauve_bounded`` (and its
 ``mauve_bounded_sd``) the same with every text on both sides cut to the length budget ``length_bound`` names
-(:mod:`dpsynth.frontier.metrics`: a length-matched figure; null in scores made before it existed).
+(:mod:`dpsynth.frontier.metrics`: a length-matched figure; null in scores made before it existed). With
+``frontier.draws`` above 1 (``draws`` at the top and in each generated row's objects), ``accuracy``, ``macro_f1``,
+``mauve``, ``mauve_bounded``, ``code_agreement`` and ``well_formed`` are means over the draws, each draw's value in
+``<key>_draws``, and ``mauve_sd`` is the repeats' spread averaged over the draws.
 
 The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
 against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
@@ -53,7 +56,7 @@ def _draws(row: dict[str, Any], key: str) -> str:
     values = row.get(f"{key}_draws")
     if not values or len(values) < 2:
         return ""
-    return " (draws " + ", ".join(_fmt(float(v)) for v in values) + ")"
+    return " (draws " + ", ".join(_fmt(None if v is None else float(v)) for v in values) + ")"
 
 
 def _mauve_cell(row: dict[str, Any], key: str = "mauve") -> str:
@@ -173,9 +176,11 @@ def markdown(doc: dict[str, Any]) -> str:
         *(
             [
                 f"- draws (frontier.draws): every generated row wrote {doc['draws']} independent sets of "
-                f"{doc['n_synthetic']} records, each scored on its own; accuracy, macro-F1, MAUVE, code agreement and "
-                "the well-formed share are their mean, with each draw's accuracy and MAUVE in brackets: the spread a "
-                "single draw's error bars leave out. Real rows are one draw."
+                f"{doc['n_synthetic']} records from its one trained model and code release, each scored on its own; "
+                "accuracy, macro-F1, both MAUVEs, code agreement and the well-formed share are their mean, with each "
+                "draw's accuracy and MAUVE in brackets: the sampling's spread, which a single draw's error bars leave "
+                "out (not the spread between trainings or DP noise draws, which only another training shows). n "
+                "train is the first draw's; DP-LR runs once. Real rows are one draw."
             ]
             if doc.get("draws", 1) > 1
             else []

@@ -86,8 +86,8 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
         raise DPSynthError(
             f"{run.root} was made with other settings of {', '.join(changed)}: use a new --out directory (or delete "
             "that row) rather than mixing rows of two configurations in one frontier (a fine-tuned row is kept, and "
-            "generated again, when only generate.* or frontier.n_synthetic changed; every row is kept, and scored "
-            "again, when only evaluate.* changed)"
+            "generated again, when only generate.*, frontier.n_synthetic or frontier.draws changed; every row is "
+            "kept, and scored again, when only evaluate.* changed)"
         )
 
 
@@ -126,7 +126,7 @@ def row_config(cfg: Config, row: RowSpec, *, prefix_cache_dir: Path | None = Non
     raw["train"]["arms"] = [arm]
     raw["generate"]["arms"] = [arm]
     raw["generate"]["num_records"] = cfg.frontier.n_synthetic * cfg.frontier.draws  # the draws: disjoint slices
-    raw["pe"]["candidates"] = None  # PE writes generate.num_records: every row has n_synthetic records
+    raw["pe"]["candidates"] = None  # PE writes generate.num_records: every row has n_synthetic x draws records
     if raw["train"].get("prefix_cache_dir") is None and prefix_cache_dir is not None:
         raw["train"]["prefix_cache_dir"] = str(prefix_cache_dir)  # every trained row, the same examples: one cache
     if isinstance(row.eps, float):

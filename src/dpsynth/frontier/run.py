@@ -14,7 +14,7 @@ Layout of ``DIR``::
 Resuming: a finished row (``row.json``) and its scores (``scores.json``) are kept when the configuration is the same
 (``frontier.mauve_repeats`` and ``evaluate.*`` change the scores alone: a new value scores the kept rows again);
 an interrupted DP row resumes its training from the last checkpoint, under the ledger entry it reserved. Changing only
-``generate.*`` or ``frontier.n_synthetic`` keeps the trained arms and generates again
+``generate.*``, ``frontier.n_synthetic`` or ``frontier.draws`` keeps the trained arms and generates again
 (:func:`dpsynth.frontier.rows.check_reuse`).
 """
 
