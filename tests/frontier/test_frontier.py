@@ -880,7 +880,7 @@ def test_each_row_resolves_the_length_bound_by_what_it_may_read(tmp_path, tiny_m
     assert [m.name for m in length_entry.mechanisms] == ["length_histogram"] and arm_entry.arm == "dp"
     privacy = read_json(out / "rows" / "eps2" / "dp" / "privacy.json")
     assert privacy["epsilon"] <= 2.0 + 1e-9
-    assert arm_entry.composed_epsilon == pytest.approx(privacy["epsilon"], rel=1e-9)  # the row's whole, once
+    assert arm_entry.composed_epsilon == pytest.approx(privacy["epsilon"], rel=1e-6)  # the row's whole, once
     doc = read_json(out / "frontier.json")
     assert doc["row_length_bounds"]["eps0"] == {"mode": "public", "max_tokens": 16}
     assert doc["row_length_bounds"]["eps2"] == {"mode": "dp", "max_tokens": dp["max_tokens"]}

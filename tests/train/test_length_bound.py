@@ -41,7 +41,7 @@ def _cfg(model_dir: Path, *extra: str):
 
 
 def test_the_bound_is_released_charged_and_followed(tmp_path, tiny_model_dir, tokenizer):
-    cfg = _cfg(tiny_model_dir)
+    cfg = _cfg(tiny_model_dir, "train.noise_seed=0")  # one fixed draw: the bound asserted below is not left to chance
     api.prepare(cfg, tmp_path)
     run = RunDir(tmp_path)
     info = read_json(run.prepare_json)
@@ -68,8 +68,8 @@ def test_the_bound_is_released_charged_and_followed(tmp_path, tiny_model_dir, to
     assert privacy["ledger"]["charged_before"] == {"length_histogram": length_entry.id}
     assert arm_entry.epsilon < privacy["epsilon"]
     spent = ledger.spent(source, privacy["delta"], privacy["accountant"])
-    assert spent == pytest.approx(privacy["epsilon"], rel=1e-9)
-    assert privacy["ledger"]["composed_epsilon"] == pytest.approx(privacy["epsilon"], rel=1e-9)
+    assert spent == pytest.approx(privacy["epsilon"], rel=1e-6)  # the ledger's own tolerance (Ledger.commit)
+    assert privacy["ledger"]["composed_epsilon"] == pytest.approx(privacy["epsilon"], rel=1e-6)
 
     # generation writes up to the released bound, not generate.max_new_tokens=1
     api.generate(cfg, tmp_path, progress=False)
@@ -164,7 +164,7 @@ def test_every_draw_is_charged_even_if_no_arm_trains(tmp_path, tiny_model_dir):
         privacy["delta"],
         privacy["accountant"],
     )
-    assert spent == pytest.approx(composed, rel=1e-9)
+    assert spent == pytest.approx(composed, rel=1e-6)
 
 
 def test_a_draw_over_the_budget_is_refused_before_it_is_made(tmp_path, tiny_model_dir, monkeypatch):
