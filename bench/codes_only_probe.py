@@ -3,8 +3,10 @@
 The public warm-start adapter (fitted without DP on another category's reviews) is prompted with the very codes a DP
 row of a finished frontier released, and its records are scored exactly as the frontier scores that row. Nothing
 private is read to generate: the codes are a DP release already in the ledger and the adapter is public, so this is
-post-processing and spends nothing. What separates it from the row is DP-SGD alone (the same codes in the same
-order: the row's first draw, with ``generate.seed`` unchanged). The scoring reads the real test split, like every
+post-processing and spends nothing. What separates it from the row is DP-SGD alone: the probe generates as many
+records as the row did, with its ``generate.seed``, so the codes come out the same and in the same order (checked:
+it stops if they differ; codes are drawn a column at a time, so a shorter draw would not give the same ones), and
+scores the first ``frontier.n_synthetic``, the row's first draw. The scoring reads the real test split, like every
 frontier table: it is an evaluation, not a choice of settings.
 
     python bench/codes_only_probe.py --sweep runs/amazon-elec --row eps4 \\
@@ -31,30 +33,39 @@ def main() -> None:
     ap.add_argument("--row", required=True, help="a fine-tuned DP row of it, e.g. eps4")
     ap.add_argument("--adapter", type=Path, required=True, help="the public warm-start adapter its rows started from")
     ap.add_argument("--out", type=Path, required=True, help="a new run folder (replaced if present)")
-    ap.add_argument("--records", type=int, default=1000, help="records to generate (the row's first draw: 1,000)")
     args = ap.parse_args()
     src = args.sweep / "rows" / args.row
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    (args.out / "dp").mkdir(parents=True)
-    shutil.copytree(src / "data", args.out / "data")
-    shutil.copy(src / "config.yaml", args.out / "config.yaml")
-    for name in ("control_codes.json", "privacy.json"):  # the row's release, as it was written
-        shutil.copy(src / "dp" / name, args.out / "dp" / name)
-    shutil.copytree(args.adapter, args.out / "dp" / "adapter")  # the public adapter in place of the DP-trained one
-    generate = [sys.executable, "-m", "dpsynth.cli", "generate", "--run", str(args.out), "-q"]
-    subprocess.run([*generate, f"generate.num_records={args.records}"], check=True)
-    cfg = load_config(args.sweep / "config.yaml", [])
-    ref = load_reference(cfg, RunDir(args.sweep))
-    (generated,) = (args.out / "dp").glob("generated*.jsonl")
+    row = json.loads((src / "row.json").read_text())
+    out, sweep, adapter = (p.resolve() for p in (args.out, args.sweep, args.adapter))
+    if out in (sweep, adapter) or sweep in out.parents or adapter in out.parents or out in adapter.parents:
+        raise SystemExit(f"--out {args.out} would replace the sweep or the adapter: name a new folder")
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "dp").mkdir(parents=True)
+    shutil.copytree(src / "data", out / "data")
+    shutil.copy(src / "config.yaml", out / "config.yaml")
+    for name in ("control_codes.json", "privacy.json"):  # the row's release, as it was written (privacy.json: its
+        shutil.copy(src / "dp" / name, out / "dp" / name)  # accounting, which generation checks; no DP-SGD here)
+    shutil.copytree(adapter, out / "dp" / "adapter")  # the public adapter in place of the DP-trained one
+    generate = [sys.executable, "-m", "dpsynth.cli", "generate", "--run", str(out), "-q"]
+    subprocess.run([*generate, f"generate.num_records={row['n_records']}"], check=True)
+    cfg = load_config(sweep / "config.yaml", [])
+    (generated,) = (out / "dp").glob("generated*.jsonl")
     records = [{"text": r["text"], "codes": r["codes"]} for r in read_jsonl(generated)]
-    entries = score_row(cfg, ref, {"key": f"{args.row}-codes-only", "eps": 0.0}, records, synthetic=True)
-    (args.out / "scores.json").write_text(json.dumps(entries, indent=1))
+    row_codes = [r["codes"] for r in read_jsonl(sweep / row["records"])]
+    if [r["codes"] for r in records] != row_codes:
+        raise SystemExit(f"the probe drew other codes than row {args.row}: not comparable (seed or settings differ)")
+    records = records[: cfg.frontier.n_synthetic]  # the row's first draw
+    ref = load_reference(cfg, RunDir(sweep))
+    made = {"key": f"{args.row}-codes-only", "eps": row["eps"]}  # the codes' row; DP-LR is the row's, not rerun
+    entries = score_row(cfg, ref, made, records, synthetic=True, dp_logreg=False)
+    (out / "scores.json").write_text(json.dumps(entries, indent=1))
     for e in entries:
         if e["classifier"] == "embedding":
+            figures = {k: "-" if e[k] is None else f"{e[k]:.3f}" for k in ("accuracy", "macro_f1", "mauve")}
             print(
-                f"{args.row} codes only, {e['label']}: accuracy {e['accuracy']:.3f}, macro-F1 {e['macro_f1']:.3f}, "
-                f"MAUVE {e['mauve']:.3f} (at the bound {e['mauve_bounded']:.3f}), well-formed {e['well_formed']:.2f}"
+                f"{args.row} codes only, {e['label']}: accuracy {figures['accuracy']}, macro-F1 "
+                f"{figures['macro_f1']}, MAUVE {figures['mauve']}, well-formed {e['well_formed']}"
             )
 
 

@@ -1,16 +1,18 @@
 """Drop from a PUBLIC Amazon 2014 category file every review that a frontier reports on: benchmark hygiene for a
 public warm start taken from a neighbouring category.
 
-Amazon lists some products under two categories, so the same review (same reviewer, same product, same text) can
-sit in two category files: 11 of the 5,000 Electronics reviews are also among the Cell Phones reviews that
-``bench/frontier_amazon_cellphones_5k.yaml`` treats as private. A warm start fitted WITHOUT DP on them would train
-on records the sweep protects (and tests on), so they are removed here before fitting
-(``bench/public_warmstart_electronics.yaml``). This is a benchmark step, not a library feature: it reads the set the
-frontier treats as private, which is why it runs before and apart from any DP run and writes nothing but the
-filtered public file and counts. A deployment's public data is whatever it is; what the frontier claims is only that
-no record of the reported set reached the model outside DP-SGD.
+Amazon lists some products under two categories, so the same review can sit in two category files. Against the Cell
+Phones reviews that ``bench/frontier_amazon_cellphones_5k.yaml`` treats as private, 11 of the 5,000 Electronics
+reviews match: 9 the same reviewer, product and text, 1 the same reviewer's text on another product, 1 a
+four-character text that another user also wrote. A warm start fitted WITHOUT DP on them would train on records the
+sweep protects (and tests on), so they are removed before fitting (the Electronics warm start of
+``bench/results/frontier-amazon-cellphones-5k-electronics-warm/``). The check is per review: about as many other
+Electronics reviews by people who are also Cell Phones reviewers stay, as public reviews of other products. This is a
+benchmark step, not a library feature: it reads the set the frontier treats as private, which is why it runs before
+and apart from any DP run and writes nothing but the filtered public file and counts. A deployment's public data is
+whatever it is; what the frontier claims is only that no review of the reported set reached the model outside DP-SGD.
 
-    python bench/public_minus_reported.py --out runs/public-electronics/electronics.csv.gz
+    python bench/public_minus_reported.py --out runs/public-electronics-data/electronics.csv.gz
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazo
 
 def _key_text(text: str) -> str:
     return " ".join(text.split()).lower()
+
+
+def _keys(row: dict[str, str]) -> tuple[str, tuple[str, str]]:
+    """A review's text key and its (reviewer, product) key, empty strings where a field is missing."""
+    return _key_text(row.get("reviewText") or ""), (
+        (row.get("reviewerID") or "").strip(),
+        (row.get("asin") or "").strip(),
+    )
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -43,14 +53,17 @@ def main() -> None:
     pairs: set[tuple[str, str]] = set()
     for path in args.reported:
         for r in _read(path)[1]:
-            texts.add(_key_text(r.get("reviewText") or ""))
-            pairs.add((r.get("reviewerID") or "", r.get("asin") or ""))
+            text, pair = _keys(r)
+            if text:
+                texts.add(text)
+            if all(pair):
+                pairs.add(pair)
     fields, rows = _read(args.public)
-    kept = [
-        r
-        for r in rows
-        if _key_text(r.get("reviewText") or "") not in texts and (r.get("reviewerID"), r.get("asin")) not in pairs
-    ]
+    kept = []
+    for r in rows:
+        text, pair = _keys(r)
+        if text not in texts and pair not in pairs:  # empty keys are never added, so they match nothing
+            kept.append(r)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(args.out, "wt", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -29,11 +29,17 @@ def test_reported_reviews_are_dropped_and_the_rest_kept_verbatim(tmp_path):
             ("u2", "p2", "great   CHARGER, works fast."),  # the same words up to case and spacing
             ("u3", "p3", "Edited later: the case cracked."),  # the same reviewer and product, edited text
             ("u4", "p4", "A cable that lasts."),  # public only
+            ("", "", "No ids, another text."),  # missing ids match no reported review's missing ids
         ],
     )
     reported = _write(
         tmp_path / "reported.csv.gz",
-        [("u1", "p1", "Great charger, works fast."), ("u3", "p3", "The case cracked."), ("u9", "p9", "Other.")],
+        [
+            ("u1", "p1", "Great charger, works fast."),
+            ("u3", "p3", "The case cracked."),
+            ("u9", "p9", "Other."),
+            ("", "", "A reported review without ids."),
+        ],
     )
     out = tmp_path / "out" / "kept.csv.gz"
     done = subprocess.run(
@@ -46,6 +52,9 @@ def test_reported_reviews_are_dropped_and_the_rest_kept_verbatim(tmp_path):
         reader = csv.DictReader(f)
         assert reader.fieldnames == FIELDS
         kept = list(reader)
-    assert [(r["reviewerID"], r["reviewText"]) for r in kept] == [("u4", "A cable that lasts.")]
-    assert done.stdout.startswith("3 of 4 public reviews are in the reported set")
+    assert [(r["reviewerID"], r["reviewText"]) for r in kept] == [
+        ("u4", "A cable that lasts."),
+        ("", "No ids, another text."),
+    ]
+    assert done.stdout.startswith("3 of 5 public reviews are in the reported set")
     assert "charger" not in done.stdout.lower() and "cracked" not in done.stdout  # counts only, no review text
