@@ -42,7 +42,8 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     (out / "dp").mkdir(parents=True)
-    shutil.copytree(src / "data", out / "data")
+    # the row's prepared metadata, not its records: generation reads neither split, so no private record is copied
+    shutil.copytree(src / "data", out / "data", ignore=shutil.ignore_patterns("*.jsonl"))
     shutil.copy(src / "config.yaml", out / "config.yaml")
     for name in ("control_codes.json", "privacy.json"):  # the row's release, as it was written (privacy.json: its
         shutil.copy(src / "dp" / name, out / "dp" / name)  # accounting, which generation checks; no DP-SGD here)
