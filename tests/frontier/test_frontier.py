@@ -13,7 +13,7 @@ from dpsynth.errors import ConfigError, DPSynthError
 from dpsynth.frontier.config import QUICK_OVERRIDES, parse_level
 from dpsynth.frontier.run import run_frontier
 from dpsynth.privacy.ledger import Ledger
-from dpsynth.rundir import read_json, read_jsonl, write_json
+from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json
 
 KEYS = {"eps", "label", "classifier", "accuracy", "macro_f1", "mauve", "code_agreement", "seconds"}
 
@@ -916,3 +916,38 @@ def test_the_length_release_settings_change_no_fingerprint_unless_auto(tiny_mode
     auto_moved = _cfg(tiny_model_dir, "data.max_tokens=auto", *extra)
     assert _data_fingerprint(auto) != _data_fingerprint(auto_moved)
     assert fingerprint(auto, row) != fingerprint(auto_moved, row)
+
+
+def test_rows_of_another_prompt_format_are_not_kept(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """A chat template or prompt wording that changed (no setting shows it, so no fingerprint does): a trained row is
+    refused before anything is touched; an eps-0 row, which holds no release, is prompted again in today's format."""
+    import shutil
+
+    from dpsynth.models import loader
+    from dpsynth.train import prompt_format, stage
+
+    cfg, out, _, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    today = prompt_format.current(cfg.model, RunDir(copy))
+    for key, arm in (("eps2", "dp"), ("epsinf", "no_dp")):
+        assert read_json(copy / "rows" / key / arm / "privacy.json")[prompt_format.KEY] == today, key
+    assert read_json(copy / "rows" / "eps0" / "row.json")[prompt_format.KEY] == today
+
+    changed = loader.load_tokenizer(cfg.model)
+    changed.chat_template = changed.chat_template.replace("<|im_end|>", "<|endoftext|>")
+    with monkeypatch.context() as mp:
+        mp.setattr(loader, "load_tokenizer", lambda _cfg: changed)
+        before = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
+        with pytest.raises(DPSynthError, match=r"frontier row eps2: .*another prompt format"):
+            run_frontier(cfg, copy, progress=False)
+        assert {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
+
+    eps0 = copy / "rows" / "eps0" / "row.json"
+    write_json(eps0, {**read_json(eps0), prompt_format.KEY: "sha256:made-in-another-format"})
+    kept = {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in ("eps2", "epsinf", "real")}
+    monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    run_frontier(cfg, copy, progress=False)
+    assert read_json(eps0)[prompt_format.KEY] == today  # remade
+    assert {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in kept} == kept

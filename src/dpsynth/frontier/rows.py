@@ -52,10 +52,19 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
     A fine-tuned row that has started (finished, or crashed before its ``row.json``) is kept only when its run's
     training settings (``rows/<key>/config.yaml``) are the new ones (:func:`dpsynth.config_diff.training_changes`); a
     Private Evolution row only when nothing but scoring changed. eps 0 and real rows hold no release and train
-    nothing: they are remade.
+    nothing: they are remade. A trained arm that records another prompt format than its tokenizer renders today
+    (:mod:`dpsynth.train.prompt_format`: a chat template or prompt wording changed, which no setting shows) is
+    refused, kept row or not.
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
+    if row.eps not in (0.0, "real") and cfg.generator != "pe":
+        from dpsynth.train import prompt_format
+
+        arm = "no_dp" if row.eps == "inf" else "dp"
+        if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
+            # a kept row's records, or the arm they would be generated from again, came from that format
+            raise DPSynthError(f"frontier row {row.key}: {why}; use a new --out directory (or delete that row)")
     if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config, sweep_evaluate) is not None:
         return
     if row.eps in (0.0, "real") or not run.config.is_file():
@@ -146,6 +155,13 @@ def make_row(
     if done.is_file():
         info: dict[str, Any] = read_json(done)
         made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
+        if (
+            made is not None
+            and row.eps == 0.0
+            and _prompted_format(cfg, root, info) not in (None, info["prompt_format"])
+        ):
+            log.warning("frontier: row eps0 was prompted in another prompt format than today's; remade")
+            made = None
         if made is not None:
             log.info("frontier: row %s already finished, kept", row.key)
             return {**info, "evaluate": made}  # row.json names it already (name_kept_row, run before any row)
@@ -176,6 +192,10 @@ def make_row(
         rows = _prompted_rows(cfg.model_copy(update={"generate": g}), root, progress=progress)
         timings["generate"] = time.perf_counter() - start
         write_jsonl(records_path, rows)
+        if cfg.generator != "pe":
+            from dpsynth.train import prompt_format
+
+            extra["prompt_format"] = prompt_format.current(cfg.model, root)
     else:
         extra = _trained_row(cfg, run, row, records_path, timings, progress=progress)
     info = {
@@ -192,6 +212,16 @@ def make_row(
         info["length_bound"] = {k: row_info["length_release"][k] for k in ("mode", "max_tokens")}
     write_json(done, info)
     return info
+
+
+def _prompted_format(cfg: Config, root: RunDir, info: dict[str, Any]) -> str | None:
+    """Today's prompt format (:mod:`dpsynth.train.prompt_format`) where a kept eps-0 row recorded the one it was
+    prompted in; None where it recorded none (made before the key, or by a PE sweep): it is kept as before."""
+    if not info.get("prompt_format"):
+        return None
+    from dpsynth.train import prompt_format
+
+    return prompt_format.current(cfg.model, root)
 
 
 def _length_bound(cfg: Config, run: RunDir, row: RowSpec) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dpsynth.errors import DPSynthError
 from dpsynth.generate.engine import generate_from_codes
 from dpsynth.privacy.codes import CodePower, CodeRelease, load_code_release
 from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
+from dpsynth.train import prompt_format
 
 
 def sample_codes(
@@ -39,6 +40,8 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     """Write ``cfg.generate.num_records`` synthetic records for ``arm``; returns a summary (counts only)."""
     if not run.control_codes(arm).is_file():
         raise DPSynthError(f"{run.control_codes(arm)} is missing: run `dpsynth train` for the {arm} arm first")
+    if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
+        raise DPSynthError(f"{why}: train the arm again in a new --out directory")
     codes_file = read_json(run.control_codes(arm))
     release = load_code_release(codes_file["release"], list(codes_file["names"]))
     info = load_prepare_info(run)

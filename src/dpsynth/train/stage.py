@@ -22,7 +22,7 @@ from dpsynth.privacy.accounting import epsilon as compute_epsilon
 from dpsynth.privacy.codes import domain_cells, release_codes
 from dpsynth.privacy.mechanisms import noise_rng
 from dpsynth.rundir import Arm, RunDir, aside_path, write_json
-from dpsynth.train import distributed, warm_start
+from dpsynth.train import distributed, prompt_format, warm_start
 from dpsynth.train.length import length_charge, needs_length_bound
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
 from dpsynth.train.plan import PrivacyPlan, make_plan
@@ -199,6 +199,7 @@ def train_arm(
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
         privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)
     privacy["arithmetic"] = summary["arithmetic"]  # the weights' and autocast dtypes the steps ran in
+    privacy[prompt_format.KEY] = prompt_format.digest(tokenizer, run)  # generation refuses another format
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:

@@ -1,0 +1,83 @@
+"""The prompt format an arm was trained in is recorded, and an arm is never prompted in another one."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dpsynth import api
+from dpsynth.config import ModelConfig, load_config
+from dpsynth.errors import DPSynthError
+from dpsynth.models import loader
+from dpsynth.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
+from dpsynth.train import prompt_format
+
+SMALL = ["data.demo_records=60", "data.max_tokens=24", "generate.max_new_tokens=6", "generate.num_records=4"]
+
+
+def _changed_template(model: ModelConfig):
+    """The tokenizer as a later template would render it: the model's turn ends on another token."""
+    other = loader.load_tokenizer(model)
+    assert "<|im_end|>" in other.chat_template
+    other.chat_template = other.chat_template.replace("<|im_end|>", "<|endoftext|>")
+    return other
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """A run whose non-DP arm trained (no DP: no ledger charge is needed to test what the arm records)."""
+    out = tmp_path_factory.mktemp("fmt") / "run"
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", *SMALL, "train.arms=[no_dp]", "generate.arms=[no_dp]"])
+    api.prepare(cfg, out)
+    api.train(cfg, out, progress=False)
+    return cfg, out
+
+
+def test_training_records_the_format_and_it_is_today_s(trained):
+    cfg, out = trained
+    recorded = read_json(RunDir(out).privacy_json("no_dp"))[prompt_format.KEY]
+    assert recorded.startswith("sha256:") and recorded == prompt_format.current(cfg.model, RunDir(out))
+    assert prompt_format.stale(cfg.model, RunDir(out), "no_dp") is None
+    assert prompt_format.stale(cfg.model, RunDir(out), "dp") is None  # not trained: nothing to compare
+
+
+def test_the_digest_sees_the_template_and_the_system_prompt_not_the_records(trained, tmp_path):
+    cfg, out = trained
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(out, run.root)
+    tok = loader.load_tokenizer(cfg.model)
+    before = prompt_format.digest(tok, run)
+    assert prompt_format.digest(_changed_template(cfg.model), run) != before
+    # the private records are not read: another training split gives the same digest
+    rows = read_jsonl(run.train)
+    write_jsonl(run.train, [{**r, "text": "something else entirely"} for r in rows[:3]])
+    assert prompt_format.digest(tok, run) == before
+    info = read_json(run.prepare_json)
+    info["system_prompt"] = info["system_prompt"] + " Be brief."
+    write_json(run.prepare_json, info)
+    assert prompt_format.digest(tok, run) != before
+
+
+def test_generation_refuses_an_arm_trained_in_another_format(trained, tmp_path, monkeypatch):
+    cfg, out = trained
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(out, run.root)
+    api.generate(cfg, run.root, progress=False)  # today's format: generates
+    assert len(read_jsonl(run.generated("no_dp"))) == 4
+    run.generated("no_dp").unlink()
+    changed = _changed_template(cfg.model)
+    monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
+    with pytest.raises(DPSynthError, match="another prompt format"):
+        api.generate(cfg, run.root, progress=False)
+    assert not run.generated("no_dp").exists()  # nothing written
+
+
+def test_an_arm_that_records_no_format_is_used_as_before(trained, tmp_path):
+    cfg, out = trained
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(out, run.root)
+    info = read_json(run.privacy_json("no_dp"))
+    del info[prompt_format.KEY]
+    write_json(run.privacy_json("no_dp"), info)
+    assert prompt_format.stale(cfg.model, run, "no_dp") is None
