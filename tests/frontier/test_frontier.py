@@ -951,3 +951,34 @@ def test_rows_of_another_prompt_format_are_not_kept(frontier_run, tiny_model_dir
     run_frontier(cfg, copy, progress=False)
     assert read_json(eps0)[prompt_format.KEY] == today  # remade
     assert {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in kept} == kept
+
+
+def test_the_codes_only_probe_prompts_a_public_adapter_with_the_row_s_codes(frontier_run, tmp_path):
+    """``bench/codes_only_probe.py``: the row's released codes, drawn again in the row's order, prompt the given adapter
+    in place of the DP-trained one; no private record is copied; the records are scored as the frontier scores."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dpsynth.models.convert import adapter_digest
+
+    cfg, out, doc, _ = frontier_run
+    script = Path(__file__).resolve().parents[2] / "bench" / "codes_only_probe.py"
+    adapter = out / "rows" / "epsinf" / "no_dp" / "adapter"  # stands in for a public warm start
+    probe = tmp_path / "probe"
+    argv = [sys.executable, str(script), "--sweep", str(out), "--row", "eps2", "--adapter", str(adapter)]
+    done = subprocess.run([*argv, "--out", str(probe)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = read_json(out / "rows" / "eps2" / "row.json")
+    (generated,) = (probe / "dp").glob("generated*.jsonl")
+    assert [r["codes"] for r in read_jsonl(generated)] == [r["codes"] for r in read_jsonl(out / row["records"])]
+    assert adapter_digest(probe / "dp" / "adapter") == adapter_digest(adapter)
+    assert adapter_digest(probe / "dp" / "adapter") != adapter_digest(out / "rows" / "eps2" / "dp" / "adapter")
+    assert not list((probe / "data").glob("*.jsonl"))  # the row's metadata only, no split
+    scores = json.loads((probe / "scores.json").read_text())
+    assert {e["label"] for e in scores} == {r["label"] for r in doc["rows"] if r["eps"] == 2.0}
+    assert all(e["eps"] == 2.0 and e["n_train"] <= cfg.frontier.n_synthetic for e in scores)
+    assert any(e["classifier"] == "embedding" and e["mauve"] is not None for e in scores)
+
+    refused = subprocess.run([*argv, "--out", str(out / "rows" / "x")], capture_output=True, text=True, check=False)
+    assert refused.returncode != 0 and "would replace the sweep" in refused.stderr
