@@ -2,8 +2,9 @@
 
 The frontier's MAUVE (and its embedding classifier) read one sentence embedding, all-MiniLM-L6-v2, which is also the
 space Private Evolution votes in (``bench/pe_select_probe.py`` showed a vote there lifting that MAUVE and not this
-one). This scores every row's records (``rows/*/records.jsonl``) and the first N real training records against the
-sweep's real test split on the mean-pooled last hidden states of ``model.name`` (float32, no adapter), beside the
+one). This scores every row's records (``rows/*/records.jsonl``; each draw of a ``frontier.draws`` sweep on its own,
+the row's figure their mean, as the frontier's) and the first N real training records against the sweep's real test
+split on the mean-pooled last hidden states of ``model.name`` (float32, no adapter), beside the
 row's MiniLM MAUVE from ``frontier.json``. Like the frontier's table it reads the sweep's real splits: an evaluation,
 not DP, and not a basis for choosing settings on a private set.
 
@@ -84,18 +85,24 @@ def main() -> None:
     print("| row | records | MAUVE, sentence embedding (frontier.json) | MAUVE, base-LM features |\n|---|---|---|---|")
     for name, texts in sets.items():
         t0 = time.perf_counter()
-        draws = mauve_over_draws(lm_features(cfg, texts), test, repeats=repeats, seed=cfg.evaluate.seed)
+        # a row of a frontier.draws sweep holds its draws as consecutive slices of n: each is scored on its own,
+        # as the frontier scores them, and the row's figure is their mean (pooling them would score 2n records)
+        slices = [texts[i : i + n] for i in range(0, len(texts), n)]
+        per = [mauve_over_draws(lm_features(cfg, s), test, repeats=repeats, seed=cfg.evaluate.seed) for s in slices]
+        mean, sd = sum(d.mean for d in per) / len(per), sum(d.sd for d in per) / len(per)
         mini = minilm.get(name if not name.startswith("real") else "real", (None, None))
         mini_cell = "-" if mini[0] is None else f"{mini[0]:.3f} ± {mini[1] or 0:.3f}"
-        print(f"| {name} | {len(texts)} | {mini_cell} | {draws.mean:.3f} ± {draws.sd:.3f} |", flush=True)
+        each = "" if len(per) == 1 else " (" + " / ".join(f"{d.mean:.3f}" for d in per) + ")"
+        print(f"| {name} | {len(texts)} | {mini_cell} | {mean:.3f} ± {sd:.3f}{each} |", flush=True)
         out.append(
             {
                 "row": name,
                 "records": len(texts),
                 "mauve_minilm": mini[0],
                 "mauve_minilm_sd": mini[1],
-                "mauve_lm": draws.mean,
-                "mauve_lm_sd": draws.sd,
+                "mauve_lm": mean,
+                "mauve_lm_sd": sd,
+                **({"mauve_lm_draws": [d.mean for d in per]} if len(per) > 1 else {}),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )

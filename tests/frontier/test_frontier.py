@@ -982,3 +982,31 @@ def test_the_codes_only_probe_prompts_a_public_adapter_with_the_row_s_codes(fron
 
     refused = subprocess.run([*argv, "--out", str(out / "rows" / "x")], capture_output=True, text=True, check=False)
     assert refused.returncode != 0 and "would replace the sweep" in refused.stderr
+
+
+def test_mauve_in_the_second_feature_space_scores_each_draw_on_its_own(frontier_run, tmp_path, monkeypatch):
+    """``bench/mauve_features.py`` on a row holding two draws (its records twice over): each slice of n_synthetic is
+    scored alone, as the frontier scores draws, so both give the one-draw figure and the row's is their mean."""
+    import runpy
+    import shutil
+    import sys
+    from pathlib import Path
+
+    cfg, out, _, _ = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    records = read_jsonl(copy / "rows" / "eps2" / "records.jsonl")
+    assert len(records) == cfg.frontier.n_synthetic
+    (copy / "rows" / "eps2" / "records.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records + records), encoding="utf-8"
+    )
+    script = Path(__file__).resolve().parents[2] / "bench" / "mauve_features.py"
+    doc = {}
+    for sweep in (out, copy):
+        monkeypatch.setattr(sys, "argv", [str(script), "--sweep", str(sweep), "--json", str(tmp_path / "m.json")])
+        runpy.run_path(str(script), run_name="__main__")
+        doc[sweep] = {r["row"]: r for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
+    one, two = doc[out]["eps2"], doc[copy]["eps2"]
+    assert "mauve_lm_draws" not in one and two["records"] == 2 * one["records"]
+    assert two["mauve_lm_draws"] == [pytest.approx(one["mauve_lm"])] * 2
+    assert two["mauve_lm"] == pytest.approx(one["mauve_lm"])
