@@ -48,6 +48,11 @@ def main() -> None:
     for name in ("control_codes.json", "privacy.json"):  # the row's release, as it was written (privacy.json: its
         shutil.copy(src / "dp" / name, out / "dp" / name)  # accounting, which generation checks; no DP-SGD here)
     shutil.copytree(adapter, out / "dp" / "adapter")  # the public adapter in place of the DP-trained one
+    # the row's prompt_format (dpsynth.train.prompt_format) is the DP arm's, not the public adapter's, and that one's
+    # digest was made on another run's data (its codes and system prompt): not comparable here, so none is checked
+    privacy = json.loads((out / "dp" / "privacy.json").read_text())
+    privacy.pop("prompt_format", None)
+    (out / "dp" / "privacy.json").write_text(json.dumps(privacy, indent=2))
     generate = [sys.executable, "-m", "dpsynth.cli", "generate", "--run", str(out), "-q"]
     subprocess.run([*generate, f"generate.num_records={row['n_records']}"], check=True)
     cfg = load_config(sweep / "config.yaml", [])

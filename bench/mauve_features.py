@@ -85,9 +85,13 @@ def main() -> None:
     print("| row | records | MAUVE, sentence embedding (frontier.json) | MAUVE, base-LM features |\n|---|---|---|---|")
     for name, texts in sets.items():
         t0 = time.perf_counter()
-        # a row of a frontier.draws sweep holds its draws as consecutive slices of n: each is scored on its own,
+        # a row of a frontier.draws sweep holds its draws as consecutive equal slices: each is scored on its own,
         # as the frontier scores them, and the row's figure is their mean (pooling them would score 2n records)
-        slices = [texts[i : i + n] for i in range(0, len(texts), n)]
+        draws = 1 if name.startswith("real") else cfg.frontier.draws
+        if len(texts) % draws:
+            raise SystemExit(f"row {name} holds {len(texts)} records, not {draws} draws of equal size")
+        size = len(texts) // draws  # as the frontier splits them (dpsynth.frontier.metrics.score_draws)
+        slices = [texts[i * size : (i + 1) * size] for i in range(draws)]
         per = [mauve_over_draws(lm_features(cfg, s), test, repeats=repeats, seed=cfg.evaluate.seed) for s in slices]
         mean, sd = sum(d.mean for d in per) / len(per), sum(d.sd for d in per) / len(per)
         mini = minilm.get(name if not name.startswith("real") else "real", (None, None))

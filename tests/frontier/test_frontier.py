@@ -944,12 +944,21 @@ def test_rows_of_another_prompt_format_are_not_kept(frontier_run, tiny_model_dir
             run_frontier(cfg, copy, progress=False)
         assert {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
 
-    eps0 = copy / "rows" / "eps0" / "row.json"
-    write_json(eps0, {**read_json(eps0), prompt_format.KEY: "sha256:made-in-another-format"})
-    kept = {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in ("eps2", "epsinf", "real")}
     monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    eps0 = copy / "rows" / "eps0" / "row.json"
+    # made before the key existed (or by a PE sweep): kept as it is, nothing to compare
+    write_json(eps0, {k: v for k, v in read_json(eps0).items() if k != prompt_format.KEY})
+    unkeyed = eps0.stat().st_mtime_ns
     run_frontier(cfg, copy, progress=False)
+    assert eps0.stat().st_mtime_ns == unkeyed and prompt_format.KEY not in read_json(eps0)
+
+    write_json(eps0, {**read_json(eps0), prompt_format.KEY: "sha256:made-in-another-format"})
+    scores = copy / "rows" / "eps0" / "scores.json"
+    write_json(scores, {**read_json(scores), "entries": []})  # what the old records scored: must not survive
+    kept = {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in ("eps2", "epsinf", "real")}
+    again = run_frontier(cfg, copy, progress=False)
     assert read_json(eps0)[prompt_format.KEY] == today  # remade
+    assert read_json(scores)["entries"] and any(r["eps"] == 0.0 for r in again["rows"])  # and scored again
     assert {k: (copy / "rows" / k / "row.json").stat().st_mtime_ns for k in kept} == kept
 
 
@@ -1000,6 +1009,9 @@ def test_mauve_in_the_second_feature_space_scores_each_draw_on_its_own(frontier_
     (copy / "rows" / "eps2" / "records.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in records + records), encoding="utf-8"
     )
+    config = (copy / "config.yaml").read_text()
+    assert config.count("draws: 1\n") == 1
+    (copy / "config.yaml").write_text(config.replace("draws: 1\n", "draws: 2\n"))
     script = Path(__file__).resolve().parents[2] / "bench" / "mauve_features.py"
     doc = {}
     for sweep in (out, copy):

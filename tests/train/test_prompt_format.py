@@ -81,3 +81,15 @@ def test_an_arm_that_records_no_format_is_used_as_before(trained, tmp_path):
     del info[prompt_format.KEY]
     write_json(run.privacy_json("no_dp"), info)
     assert prompt_format.stale(cfg.model, run, "no_dp") is None
+
+
+def test_a_template_that_writes_today_s_date_keeps_its_digest(trained, tmp_path):
+    """Hub templates may stamp the date into the system turn (``strftime_now``): the digest renders under a stopped
+    clock, or every arm would be refused the day after its training."""
+    cfg, out = trained
+    tok = loader.load_tokenizer(cfg.model)
+    tok.chat_template = "{{ strftime_now('%Y-%m-%d %H:%M:%S.%f') }}\n" + tok.chat_template
+    first = prompt_format.digest(tok, RunDir(out))
+    assert "2000-01-01" not in tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    assert all(prompt_format.digest(tok, RunDir(out)) == first for _ in range(3))
+    assert first != prompt_format.digest(loader.load_tokenizer(cfg.model), RunDir(out))

@@ -58,14 +58,8 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
     """
     run = RunDir(root.root / "rows" / row.key)
     done = run.root / "row.json"
-    if row.eps not in (0.0, "real") and cfg.generator != "pe":
-        from dpsynth.train import prompt_format
-
-        arm = "no_dp" if row.eps == "inf" else "dp"
-        if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
-            # a kept row's records, or the arm they would be generated from again, came from that format
-            raise DPSynthError(f"frontier row {row.key}: {why}; use a new --out directory (or delete that row)")
     if done.is_file() and kept_evaluate(cfg, row, read_json(done), run.config, sweep_evaluate) is not None:
+        _check_format(cfg, run, row)
         return
     if row.eps in (0.0, "real") or not run.config.is_file():
         return
@@ -98,6 +92,20 @@ def check_reuse(cfg: Config, root: RunDir, row: RowSpec, *, sweep_evaluate: dict
             "generated again, when only generate.*, frontier.n_synthetic or frontier.draws changed; every row is "
             "kept, and scored again, when only evaluate.* changed)"
         )
+    _check_format(cfg, run, row)
+
+
+def _check_format(cfg: Config, run: RunDir, row: RowSpec) -> None:
+    """Refuse a fine-tuned row whose arm records another prompt format than today's
+    (:mod:`dpsynth.train.prompt_format`): its kept records, or the arm they would be generated from again, came from a
+    format no setting shows."""
+    if row.eps in (0.0, "real") or cfg.generator == "pe":
+        return
+    from dpsynth.train import prompt_format
+
+    arm = "no_dp" if row.eps == "inf" else "dp"
+    if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
+        raise DPSynthError(f"frontier row {row.key}: {why}; use a new --out directory (or delete that row)")
 
 
 def name_kept_row(cfg: Config, root: RunDir, row: RowSpec, sweep_evaluate: dict[str, Any] | None) -> None:
@@ -155,11 +163,8 @@ def make_row(
     if done.is_file():
         info: dict[str, Any] = read_json(done)
         made = kept_evaluate(cfg, row, info, run.config, sweep_evaluate)
-        if (
-            made is not None
-            and row.eps == 0.0
-            and _prompted_format(cfg, root, info) not in (None, info["prompt_format"])
-        ):
+        now = _prompted_format(cfg, root, info) if made is not None and row.eps == 0.0 else None
+        if now is not None and now != info["prompt_format"]:
             log.warning("frontier: row eps0 was prompted in another prompt format than today's; remade")
             made = None
         if made is not None:
@@ -174,7 +179,9 @@ def make_row(
             if trained
             else "its configuration changed; remade (it holds no release)",
         )
-        # row.json stays until the new one replaces it: check_reuse reads the row's config.yaml either way
+        # row.json stays until the new one replaces it: check_reuse reads the row's config.yaml either way. Its
+        # cached scores go: a row remade under an unchanged fingerprint (eps 0 in another prompt format) would keep them
+        (run.root / "scores.json").unlink(missing_ok=True)
     copy_prepared(root, run)
     row_info = _length_bound(cfg, run, row)
     timings: dict[str, float] = {}

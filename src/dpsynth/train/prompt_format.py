@@ -15,7 +15,10 @@ trained before the key existed carry none and are used as before: there is nothi
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 from dpsynth.data.format import encode_unit
@@ -35,16 +38,44 @@ def digest(tokenizer: Any, run: RunDir) -> str:
     that ``prepare.json`` holds."""
     info = load_prepare_info(run)
     codes = {spec.name: spec.values[0] for spec in load_code_specs(run)}
-    example = encode_unit(
-        tokenizer,
-        [Record(text=_PROBE_TEXT, unit="probe", codes=codes)],
-        system_prompt=str(info["system_prompt"]),
-        max_tokens=64,
-        include_title=False,
-        cut=prepared_cut_rule(info),
-    )
+    with _pinned_clock():
+        example = encode_unit(
+            tokenizer,
+            [Record(text=_PROBE_TEXT, unit="probe", codes=codes)],
+            system_prompt=str(info["system_prompt"]),
+            max_tokens=64,
+            include_title=False,
+            cut=prepared_cut_rule(info),
+        )
     text = repr((example.input_ids, example.labels))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Epoch(datetime.datetime):
+    """A clock stopped at one instant."""
+
+    @classmethod
+    def now(cls, tz: datetime.tzinfo | None = None) -> _Epoch:
+        return cls(2000, 1, 1, tzinfo=tz)
+
+
+@contextlib.contextmanager
+def _pinned_clock() -> Iterator[None]:
+    """Render under a stopped clock: some hub chat templates write today's date into the system turn (transformers
+    gives templates ``strftime_now``, which reads ``datetime.now()`` in its module), and a digest that changed every
+    day would refuse every arm the day after its training. The date is not what an arm learned to read; the template
+    around it is."""
+    from transformers.utils import chat_template_utils
+
+    if not hasattr(chat_template_utils, "datetime"):
+        yield
+        return
+    saved = chat_template_utils.datetime
+    chat_template_utils.datetime = _Epoch  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        chat_template_utils.datetime = saved  # type: ignore[misc]
 
 
 def current(model: ModelConfig, run: RunDir) -> str:
