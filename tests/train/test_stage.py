@@ -406,3 +406,21 @@ def test_the_prepared_cut_rule_reaches_training(tmp_path, tokenizer):
         n = len(examples)
     assert ends["token"] < n / 2  # most demo reviews run past 16 tokens: cut mid-sentence, no end of turn learned
     assert ends["sentence"] > ends["token"] + n / 4  # their sentence cuts end with it
+
+
+def test_a_checkpoint_of_another_prompt_format_is_refused(tmp_path, tiny_model_dir, monkeypatch):
+    """A chat template or prompt wording that changed between the crash and the resume (dpsynth.train.prompt_format):
+    the arm would be trained in two formats and record one. A checkpoint of an earlier dpsynth names none: resumed."""
+    from dpsynth.train import prompt_format
+
+    cfg, out = _dp_run_crashed_after_step_1(tmp_path, tiny_model_dir, monkeypatch)
+    meta_path = RunDir(out).checkpoints("dp") / "meta.json"
+    meta = read_json(meta_path)
+    assert meta["prompt_format"] == prompt_format.current(cfg.model, RunDir(out))
+    meta_path.write_text(json.dumps({**meta, "prompt_format": "sha256:another"}), encoding="utf-8")
+    with pytest.raises(DPSynthError, match="trained in another prompt format"):
+        api.train(cfg, out, resume=True, progress=False)
+    del meta["prompt_format"]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    api.train(cfg, out, resume=True, progress=False)
+    assert read_json(RunDir(out).privacy_json("dp"))[prompt_format.KEY] == prompt_format.current(cfg.model, RunDir(out))

@@ -154,6 +154,11 @@ class ArmTrainer:
                 f"the checkpoint in {self.ckpt_dir} started from another warm start (train.init_adapter, digest "
                 f"{ckpt.meta.get('init_adapter')}); resume with that adapter, or start a new run directory"
             )
+        if ckpt.meta.get("prompt_format") not in (None, self.s.meta.get("prompt_format")):  # None: made before the key
+            raise DPSynthError(
+                f"the checkpoint in {self.ckpt_dir} was trained in another prompt format (dpsynth.train.prompt_format: "
+                "the chat template or prompt wording changed since); start a new run directory"
+            )
         params = trainable_parameters(self.model)
         with torch.no_grad():
             for name, value in ckpt.trainable.items():
@@ -218,6 +223,7 @@ class ArmTrainer:
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
                     "init_adapter": self.init_digest,
+                    "prompt_format": self.s.meta.get("prompt_format"),
                     "log": self.state.log_rows,
                 },
             ),

@@ -154,7 +154,7 @@ def train_arm(
         examples=examples,
         plan=plan,
         steps=planned_steps(cfg, n, arm),
-        meta={},
+        meta={"prompt_format": prompt_format.digest(tokenizer, run)},  # a resume refuses another
         progress=progress,
         on_step=on_step,
     )
@@ -199,7 +199,7 @@ def train_arm(
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
         privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)
     privacy["arithmetic"] = summary["arithmetic"]  # the weights' and autocast dtypes the steps ran in
-    privacy[prompt_format.KEY] = prompt_format.digest(tokenizer, run)  # generation refuses another format
+    privacy[prompt_format.KEY] = setup.meta["prompt_format"]  # generation refuses another format
     privacy["checks"] = checks
     write_json(run.privacy_json(arm), privacy)  # written before the commit: see commit_release
     if plan is not None:
