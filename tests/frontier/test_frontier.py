@@ -942,6 +942,9 @@ def test_rows_of_another_prompt_format_are_not_kept(frontier_run, tiny_model_dir
         before = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
         with pytest.raises(DPSynthError, match=r"frontier row eps2: .*another prompt format"):
             run_frontier(cfg, copy, progress=False)
+        # a row not kept (only generation changed: it would generate again from its arm) is refused the same way
+        with pytest.raises(DPSynthError, match=r"frontier row eps2: .*another prompt format"):
+            run_frontier(_cfg(tiny_model_dir, "generate.temperature=0.8"), copy, progress=False)
         assert {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()} == before  # nothing touched
 
     monkeypatch.setattr(stage, "train_arm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
