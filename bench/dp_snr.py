@@ -7,7 +7,10 @@ step is the mean clipped gradient of the batch plus Gaussian noise of norm ``sig
 trainable parameters, ``B`` the expected batch, ``sigma`` calibrated for the target epsilon from the sample rate
 ``B / n`` and the number of steps). The *signal* is the expected clipped per-example gradient ``mu``: its norm is
 estimated here without bias from ``m`` per-example gradients of the public proxy (computed one example at a time,
-plain autograd: the same per-example quantity that Opacus clips), at the adapter's initialisation.
+plain autograd: the same per-example quantity that Opacus clips), at the adapter's initialisation, or with
+``train.init_adapter`` set at the public warm start the DP arm starts from. A table splits the unclipped gradient by
+module and LoRA factor: each part's share of the squared norm and its coherence (|mean| / rms norm: 1 when every
+example points the same way), to see where the signal sits.
 
 For each (n, B) the script prints ``sigma``, the steps of ``--epochs`` epochs, and
 
@@ -42,12 +45,15 @@ def per_example_gradients(cfg, run, m: int):  # type: ignore[no-untyped-def]
     from dpsynth.models.loader import load_model, load_tokenizer
     from dpsynth.train.batching import Collator
     from dpsynth.train.forward import TrainForward
-    from dpsynth.train.lora import add_lora, trainable_parameters
+    from dpsynth.train.lora import add_lora, load_init_adapter, trainable_parameters
     from dpsynth.train.stage import _examples_and_cells
 
     tok = load_tokenizer(cfg.model)
     model = add_lora(load_model(cfg.model, device=torch.device("cpu")), cfg.train.lora, seed=cfg.train.seed)
-    params = list(trainable_parameters(model).values())
+    if cfg.train.init_adapter is not None:  # measure where the DP arm starts: the public warm start's weights
+        load_init_adapter(model, cfg.train.init_adapter)
+    named = trainable_parameters(model)
+    params = list(named.values())
     examples = _examples_and_cells(cfg, run, tok)[0][:m]
     collate, fwd = Collator(pad_id=int(tok.pad_token_id)), TrainForward(model, torch.device("cpu"))
     grads = []
@@ -55,7 +61,14 @@ def per_example_gradients(cfg, run, m: int):  # type: ignore[no-untyped-def]
         model.zero_grad(set_to_none=True)
         fwd.losses(collate([e])).sum().backward()
         grads.append(torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel()) for p in params]))
-    return torch.stack(grads).double()
+    groups: dict[str, list[int]] = {}  # coordinates of each module kind and LoRA factor, e.g. "v_proj.lora_B"
+    at = 0
+    for name, p in named.items():
+        parts = name.split(".")
+        kind = next((parts[i - 1] + "." + x for i, x in enumerate(parts) if x.startswith("lora_")), "other")
+        groups.setdefault(kind, []).extend(range(at, at + p.numel()))
+        at += p.numel()
+    return torch.stack(grads).double(), groups
 
 
 def clipped_signal(raw, c: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -90,7 +103,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         api.prepare(cfg, tmp)
-        raw = per_example_gradients(cfg, RunDir(Path(tmp)), args.examples)
+        raw, groups = per_example_gradients(cfg, RunDir(Path(tmp)), args.examples)
     seconds = round(time.perf_counter() - start, 1)
     d, norms = raw.shape[1], raw.norm(dim=1)
     signals = [clipped_signal(raw, float(c)) for c in args.clip.split(",")]
@@ -123,6 +136,23 @@ def main() -> None:
         f"d = {d:,} trainable; per-example gradient norm (unclipped) median {float(norms.median()):.4f}, "
         f"10%-90% {float(norms.quantile(0.1)):.4f}-{float(norms.quantile(0.9)):.4f}; m = {len(raw)}; {seconds} s"
     )
+    # where the signal sits: each group's share of the coordinates, of the squared per-example norm, and its own
+    # signal-to-spread ratio (|mean| over the root-mean-square per-example norm, unclipped; 1 = every example agrees)
+    by_group = {}
+    for kind, idx in sorted(groups.items()):
+        g = raw[:, idx]
+        rms = float((g**2).sum(1).mean().sqrt())  # zero for a fresh adapter's A factors (its B starts at zero)
+        by_group[kind] = {
+            "coordinates": len(idx),
+            "norm_share": round(float((g**2).sum() / (raw**2).sum()), 3),
+            "coherence": round(clipped_signal(g, float("inf"))["mu_norm"] / rms, 4) if rms > 0 else None,
+        }
+    print("| group | coordinates | share of squared norm | coherence (mean / rms) |")
+    print("|---|---|---|---|")
+    for kind, v in by_group.items():
+        print(f"| {kind} | {v['coordinates']:,} | {v['norm_share']:.1%} | {v['coherence']} |")
+    whole = clipped_signal(raw, float("inf"))["mu_norm"] / float((raw**2).sum(1).mean().sqrt())
+    print(f"coherence of the whole gradient: {whole:.4f}\n")
     print("| n | batch | clip | steps | sigma | clipped | signal | noise norm | SNR per step | SNR over the run |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -140,6 +170,7 @@ def main() -> None:
             "m": len(raw),
             "median_gradient_norm": float(norms.median()),
             "seconds": seconds,
+            "groups": by_group,
             "rows": rows,
         }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")

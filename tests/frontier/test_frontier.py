@@ -1025,3 +1025,60 @@ def test_mauve_in_the_second_feature_space_scores_each_draw_on_its_own(frontier_
     assert "mauve_lm_draws" not in one and two["records"] == 2 * one["records"]
     assert two["mauve_lm_draws"] == [pytest.approx(one["mauve_lm"])] * 2
     assert two["mauve_lm"] == pytest.approx(one["mauve_lm"])
+
+
+def test_heldout_nll_scores_each_adapter_on_the_test_split(frontier_run, tmp_path, monkeypatch):
+    """``bench/heldout_nll.py``: the same adapter named twice scores identically, the base model is scored too, and
+    each figure is the per-unit loss that the whole-model scoring path gives for that adapter."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from peft import PeftModel
+
+    from dpsynth.data.prepare import load_prepare_info
+    from dpsynth.data.records import group_by_unit, read_records
+    from dpsynth.evaluate.model_privacy import UnitScorer
+    from dpsynth.models.loader import load_model, load_tokenizer
+
+    cfg, out, _, _ = frontier_run
+    row = out / "rows" / "eps2"
+    dp, other = row / "dp" / "adapter", out / "rows" / "epsinf" / "no_dp" / "adapter"
+    script = Path(__file__).resolve().parents[2] / "bench" / "heldout_nll.py"
+    argv = [str(script), "--run", str(row), "--units", "5", "--json", str(tmp_path / "h.json")]
+    monkeypatch.setattr(sys, "argv", [*argv, f"dp={dp}", f"again={dp}", f"other={other}"])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = {r["model"]: r for r in json.loads((tmp_path / "h.json").read_text())["rows"]}
+    assert set(rows) == {"base", "dp", "again", "other"}
+    assert rows["again"]["diff"] == 0.0 and rows["again"]["nll"] == rows["dp"]["nll"]
+    assert rows["other"]["nll"] != rows["dp"]["nll"] and rows["base"]["nll"] != rows["dp"]["nll"]
+    run = RunDir(row)
+    units = list(group_by_unit(read_records(run.test)).values())[:5]
+    tok = load_tokenizer(cfg.model)
+    model = PeftModel.from_pretrained(load_model(cfg.model), dp).eval()
+    whole = UnitScorer(tok, units, load_prepare_info(run), 8192).losses(model)
+    assert rows["dp"]["nll"] == pytest.approx(float(np.mean(whole)), abs=1e-4)
+
+
+def test_dp_snr_measures_at_the_warm_start_when_one_is_set(frontier_run, tmp_path, monkeypatch):
+    """``bench/dp_snr.py`` with ``train.init_adapter``: LoRA's B starts at zero, so a fresh adapter's A factors get no
+    gradient; from a trained adapter they do, which shows the warm start is where the gradients are taken."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    _, out, _, _ = frontier_run
+    script = Path(__file__).resolve().parents[2] / "bench" / "dp_snr.py"
+    warm = out / "rows" / "eps2" / "dp" / "adapter"
+    groups = {}
+    for name, extra in (("fresh", []), ("warm", [f"train.init_adapter={warm}"])):
+        argv = [str(script), "--config", str(out / "config.yaml"), "--examples", "4", "--n", "100", "--batch", "10"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--clip", "0.1", "--json", str(tmp_path / f"{name}.json"), *extra])
+        runpy.run_path(str(script), run_name="__main__")
+        doc = json.loads((tmp_path / f"{name}.json").read_text())
+        assert sum(g["coordinates"] for g in doc["groups"].values()) == doc["d"]
+        groups[name] = doc["groups"]
+    a_parts = [k for k in groups["fresh"] if k.endswith("lora_A")]
+    assert a_parts and all(groups["fresh"][k]["coherence"] is None for k in a_parts)  # no gradient at all
+    assert all(groups["warm"][k]["coherence"] is not None for k in a_parts)
