@@ -185,6 +185,29 @@ def test_finished_arms_are_reused_not_retrained(audited, tmp_path, monkeypatch):
     assert summary["arms"]["dp"]["eps_lb"] == audited[1]["arms"]["dp"]["eps_lb"]  # same model, same scores
 
 
+def test_a_finished_arm_of_another_prompt_format_is_refused_not_reused(audited, tmp_path, monkeypatch):
+    """A finished audit arm whose recorded prompt format is not today's would have its canaries scored in a format it
+    never saw: the audit refuses it (before scoring, without training it again and charging the ledger twice)."""
+    from dpsynth.train import prompt_format
+
+    run = _copy(audited[0], tmp_path)
+    privacy_file = RunDir(run.audit_dir).privacy_json("dp")
+    info = read_json(privacy_file)
+    assert info[prompt_format.KEY].startswith("sha256:")
+    write_json(privacy_file, {**info, prompt_format.KEY: "sha256:another"})
+    import dpsynth.train.stage as stage
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished audit arm was trained again")
+
+    monkeypatch.setattr(stage, "train_arm", no_training)
+    cfg = load_config(RunDir(run.root).config)
+    with pytest.raises(DPSynthError, match="another prompt format"):
+        api.audit(cfg, run.root, progress=False)
+    assert read_json(privacy_file)[prompt_format.KEY] == "sha256:another"  # the arm is left as it was
+    assert RunDir(run.audit_dir).adapter("dp").is_dir()
+
+
 class _Stop(Exception):
     pass
 

@@ -93,3 +93,18 @@ def test_a_template_that_writes_today_s_date_keeps_its_digest(trained, tmp_path)
     assert "2000-01-01" not in tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
     assert all(prompt_format.digest(tok, RunDir(out)) == first for _ in range(3))
     assert first != prompt_format.digest(loader.load_tokenizer(cfg.model), RunDir(out))
+
+
+def test_membership_inference_refuses_an_arm_trained_in_another_format(trained, monkeypatch):
+    """The evaluate stage's attacks load each arm through ``load_arms``: an arm scored in a prompt format it never saw
+    would have losses that say little of what it memorised, so it is refused like generation refuses it."""
+    from dpsynth.evaluate.model_privacy import load_arms
+
+    cfg, out = trained
+    run = RunDir(out)
+    model, _ = load_arms(cfg, run, ["no_dp"])  # today's format: loads
+    assert "no_dp" in model.peft_config
+    changed = _changed_template(cfg.model)
+    monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
+    with pytest.raises(DPSynthError, match="membership inference"):
+        load_arms(cfg, run, ["no_dp"])

@@ -46,6 +46,7 @@ from dpsynth.data.canaries import Canary
 from dpsynth.data.format import IGNORE_INDEX, CutRule, cut_response, encode_prompt, encode_unit
 from dpsynth.data.prepare import prepared_cut_rule
 from dpsynth.data.records import Record, group_by_unit
+from dpsynth.errors import DPSynthError
 from dpsynth.evaluate.adapter_nll import Adapter, active_adapter, adapters_response_nll, shared_bottom_start
 from dpsynth.evaluate.collect import EvalInputs, MetricList, sample
 from dpsynth.evaluate.exposure import canary_exposures
@@ -53,7 +54,7 @@ from dpsynth.evaluate.mia import loss_attack, reference_attack
 from dpsynth.evaluate.prefix_nll import common_prefix_length, shared_prefix_nll
 from dpsynth.evaluate.scoring import response_nll
 from dpsynth.rundir import RunDir
-from dpsynth.train import warm_start
+from dpsynth.train import prompt_format, warm_start
 from dpsynth.train.precision import autocast, resolve_precision, training_model_config
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,9 @@ def load_arms(
 
     from dpsynth.models.loader import load_model, load_tokenizer
 
+    for arm in arms:  # in a format it never saw, the attacks would score sequences other than those it trained on
+        if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
+            raise DPSynthError(f"{why}: its membership inference and canary exposure would be measured in it")
     tokenizer = load_tokenizer(cfg.model)
     base = load_model(model_cfg or cfg.model)
     model = PeftModel.from_pretrained(base, run.adapter(arms[0]), adapter_name=arms[0])

@@ -48,7 +48,7 @@ from dpsynth.privacy.audit_canaries import (
 from dpsynth.privacy.audit_scoring import arm_bound, membership_scores, score_arms
 from dpsynth.privacy.config import default_guesses
 from dpsynth.rundir import Arm, RunDir, read_json, read_jsonl, write_json, write_jsonl, write_text
-from dpsynth.train import warm_start
+from dpsynth.train import prompt_format, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,10 @@ def train_audit_arm(cfg: Config, audit: RunDir, arm: Arm, *, progress: bool) -> 
     same = old.get("stamp") in (stamp, legacy)
     finished = audit.privacy_json(arm).is_file() and (audit.adapter(arm) / "adapter_config.json").is_file()
     if same and old.get("status") == "done" and finished:
+        # its canaries would be scored in a format the arm never saw (no setting shows such a change): refused, not
+        # trained again, since a new DP arm would be charged to the ledger again
+        if (why := prompt_format.stale(cfg.model, audit, arm)) is not None:
+            raise DPSynthError(f"{why}: the audit would score its canaries in it; audit into a new directory")
         log.info("audit: the %s arm already finished on the same data and config, reusing it", arm)
         privacy: dict[str, Any] = read_json(audit.privacy_json(arm))
         if arm == "dp":

@@ -9,9 +9,10 @@ fingerprint, would be prompted in a format it never saw: its text degrades silen
 of two formats.
 
 The train stage records the digest of one probe example (:func:`digest`) in the arm's ``privacy.json``
-(``prompt_format``) and in its checkpoints; generation and the frontier compare it with today's before using the arm
-(:func:`stale`), and ``--resume`` before continuing a checkpoint. Arms and checkpoints made before the key existed
-carry none and are used as before: there is nothing to compare them with.
+(``prompt_format``) and in its checkpoints; generation, the evaluate stage's membership inference and exposure
+(:func:`dpsynth.evaluate.model_privacy.load_arms`), the frontier and the one-run audit reusing a finished arm compare
+it with today's before using the arm (:func:`stale`), and ``--resume`` before continuing a checkpoint. Arms and
+checkpoints made before the key existed carry none and are used as before: there is nothing to compare them with.
 """
 
 from __future__ import annotations
