@@ -212,7 +212,10 @@ def load_arms(
 
     for arm in arms:  # in a format it never saw, the attacks would score sequences other than those it trained on
         if (why := prompt_format.stale(cfg.model, run, arm)) is not None:
-            raise DPSynthError(f"{why}: its membership inference and canary exposure would be measured in it")
+            raise DPSynthError(
+                f"{why}. Its membership inference and canary exposure would be measured in today's format: train "
+                "the arm again in a new --out directory"
+            )
     tokenizer = load_tokenizer(cfg.model)
     base = load_model(model_cfg or cfg.model)
     model = PeftModel.from_pretrained(base, run.adapter(arms[0]), adapter_name=arms[0])
