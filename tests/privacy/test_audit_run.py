@@ -208,6 +208,29 @@ def test_a_finished_arm_of_another_prompt_format_is_refused_not_reused(audited, 
     assert RunDir(run.audit_dir).adapter("dp").is_dir()
 
 
+def test_a_stale_arm_is_refused_before_any_other_arm_trains(audited, tmp_path, monkeypatch):
+    """The DP arm would train again (its stamp is gone), the no-DP arm is finished but in another prompt format: the
+    audit refuses before the DP arm trains, so no second release is charged ahead of a refusal."""
+    from dpsynth.train import prompt_format
+
+    run = _copy(audited[0], tmp_path)
+    audit = RunDir(run.audit_dir)
+    (audit.arm("dp") / audit_run.STAMP).unlink()
+    info = read_json(audit.privacy_json("no_dp"))
+    write_json(audit.privacy_json("no_dp"), {**info, prompt_format.KEY: "sha256:another"})
+    import dpsynth.train.stage as stage
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an arm trained before the refusal")
+
+    monkeypatch.setattr(stage, "train_arm", no_training)
+    cfg = load_config(RunDir(run.root).config)
+    assert cfg.audit.arms[0] == "dp"  # the DP arm comes first: checked in the loop, it would train first
+    with pytest.raises(DPSynthError, match="another prompt format"):
+        api.audit(cfg, run.root, progress=False)
+    assert audit.adapter("dp").is_dir()  # not removed for retraining either
+
+
 class _Stop(Exception):
     pass
 

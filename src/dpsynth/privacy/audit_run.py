@@ -140,35 +140,39 @@ def _stamp(cfg: Config, audit: RunDir, arm: Arm, *, checkpoint_every: int | None
     return h.hexdigest()
 
 
-def _reuse(cfg: Config, audit: RunDir, arm: Arm) -> tuple[bool, bool]:
-    """(same, reusable): the arm's folder was made under this data and config; it also finished and can be reused."""
+def arm_state(cfg: Config, audit: RunDir, arm: Arm) -> tuple[str, bool, bool]:
+    """(stamp, same, reusable): the arm's stamp today; whether its folder was made under this data and config; whether
+    it also finished and is reused as it stands. Read once per arm and audit (a stamp hashes the training data)."""
     stamp, legacy = _stamps(cfg, audit, arm)
     stamp_path = audit.arm(arm) / STAMP
     old = read_json(stamp_path) if stamp_path.is_file() else {}
     same = old.get("stamp") in (stamp, legacy)
     finished = audit.privacy_json(arm).is_file() and (audit.adapter(arm) / "adapter_config.json").is_file()
-    return same, same and old.get("status") == "done" and finished
+    return stamp, same, same and old.get("status") == "done" and finished
 
 
-def refuse_stale_reuse(configs: dict[Arm, Config], audit: RunDir) -> None:
+def refuse_stale_reuse(configs: dict[Arm, Config], states: dict[Arm, tuple[str, bool, bool]], audit: RunDir) -> None:
     """Stop, before any arm trains, when a finished arm that would be reused records another prompt format: its
     canaries would be scored in a format it never saw (no setting shows such a change). Refused rather than trained
     again, since a new DP arm is charged to the ledger again; checked for every arm first, so that no other arm's
     training (and charge) comes before the refusal."""
     for arm, cfg in configs.items():
-        if _reuse(cfg, audit, arm)[1] and (why := prompt_format.stale(cfg.model, audit, arm)) is not None:
+        if states[arm][2] and (why := prompt_format.stale(cfg.model, audit, arm)) is not None:
             raise DPSynthError(
                 f"{why}. The audit would score this arm's canaries in today's format: remove {audit.arm(arm)} to "
                 "train it again (a DP arm is charged to the ledger again)"
             )
 
 
-def train_audit_arm(cfg: Config, audit: RunDir, arm: Arm, *, progress: bool) -> dict[str, Any]:
-    """Train (or reuse, or resume) one audit arm; returns its privacy.json plus how it was obtained."""
+def train_audit_arm(
+    cfg: Config, audit: RunDir, arm: Arm, state: tuple[str, bool, bool], *, progress: bool
+) -> dict[str, Any]:
+    """Train (or reuse, or resume) one audit arm, given its :func:`arm_state`; returns its privacy.json plus how it
+    was obtained."""
     from dpsynth.train.stage import commit_release, train_arm
 
-    same, reusable = _reuse(cfg, audit, arm)
-    stamp, stamp_path = _stamps(cfg, audit, arm)[0], audit.arm(arm) / STAMP
+    stamp, same, reusable = state
+    stamp_path = audit.arm(arm) / STAMP
     if reusable:
         log.info("audit: the %s arm already finished on the same data and config, reusing it", arm)
         privacy: dict[str, Any] = read_json(audit.privacy_json(arm))
@@ -236,9 +240,10 @@ def run_audit(cfg: Config, run: RunDir, *, progress: bool = True) -> dict[str, A
 
     trained: dict[str, dict[str, Any]] = {}
     configs = {arm: arm_config(cfg, arm, delta) for arm in a.arms}
-    refuse_stale_reuse(configs, audit)
+    states = {arm: arm_state(configs[arm], audit, arm) for arm in a.arms}
+    refuse_stale_reuse(configs, states, audit)
     for arm in a.arms:
-        trained[arm] = train_audit_arm(configs[arm], audit, arm, progress=progress)
+        trained[arm] = train_audit_arm(configs[arm], audit, arm, states[arm], progress=progress)
         timings[f"train_{arm}_s"] = trained[arm]["train_seconds"]
     if "dp" in trained and abs(trained["dp"]["delta"] - delta) > 1e-12 * delta:
         raise DPSynthError(f"the audit's DP arm ran at delta {trained['dp']['delta']:g}, not the run's {delta:g}")
