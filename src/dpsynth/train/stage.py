@@ -25,6 +25,7 @@ from dpsynth.rundir import Arm, RunDir, aside_path, write_json
 from dpsynth.train import distributed, prompt_format, warm_start
 from dpsynth.train.length import length_charge, needs_length_bound
 from dpsynth.train.loop import ArmTrainer, StepCallback, TrainingSetup, planned_steps
+from dpsynth.train.loss_trend import warn_if_loss_flat
 from dpsynth.train.plan import PrivacyPlan, make_plan
 
 logger = logging.getLogger(__name__)
@@ -208,41 +209,3 @@ def train_arm(
     for done in (run.checkpoints(arm), aside_path(run.checkpoints(arm))):
         shutil.rmtree(done, ignore_errors=True)
     return privacy
-
-
-FLAT_LOSS_DROP = 0.02
-"""A DP arm whose mean training loss fell by less than this share, from the first fifth of its steps to the last,
-has not learned: in every DP row of the 2026-12-01 frontiers (about 1,200 units) the loss moved by -1% to +1%, while
-the non-DP arms fell by 5-10% in the same steps (bench/results/frontier-*/)."""
-
-
-def warn_if_loss_flat(log: list[dict[str, Any]]) -> bool:
-    """Warn (and return True) when the DP arm's training loss did not fall: its noise drowned the gradient, and its
-    text will read like the base model's, whatever the epsilon says. For the operator, who holds the data: a log line,
-    never part of a release.
-
-    >>> warn_if_loss_flat([{"loss": 4.1}] * 20), warn_if_loss_flat([{"loss": 4.1 - 0.05 * i} for i in range(20)])
-    (True, False)
-    """
-    losses = [float(r["loss"]) for r in log if r.get("loss") is not None]
-    if len(losses) < 10:
-        return False
-    k = max(2, len(losses) // 5)
-    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    if last > first * (1 - FLAT_LOSS_DROP):
-        logger.warning(
-            "the DP arm's training loss did not fall (%.3f over its first %d steps, %.3f over its last %d): DP noise "
-            "drowned the gradient, so its records will read much like the base model's. A clipping norm below the "
-            "per-example gradient norms and a larger batch (bench/dp_snr.py), more privacy units or a larger epsilon "
-            "help; more epochs do not (bench/results/dp-snr/, bench/results/recipe-search/). A learning rate too high "
-            "for the model flattens it too (Adam moves every weight by about the learning rate each step, noise or "
-            "not): gemma-3-270m's held-out loss did not move at 1e-2 and fell at 3e-3, yet its text scored no "
-            "better there, so judge by the frontier's metrics on public data (bench/heldout_nll.py; "
-            "bench/results/recipe-search/, 'The DP learning rate of gemma-3-270m').",
-            first,
-            k,
-            last,
-            k,
-        )
-        return True
-    return False
