@@ -108,3 +108,33 @@ def test_membership_inference_refuses_an_arm_trained_in_another_format(trained, 
     monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
     with pytest.raises(DPSynthError, match="membership inference"):
         load_arms(cfg, run, ["no_dp"])
+
+
+def test_a_warm_start_fitted_in_another_format_is_refused_before_any_charge(trained, tmp_path, monkeypatch):
+    """A public warm start is the run's first weights: fitted in a format that is no longer today's (gemma-3-270m's
+    turn came to end in <eos>), a DP arm would spend its steps and budget unlearning it. Its own run re-renders its
+    probe to tell; an adapter copied out of its run has nothing to compare with and is used as before."""
+    import os
+
+    from dpsynth.errors import ConfigError
+    from dpsynth.privacy.ledger import Ledger
+    from dpsynth.train import warm_start
+
+    cfg, warm = trained
+    adapter = RunDir(warm).adapter("no_dp")
+    other = [*(o for o in SMALL if not o.startswith("data.demo_records")), "data.demo_records=50"]  # other data
+    new = load_config(
+        None, [f"model.name={cfg.model.name}", *other, "train.arms=[dp]", f"train.init_adapter={adapter}"]
+    )
+    warm_start.check(new, tmp_path / "run", None)  # today's format: accepted
+    changed = _changed_template(cfg.model)
+    monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
+    api.prepare(new, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"another prompt format.*fit the warm start again"):
+        api.train(new, tmp_path / "run", progress=False)
+    assert Ledger(os.environ["DPSYNTH_LEDGER"]).releases(include_pending=True) == []  # refused before any reservation
+    assert not RunDir(tmp_path / "run").privacy_json("dp").is_file()
+    copied = tmp_path / "copied" / "adapter"
+    shutil.copytree(adapter, copied)
+    warm_start.check(new.model_copy(update={"train": new.train.model_copy(update={"init_adapter": copied})}),
+                     tmp_path / "run", None)  # fmt: skip  # out of its run: nothing to compare, trusted as before

@@ -11,7 +11,8 @@ of two formats.
 The train stage records the digest of one probe example (:func:`digest`) in the arm's ``privacy.json``
 (``prompt_format``) and in its checkpoints; generation, the evaluate stage's membership inference and exposure
 (:func:`dpsynth.evaluate.model_privacy.load_arms`), the frontier and the one-run audit reusing a finished arm compare
-it with today's before using the arm (:func:`stale`), and ``--resume`` before continuing a checkpoint. Arms and
+it with today's before using the arm (:func:`stale`), ``--resume`` before continuing a checkpoint, and training
+before starting from a public warm start whose run recorded one (:func:`dpsynth.train.warm_start.check`). Arms and
 checkpoints made before the key existed carry none and are used as before: there is nothing to compare them with.
 """
 

@@ -38,8 +38,9 @@ def digest(cfg: Config) -> str | None:
 
 def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
     """Refuse a missing adapter, one that does not fit an arm's LoRA (rank, alpha, target modules), one inside
-    ``root`` (this run's or sweep's directory), or one fitted to the data whose source fingerprint is
-    ``source_fingerprint``: before any ledger reservation or row."""
+    ``root`` (this run's or sweep's directory), one fitted to the data whose source fingerprint is
+    ``source_fingerprint``, or one fitted in another prompt format than today's (:func:`_stale_format`): before any
+    ledger reservation or row."""
     folder = cfg.train.init_adapter
     if folder is None:
         return
@@ -70,6 +71,11 @@ def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
         raise ConfigError(
             f"train.init_adapter: {folder} was fitted to {origin.get('path')}, the same data this run protects; a warm "
             "start must come from public data"
+        )
+    if (why := _stale_format(cfg, folder)) is not None:
+        raise ConfigError(
+            f"train.init_adapter: {why}. A DP arm started from it would spend its steps, and its privacy budget, on "
+            "unlearning that format: fit the warm start again (public data: no privacy cost)"
         )
 
 
@@ -133,6 +139,21 @@ def reference(run: RunDir, arms: Sequence[str]) -> tuple[Path | None, str]:
         why = f"{BASE} (the arms' warm start {folder} is not found from {Path.cwd()}; a weaker attack)"
     log.warning("membership reference: %s", why)
     return None, why
+
+
+def _stale_format(cfg: Config, folder: Path) -> str | None:
+    """Why the warm start must not be trained on today, or None: the run that fitted it (``RUN/ARM/adapter``)
+    recorded a prompt format other than the one ``cfg.model``'s tokenizer renders for that run now
+    (:func:`dpsynth.train.prompt_format.stale`: its chat template, end-of-turn token or dpsynth's prompt wording
+    changed since; gemma-3-270m's turn came to end in ``<eos>`` on 2026-12-05). The comparison re-renders the warm
+    start's own probe (its system prompt and codes), so it needs that run's ``prepare.json`` and ``privacy.json``: an
+    adapter copied out of its run, or fitted before the key existed, is trusted as before."""
+    run, arm = RunDir(folder.parent.parent), folder.parent.name
+    if run.adapter(arm).resolve() != folder.resolve() or not run.prepare_json.is_file():
+        return None
+    from dpsynth.train import prompt_format  # the tokenizer loads only where a warm start's run can be compared
+
+    return prompt_format.stale(cfg.model, run, arm)
 
 
 def _origin(folder: Path) -> dict[str, Any] | None:
