@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def _code_lines(text: str) -> list[str]:
@@ -36,6 +37,12 @@ def test_every_documented_command_exists():
     lines = _code_lines((ROOT / "README.md").read_text(encoding="utf-8"))
     documented = {m.group(1) for line in lines if (m := re.match(r"dpsynth (\w+)", line))}
     assert {"run", "prepare", "train", "generate", "budget"} <= documented
+    for doc in DOCS:  # the frontier's history keeps its sweeps' commands runnable too
+        documented |= {
+            m.group(1)
+            for line in _code_lines(doc.read_text(encoding="utf-8"))
+            if (m := re.match(r"dpsynth (\w+)", line))
+        }
     for command in documented:
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0, f"dpsynth {command} --help failed: {result.output}"
@@ -46,4 +53,6 @@ def test_readme_names_the_run_directory_one_way():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = re.findall(r"dpsynth [a-z]+[^`\n]*", readme)
     assert any("--out" in c for c in commands)
+    for doc in DOCS:
+        commands += re.findall(r"dpsynth [a-z]+[^`\n]*", doc.read_text(encoding="utf-8"))
     assert [c for c in commands if re.search(r"--run\b", c)] == []
