@@ -86,6 +86,16 @@ def loss_trend(losses: Sequence[float], steps: Sequence[float] | None = None) ->
     return LossTrend(n, float(fit.slope), float(fit.stderr), p_fall, 1.0 - p_fall, first, last, k)
 
 
+_ROSE = (
+    "a learning rate too high for the model is the likeliest cause (Adam moves every weight by about the learning "
+    "rate each step, noise or not); DP noise that drowned the gradient raises it too"
+)
+_FLAT = (
+    "DP noise may have drowned the gradient, so its records may read much like the base model's; a learning rate too "
+    "high for the model flattens it too (Adam moves every weight by about the learning rate each step, noise or not)"
+)
+
+
 def warn_if_loss_flat(log: list[dict[str, Any]]) -> bool:
     """Warn (and return True) when the DP arm's training loss shows no fall that its batch-to-batch noise could not
     explain: its noise may have drowned the gradient, and its text read like the base model's, whatever the epsilon
@@ -110,23 +120,7 @@ def warn_if_loss_flat(log: list[dict[str, Any]]) -> bool:
     t = loss_trend([loss for _, loss in logged], [step for step, _ in logged])
     if t.fell:
         return False
-    if t.rose:
-        what, cause = (
-            "rose",
-            (
-                "a learning rate too high for the model is the likeliest cause (Adam moves every weight by about the "
-                "learning rate each step, noise or not); DP noise that drowned the gradient raises it too"
-            ),
-        )
-    else:
-        what, cause = (
-            "did not fall by more than its batch-to-batch noise",
-            (
-                "DP noise may have drowned the gradient, so its records may read much like the base model's; a learning "
-                "rate too high for the model flattens it too (Adam moves every weight by about the learning rate each "
-                "step, noise or not)"
-            ),
-        )
+    what, cause = ("rose", _ROSE) if t.rose else ("did not fall by more than its batch-to-batch noise", _FLAT)
     logger.warning(
         "the DP arm's training loss %s (%.3f over its first %d logged steps, %.3f over its last %d; slope %+.4f +- "
         "%.4f per step, one-sided p of a fall %.2f): %s. A clipping norm below the per-example gradient norms and a "
