@@ -59,7 +59,11 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
         save_config(cfg, run)
         info = prepare_data(cfg.data, run)
         if cfg.data.max_tokens == "auto":  # the DP length bound, charged when drawn (dpsynth.train.length)
+            from dpsynth.train import warm_start
             from dpsynth.train.length import arm_mode, resolve_length_bound
+
+            if cfg.generator != "pe":  # a warm start training would refuse, refused before the length is charged
+                warm_start.check(cfg, run.root, (info.get("source") or {}).get("fingerprint"))
 
             info = resolve_length_bound(cfg, run, arm_mode(cfg))
         return info

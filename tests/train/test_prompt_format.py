@@ -110,10 +110,15 @@ def test_membership_inference_refuses_an_arm_trained_in_another_format(trained, 
         load_arms(cfg, run, ["no_dp"])
 
 
+def _with_warm_start(cfg, folder):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"init_adapter": folder})})
+
+
 def test_a_warm_start_fitted_in_another_format_is_refused_before_any_charge(trained, tmp_path, monkeypatch):
     """A public warm start is the run's first weights: fitted in a format that is no longer today's (gemma-3-270m's
     turn came to end in <eos>), a DP arm would spend its steps and budget unlearning it. Its own run re-renders its
-    probe to tell; an adapter copied out of its run has nothing to compare with and is used as before."""
+    probe to tell, through a symlink too; an adapter copied out of its run has nothing to compare with and is used
+    as before."""
     import os
 
     from dpsynth.errors import ConfigError
@@ -130,11 +135,36 @@ def test_a_warm_start_fitted_in_another_format_is_refused_before_any_charge(trai
     changed = _changed_template(cfg.model)
     monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
     api.prepare(new, tmp_path / "run")
-    with pytest.raises(ConfigError, match=r"another prompt format.*fit the warm start again"):
+    with pytest.raises(ConfigError, match=r"records prompt format .*fit the warm start again"):
         api.train(new, tmp_path / "run", progress=False)
     assert Ledger(os.environ["DPSYNTH_LEDGER"]).releases(include_pending=True) == []  # refused before any reservation
     assert not RunDir(tmp_path / "run").privacy_json("dp").is_file()
-    copied = tmp_path / "copied" / "adapter"
+    link = tmp_path / "link"
+    link.symlink_to(adapter, target_is_directory=True)
+    with pytest.raises(ConfigError, match="records prompt format"):  # a link names the run it points into
+        warm_start.check(_with_warm_start(new, link), tmp_path / "run", None)
+    copied = tmp_path / "elsewhere" / "copied" / "adapter"
     shutil.copytree(adapter, copied)
-    warm_start.check(new.model_copy(update={"train": new.train.model_copy(update={"init_adapter": copied})}),
-                     tmp_path / "run", None)  # fmt: skip  # out of its run: nothing to compare, trusted as before
+    warm_start.check(_with_warm_start(new, copied), tmp_path / "run", None)  # out of its run: trusted as before
+
+
+def test_a_length_bound_is_not_charged_for_a_run_that_would_refuse_its_warm_start(trained, tmp_path, monkeypatch):
+    """With data.max_tokens=auto the prepare stage charges the DP length bound: a warm start that training would
+    refuse is refused there, before that charge, and nothing of the run is left."""
+    import os
+
+    from dpsynth.errors import ConfigError
+    from dpsynth.privacy.ledger import Ledger
+
+    cfg, warm = trained
+    other = [o for o in SMALL if not o.startswith(("data.demo_records", "data.max_tokens"))]
+    keys = ["data.demo_records=50", "data.max_tokens=auto", "train.arms=[dp]"]
+    new = load_config(
+        None, [f"model.name={cfg.model.name}", *other, *keys, f"train.init_adapter={RunDir(warm).adapter('no_dp')}"]
+    )
+    changed = _changed_template(cfg.model)
+    monkeypatch.setattr(loader, "load_tokenizer", lambda _cfg: changed)
+    with pytest.raises(ConfigError, match="records prompt format"):
+        api.run_pipeline(new, tmp_path / "run", progress=False)
+    assert Ledger(os.environ["DPSYNTH_LEDGER"]).releases(include_pending=True) == []
+    assert not (tmp_path / "run").exists()

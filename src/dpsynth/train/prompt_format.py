@@ -88,10 +88,10 @@ def current(model: ModelConfig, run: RunDir) -> str:
     return digest(load_tokenizer(model), run)
 
 
-def stale(model: ModelConfig, run: RunDir, arm: str) -> str | None:
-    """Why ``arm``'s adapter in ``run`` must not be prompted today, or None: its ``privacy.json`` records a prompt
-    format other than the one ``model``'s tokenizer renders now. None too for an arm that records none (trained
-    before the check existed) or has no ``privacy.json`` (not trained)."""
+def mismatch(model: ModelConfig, run: RunDir, arm: str) -> tuple[str, str] | None:
+    """``(recorded, today's)`` digests when ``arm`` of ``run`` records a prompt format other than the one ``model``'s
+    tokenizer renders for ``run`` now; None when they agree, or the arm records none (trained before the check
+    existed) or has no ``privacy.json`` (not trained)."""
     path = run.privacy_json(arm)
     if not path.is_file():
         return None
@@ -99,10 +99,16 @@ def stale(model: ModelConfig, run: RunDir, arm: str) -> str | None:
     if not trained:
         return None
     now = current(model, run)
-    if now == trained:
+    return None if now == trained else (str(trained), now)
+
+
+def stale(model: ModelConfig, run: RunDir, arm: str) -> str | None:
+    """Why ``arm``'s adapter in ``run`` must not be prompted today (:func:`mismatch`), or None."""
+    if (differ := mismatch(model, run, arm)) is None:
         return None
     return (
         f"{run.adapter(arm)} was trained in another prompt format than {model.name}'s tokenizer renders now "
-        f"({path} records {trained}, today's is {now}: the chat template, its end-of-turn token or dpsynth's prompt "
-        "wording changed since); prompted in a format it never saw, it would write degraded text"
+        f"({run.privacy_json(arm)} records {differ[0]}, today's is {differ[1]}: the chat template, its end-of-turn "
+        "token or dpsynth's prompt wording changed since); prompted in a format it never saw, it would write degraded "
+        "text"
     )

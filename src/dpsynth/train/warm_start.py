@@ -73,10 +73,7 @@ def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
             "start must come from public data"
         )
     if (why := _stale_format(cfg, folder)) is not None:
-        raise ConfigError(
-            f"train.init_adapter: {why}. A DP arm started from it would spend its steps, and its privacy budget, on "
-            "unlearning that format: fit the warm start again (public data: no privacy cost)"
-        )
+        raise ConfigError(f"train.init_adapter: {why}")
 
 
 def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
@@ -144,21 +141,44 @@ def reference(run: RunDir, arms: Sequence[str]) -> tuple[Path | None, str]:
 def _stale_format(cfg: Config, folder: Path) -> str | None:
     """Why the warm start must not be trained on today, or None: the run that fitted it (``RUN/ARM/adapter``)
     recorded a prompt format other than the one ``cfg.model``'s tokenizer renders for that run now
-    (:func:`dpsynth.train.prompt_format.stale`: its chat template, end-of-turn token or dpsynth's prompt wording
-    changed since; gemma-3-270m's turn came to end in ``<eos>`` on 2026-12-05). The comparison re-renders the warm
-    start's own probe (its system prompt and codes), so it needs that run's ``prepare.json`` and ``privacy.json``: an
-    adapter copied out of its run, or fitted before the key existed, is trusted as before."""
+    (:func:`dpsynth.train.prompt_format.mismatch`; gemma-3-270m's turn came to end in ``<eos>`` on 2026-12-05). The
+    comparison re-renders the warm start's own probe (its system prompt and codes), so it needs that run's
+    ``prepare.json`` and ``privacy.json``: an adapter copied out of its run, or fitted before the key existed, is
+    trusted as before."""
+    folder = folder.resolve()  # a symlink or a ``..`` names its run by where it points
     run, arm = RunDir(folder.parent.parent), folder.parent.name
-    if run.adapter(arm).resolve() != folder.resolve() or not run.prepare_json.is_file():
+    if folder.name != "adapter" or not run.prepare_json.is_file():
         return None
     from dpsynth.train import prompt_format  # the tokenizer loads only where a warm start's run can be compared
 
-    return prompt_format.stale(cfg.model, run, arm)
+    if (differ := prompt_format.mismatch(cfg.model, run, arm)) is None:
+        return None
+    theirs = _run_model(run)
+    other = f", fitted with {theirs}" if theirs and theirs != cfg.model.name else ""
+    return (
+        f"{folder}{other} records prompt format {differ[0]} ({run.privacy_json(arm)}), but {cfg.model.name}'s "
+        f"tokenizer renders that run's probe as {differ[1]} today: the chat template or its end-of-turn token, "
+        "dpsynth's prompt wording, the model, or that run's data/prepare.json changed since it was fitted. Every arm "
+        "started from it would spend its steps, and a DP arm its privacy budget, unlearning that format: fit the "
+        "warm start again in a new directory (`dpsynth prepare` and `dpsynth train` with its config; public data, "
+        "no privacy cost)"
+    )
+
+
+def _run_model(run: RunDir) -> str | None:
+    """The ``model.name`` that ``run``'s saved ``config.yaml`` names, when it is there."""
+    import yaml
+
+    if not run.config.is_file():
+        return None
+    saved = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    name = (saved.get("model") or {}).get("name")
+    return str(name) if name else None
 
 
 def _origin(folder: Path) -> dict[str, Any] | None:
     """The data source of the run that wrote ``folder`` (``RUN/ARM/adapter``), when its ``prepare.json`` is there."""
-    prepare = folder.parent.parent / "data" / "prepare.json"
+    prepare = folder.resolve().parent.parent / "data" / "prepare.json"
     if not prepare.is_file():
         return None
     source = read_json(prepare).get("source") or {}
