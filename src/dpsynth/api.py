@@ -62,8 +62,8 @@ def prepare(cfg: Config, out: Path | str) -> dict[str, Any]:
             from dpsynth.train import warm_start
             from dpsynth.train.length import arm_mode, resolve_length_bound
 
-            if cfg.generator != "pe":  # a warm start training would refuse, refused before the length is charged
-                warm_start.check(cfg, run.root, (info.get("source") or {}).get("fingerprint"))
+            # a warm start that training would refuse is refused before the length is charged (PE configs have none)
+            warm_start.check(cfg, run.root, (info.get("source") or {}).get("fingerprint"))
 
             info = resolve_length_bound(cfg, run, arm_mode(cfg))
         return info
