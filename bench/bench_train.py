@@ -20,6 +20,10 @@ Modes (each in its own child process, so that its peak memory is its own):
 - ``MODE_sysmalloc`` (e.g. ``dp_fast_sysmalloc``): a fast mode with glibc's default allocator. The fast modes, like
   every ``dpsynth`` command, keep freed memory in the heap (:mod:`dpsynth.allocator`); ``no_dp``, ``dp`` and
   ``ghost``, the path before issue 8, run with glibc's default. The table's ``malloc`` column says which ran;
+- ``MODE_autograd`` (e.g. ``dp_fast_autograd``): a fast mode with the frozen output layer's loss through autograd,
+  as before 2026-12-06, instead of a chunk of positions at a time (:func:`dpsynth.train.objective.head_sequence_loss`;
+  without the suffix, chunks only above ``AUTOGRAD_MAX_ELEMENTS`` logits: gemma-3-270m here, not SmolLM2 at 32 x 112);
+  ``MODE_chunked`` (e.g. ``dp_fast_chunked``): in chunks at any batch size;
 - ``MODE_f32w``, ``MODE_bf16w`` (e.g. ``dp_fast_f32w``): a fast mode with the base model's weights loaded in float32
   or bfloat16. Without a suffix the fast modes load them as training does (``model.dtype=auto``,
   :func:`dpsynth.train.precision.training_model_config`): bfloat16 wherever training runs under bf16 autocast (CUDA;
@@ -70,7 +74,7 @@ def _batch(vocab: int, batch: int, tokens: int, seed: int) -> dict[str, Any]:
 def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.allocator import keep_freed_memory
 
-    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w)+$", "", mode)
+    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked)+$", "", mode)
     fast = mode not in ("no_dp", "dp", "ghost")
     malloc = keep_freed_memory() if fast and "_sysmalloc" not in name else "system"  # before any tensor, as the CLI
     weights = "bfloat16" if "_bf16w" in name else "float32" if "_f32w" in name else "auto"
@@ -87,6 +91,13 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.train.prefix import PrefixCache
     from dpsynth.train.private import make_private
 
+    if "_autograd" in name or "_chunked" in name:  # the frozen output layer's loss one way, whatever the batch size
+        from dpsynth.train import objective
+
+        if "_autograd" in name:
+            objective.CHUNK_ELEMENTS = 0
+        else:
+            objective.AUTOGRAD_MAX_ELEMENTS = 0
     torch.set_num_threads(args.threads)
     device = resolve_device("auto")
     defaults = TrainConfig()
@@ -301,7 +312,15 @@ def main() -> None:
         ("dp_fast", "dp_fast_f32w", "tokens/s, the base weights as training loads them against float32"),
         ("no_dp_fast", "no_dp_fast_f32w", "tokens/s, the base weights as training loads them against float32"),
         ("dp_fast_bf16w", "dp_fast_f32w", "tokens/s, bfloat16 base weights against float32"),
+        ("dp_fast", "dp_fast_autograd", "tokens/s, the output layer's loss in chunks against through autograd"),
+        ("no_dp_fast", "no_dp_fast_autograd", "tokens/s, the output layer's loss in chunks against through autograd"),
+        ("dp_fast_chunked", "dp_fast_autograd", "tokens/s, the loss in chunks at any size against through autograd"),
+        ("no_dp_fast_chunked", "no_dp_fast_autograd", "tokens/s, the loss in chunks at any size against autograd"),
     ]
+    for a in ("dp_fast", "no_dp_fast", "dp_fast_chunked", "no_dp_fast_chunked"):
+        b = a.removesuffix("_chunked") + "_autograd"
+        if a in by_mode and b in by_mode:
+            print(f"{a} / {b} (peak memory): {by_mode[a]['peak_mb'] / max(by_mode[b]['peak_mb'], 1e-9):.2f}")
     for a, b, what in pairs:
         if a in by_mode and b in by_mode:
             ratio = (
