@@ -724,6 +724,9 @@ def test_the_table_says_which_model_eps0_is(frontier_run):
     warm = markdown({**doc, "init_adapter": "runs/public/no_dp/adapter"})
     assert "starts from the public warm start runs/public/no_dp/adapter" in warm
     assert "the pretrained model prompted" not in warm
+    assert "merged_warm_start" not in doc and "merged into its weights" not in markdown(doc)
+    merged = markdown({**doc, "merged_warm_start": {"adapter": "runs/public-all/no_dp/adapter"}})
+    assert "a warm start merged into its weights, runs/public-all/no_dp/adapter" in merged
     # the processor it ran on (a time says little without it); older sweeps did not record one
     from dpsynth import machine
 

@@ -165,7 +165,8 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
 
 def _pin_init_adapter(dump: dict[str, Any], cfg: Config) -> None:
     """Without a warm start the key is left out (fingerprints made before it existed still match); with one, a row
-    depends on the adapter's weights, not on where they lie, so a retrained adapter at the same path is noticed."""
+    depends on the adapter's weights, not on where they lie, so a retrained adapter at the same path is noticed. The
+    same for a warm start merged into ``model.name``'s weights, by the digest its folder's stamp records."""
     from dpsynth.train import warm_start
 
     train = dump.get("train", {})
@@ -173,6 +174,8 @@ def _pin_init_adapter(dump: dict[str, Any], cfg: Config) -> None:
         train.pop("init_adapter", None)
     else:
         train["init_adapter"] = warm_start.digest(cfg)
+    if (merged := warm_start.merged_stamp(cfg)) is not None:  # a model folder merged again under the same name
+        dump.setdefault("model", {})["merged_warm_start"] = merged.get("adapter_digest")
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -202,6 +202,12 @@ def markdown(doc: dict[str, Any]) -> str:
             else "- eps 0: the pretrained model prompted with codes drawn from their public domain (no private data); "
         )
         + (
+            f"the model holds a warm start merged into its weights, {doc['merged_warm_start'].get('adapter')} "
+            "(its folder's dpsynth_warm_start.json; fitted without DP, declared public); "
+            if doc.get("merged_warm_start")
+            else ""
+        )
+        + (
             "eps > 0: Private Evolution at that epsilon (the same model, no training); "
             if doc["generator"] == "pe"
             else "eps > 0: DP fine-tuning at that epsilon; inf: the same fine-tuning without DP, in its own batches, "

@@ -150,6 +150,7 @@ def run_frontier(
         "generator": cfg.generator,
         "model": cfg.model.name,
         "init_adapter": None if cfg.train.init_adapter is None else str(cfg.train.init_adapter),
+        **({"merged_warm_start": merged} if (merged := warm_start.merged_stamp(cfg)) is not None else {}),
         "n_private": int(counts["train_units"]),
         "n_synthetic": cfg.frontier.n_synthetic,
         "draws": cfg.frontier.draws,  # of n_synthetic records per generated row (frontier.draws)

@@ -19,7 +19,7 @@ from dpsynth.errors import DPSynthError
 from dpsynth.generate.engine import generate_from_codes
 from dpsynth.privacy.codes import CodePower, CodeRelease, load_code_release
 from dpsynth.rundir import Arm, RunDir, read_json, write_jsonl
-from dpsynth.train import prompt_format
+from dpsynth.train import prompt_format, warm_start
 
 
 def sample_codes(
@@ -45,6 +45,7 @@ def generate_arm(cfg: Config, run: RunDir, arm: Arm, *, progress: bool = True) -
     codes_file = read_json(run.control_codes(arm))
     release = load_code_release(codes_file["release"], list(codes_file["names"]))
     info = load_prepare_info(run)
+    warm_start.check_merged(cfg, run.root, (info.get("source") or {}).get("fingerprint"))  # the model generates too
     g = cfg.generate.model_copy(update={"max_new_tokens": generation_budget(info, cfg.generate.max_new_tokens)})
     include_title = bool(info.get("include_title", False))
     codes = sample_codes(release, list(codes_file["names"]), g.num_records, g.seed, g.code_power)

@@ -103,6 +103,9 @@ def run_pe(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = T
             f"the PE checkpoint in {run.checkpoints(ARM)} was planned with other privacy settings; resume with the "
             "configuration it was started with, or use a new --out directory"
         )
+    from dpsynth.train import warm_start
+
+    warm_start.check_merged(cfg, run.root, (info.get("source") or {}).get("fingerprint"))  # before the charge
     ledger_entry = _begin(cfg, run, plan, info)  # before any record is read (a resume gets its reservation back)
 
     units = list(group_by_unit(read_records(run.train)).values())

@@ -3,7 +3,9 @@
 A warm start adds nothing to the privacy analysis only if the adapter depends on no private record. dpsynth cannot
 prove that, but it refuses the two mistakes it can see: an adapter inside the run's own directory (a non-DP arm of
 this very data), and one whose run read the same data file (its ``prepare.json`` names the same source
-fingerprint). Everything else is the user's declaration, and ``privacy.json`` says so (``declared_public``).
+fingerprint). Everything else is the user's declaration, and ``privacy.json`` says so (``declared_public``). The same
+two checks apply to a warm start merged into the base model's weights (``model.name`` a folder that
+``bench/merge_warmstart.py`` wrote), by the stamp the folder carries (:data:`MERGED_STAMP`).
 
 Runs remember the adapter by its digest, not its path: a retrained adapter at the same path is another warm start,
 and an arm trained (or checkpointed) from the old one must not be kept as if made from the new one.
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILES = ("adapter_config.json", "adapter_model.safetensors")
+MERGED_STAMP = "dpsynth_warm_start.json"
+"""What a model folder with a warm start merged into its weights says it holds (``bench/merge_warmstart.py``)."""
 
 
 def digest(cfg: Config) -> str | None:
@@ -37,10 +41,12 @@ def digest(cfg: Config) -> str | None:
 
 
 def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
-    """Refuse a missing adapter, one that does not fit an arm's LoRA (rank, alpha, target modules), one inside
+    """Refuse a merged warm start in ``model.name`` fitted inside ``root`` or to this data (:func:`check_merged`);
+    then a missing adapter, one that does not fit an arm's LoRA (rank, alpha, target modules), one inside
     ``root`` (this run's or sweep's directory), one fitted to the data whose source fingerprint is
     ``source_fingerprint``, or one fitted in another prompt format than today's (:func:`_stale_format`): before any
     ledger reservation or row."""
+    check_merged(cfg, root, source_fingerprint)
     folder = cfg.train.init_adapter
     if folder is None:
         return
@@ -66,14 +72,51 @@ def check(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
             f"train.init_adapter: {folder} lies inside {root}, so it was fitted to this run's private data; a warm "
             "start must come from public data (another run directory, another data set)"
         )
-    origin = _origin(folder)
-    if origin and source_fingerprint and origin.get("fingerprint") == source_fingerprint:
+    fitted = origin(folder)
+    if fitted and source_fingerprint and fitted.get("fingerprint") == source_fingerprint:
         raise ConfigError(
-            f"train.init_adapter: {folder} was fitted to {origin.get('path')}, the same data this run protects; a warm "
+            f"train.init_adapter: {folder} was fitted to {fitted.get('path')}, the same data this run protects; a warm "
             "start must come from public data"
         )
     if (why := _stale_format(cfg, folder)) is not None:
         raise ConfigError(f"train.init_adapter: {why}")
+
+
+def merged_stamp(cfg: Config) -> dict[str, Any] | None:
+    """The stamp of a model folder (``model.name``) with a public warm start merged into its weights, or None.
+
+    ``bench/merge_warmstart.py`` writes it: the adapter, its digest and the data it was fitted to. A folder merged by
+    other means carries none, and is a base model like any other."""
+    path = Path(cfg.model.name).expanduser() / MERGED_STAMP
+    if not path.is_file():
+        return None
+    try:
+        stamp = read_json(path)
+    except ValueError as exc:
+        raise ConfigError(f"model.name: {path} is not valid JSON ({exc})") from exc
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("fitted_to") or {}, dict):
+        raise ConfigError(f"model.name: {path} is not a warm-start stamp (an object whose fitted_to is an object)")
+    return stamp
+
+
+def check_merged(cfg: Config, root: Path, source_fingerprint: str | None) -> None:
+    """Refuse a merged model whose warm start, by its own stamp, was fitted inside ``root`` or to this run's data:
+    the merge makes such an adapter's non-DP fit part of the "public" base model, a leak no epsilon accounts for.
+    Called by :func:`check` (training, the frontier) and by generation and Private Evolution, which load
+    ``model.name`` too."""
+    stamp = merged_stamp(cfg)
+    if stamp is None:
+        return
+    where = f"model.name: {cfg.model.name} holds the warm start {stamp.get('adapter')} ({MERGED_STAMP})"
+    adapter = stamp.get("adapter")  # written absolute; a relative one is read from the model folder
+    if adapter and (Path(cfg.model.name).expanduser() / adapter).resolve().is_relative_to(Path(root).resolve()):
+        raise ConfigError(f"{where}, which lies inside {root}, so it was fitted to this run's private data")
+    fitted = stamp.get("fitted_to") or {}
+    if source_fingerprint and fitted.get("fingerprint") == source_fingerprint:
+        raise ConfigError(
+            f"{where}, fitted to {fitted.get('path')}, the same data this run protects; a warm start must come from "
+            "public data"
+        )
 
 
 def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
@@ -83,7 +126,7 @@ def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
         "path": str(folder.resolve()),  # absolute: evaluate and audit find it from any working directory
         "digest": adapter_digest,
         "declared_public": True,
-        "fitted_to": _origin(folder),
+        "fitted_to": origin(folder),
     }
 
 
@@ -176,7 +219,7 @@ def _run_model(run: RunDir) -> str | None:
     return str(name) if name else None
 
 
-def _origin(folder: Path) -> dict[str, Any] | None:
+def origin(folder: Path) -> dict[str, Any] | None:
     """The data source of the run that wrote ``folder`` (``RUN/ARM/adapter``), when its ``prepare.json`` is there."""
     prepare = folder.resolve().parent.parent / "data" / "prepare.json"
     if not prepare.is_file():
