@@ -169,3 +169,45 @@ def test_the_frontier_refuses_a_merged_warm_start_of_its_data_and_names_a_public
     assert doc["merged_warm_start"] == public
     table = (tmp_path / "g" / "frontier.md").read_text()
     assert "a warm start merged into its weights, /elsewhere/no_dp/adapter" in table
+
+
+def test_a_resume_refuses_a_model_holding_another_merged_warm_start(tmp_path, tiny_model_dir, monkeypatch):
+    """A crash, then the folder is merged again under the same name: the checkpoint began from other weights; and a
+    finished arm is not kept as if trained on the new ones."""
+    import shutil
+
+    from dpsynth import api
+    from dpsynth.errors import DPSynthError
+    from dpsynth.train import loop as loop_module
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    stamp = {"adapter": "/elsewhere/no_dp/adapter", "adapter_digest": "one", "fitted_to": {"fingerprint": "public"}}
+    (folder / "dpsynth_warm_start.json").write_text(json.dumps(stamp))
+    over = [f"model.name={folder}", "data.demo_records=60", "data.max_tokens=24", "train.batch_size=8"]
+    cfg = load_config(None, [*over, "train.max_steps=3", "train.checkpoint_every=1", "train.arms=[dp]"])
+    out = tmp_path / "run"
+    api.prepare(cfg, out)
+
+    class Crash(Exception):
+        pass
+
+    real_step = loop_module.ArmTrainer._after_step
+
+    def crash_after_first(self, *a, **k):
+        real_step(self, *a, **k)
+        if self.state.step >= 1:
+            raise Crash
+
+    monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", crash_after_first)
+    with pytest.raises(Crash):
+        api.train(cfg, out, progress=False)
+    monkeypatch.setattr(loop_module.ArmTrainer, "_after_step", real_step)
+    (folder / "dpsynth_warm_start.json").write_text(json.dumps({**stamp, "adapter_digest": "two"}))
+    with pytest.raises(DPSynthError, match=r"started from another warm start \(merged into model.name"):
+        api.train(cfg, out, progress=False, resume=True)
+    (folder / "dpsynth_warm_start.json").write_text(json.dumps(stamp))
+    api.train(cfg, out, progress=False, resume=True)  # the same stamp: the checkpoint resumes and the arm finishes
+    (folder / "dpsynth_warm_start.json").write_text(json.dumps({**stamp, "adapter_digest": "two"}))
+    with pytest.raises(DPSynthError, match=r"--resume: .*merged warm start \(the dp arm started from other weights\)"):
+        api.train(cfg, out, progress=False, resume=True)

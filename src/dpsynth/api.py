@@ -180,7 +180,8 @@ def _check_resumable(cfg: Config, run: RunDir) -> None:
 
     changed = training_changes(before, cfg, started)
     changed += [
-        f"train.init_adapter (the {a} arm started from other weights)" for a in warm_start.changed(cfg, run, started)
+        f"train.init_adapter or model.name's merged warm start (the {a} arm started from other weights)"
+        for a in warm_start.changed(cfg, run, started)
     ]
     if changed:
         raise DPSynthError(

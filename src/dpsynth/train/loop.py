@@ -30,7 +30,7 @@ from dpsynth.config import Config
 from dpsynth.errors import DPSynthError
 from dpsynth.models.loader import load_model, load_tokenizer, resolve_device, resolve_dtype
 from dpsynth.rundir import Arm, RunDir, atomic_path, write_jsonl
-from dpsynth.train import distributed
+from dpsynth.train import distributed, warm_start
 from dpsynth.train.batching import (
     Collator,
     ExampleDataset,
@@ -116,6 +116,7 @@ class ArmTrainer:
         self.init_digest = (
             load_init_adapter(self.model, cfg.train.init_adapter) if cfg.train.init_adapter is not None else None
         )
+        self.merged_digest = (warm_start.merged_stamp(cfg) or {}).get("adapter_digest")  # one inside model.name
         self.model.to(self.device)
         if self.dist.enabled:  # Opacus's DPDDP makes every rank start from rank 0's weights (a broadcast)
             DifferentiallyPrivateDistributedDataParallel(self.model)
@@ -149,11 +150,15 @@ class ArmTrainer:
                 f"the checkpoint in {self.ckpt_dir} was made with a different plan (privacy or steps); "
                 "resume with the same configuration, or start a new run directory"
             )
-        if ckpt.meta.get("init_adapter") != self.init_digest:
-            raise DPSynthError(
-                f"the checkpoint in {self.ckpt_dir} started from another warm start (train.init_adapter, digest "
-                f"{ckpt.meta.get('init_adapter')}); resume with that adapter, or start a new run directory"
-            )
+        for key, have, what in (  # None on both sides without one (and in checkpoints made before the key)
+            ("init_adapter", self.init_digest, "train.init_adapter"),
+            ("merged_warm_start", self.merged_digest, f"merged into model.name, {warm_start.MERGED_STAMP}"),
+        ):
+            if ckpt.meta.get(key) != have:
+                raise DPSynthError(
+                    f"the checkpoint in {self.ckpt_dir} started from another warm start ({what}, digest "
+                    f"{ckpt.meta.get(key)}); resume with that adapter, or start a new run directory"
+                )
         if ckpt.meta.get("prompt_format") not in (None, self.s.meta.get("prompt_format")):  # None: made before the key
             raise DPSynthError(
                 f"the checkpoint in {self.ckpt_dir} was trained in another prompt format (dpsynth.train.prompt_format: "
@@ -223,6 +228,7 @@ class ArmTrainer:
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
                     "init_adapter": self.init_digest,
+                    **({"merged_warm_start": self.merged_digest} if self.merged_digest is not None else {}),
                     "prompt_format": self.s.meta.get("prompt_format"),
                     "log": self.state.log_rows,
                 },

@@ -131,12 +131,20 @@ def record(cfg: Config, adapter_digest: str | None) -> dict[str, Any]:
 
 
 def changed(cfg: Config, run: RunDir, arms: Sequence[str]) -> list[str]:
-    """The finished arms among ``arms`` that started from another warm start than the configured one."""
+    """The finished arms among ``arms`` that started from another warm start than the configured one: another
+    ``train.init_adapter``, or another warm start merged into ``model.name`` (by its stamp's digest)."""
     want = digest(cfg)
+    merged = merged_stamp(cfg)
+    want_merged = None if merged is None else merged.get("adapter_digest")
     out = []
     for arm in arms:
         path = run.privacy_json(arm)
-        if path.is_file() and (read_json(path).get("init_adapter") or {}).get("digest") != want:
+        if not path.is_file():
+            continue
+        privacy = read_json(path)
+        if (privacy.get("init_adapter") or {}).get("digest") != want or (
+            (privacy.get("merged_warm_start") or {}).get("adapter_digest") != want_merged
+        ):
             out.append(arm)
     return out
 
