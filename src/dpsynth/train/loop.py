@@ -116,7 +116,7 @@ class ArmTrainer:
         self.init_digest = (
             load_init_adapter(self.model, cfg.train.init_adapter) if cfg.train.init_adapter is not None else None
         )
-        self.merged_digest = (warm_start.merged_stamp(cfg) or {}).get("adapter_digest")  # one inside model.name
+        self.merged = warm_start.merged_stamp(cfg)  # a warm start inside model.name's weights, read once per arm
         self.model.to(self.device)
         if self.dist.enabled:  # Opacus's DPDDP makes every rank start from rank 0's weights (a broadcast)
             DifferentiallyPrivateDistributedDataParallel(self.model)
@@ -152,7 +152,7 @@ class ArmTrainer:
             )
         for key, have, what in (  # None on both sides without one (and in checkpoints made before the key)
             ("init_adapter", self.init_digest, "train.init_adapter"),
-            ("merged_warm_start", self.merged_digest, f"merged into model.name, {warm_start.MERGED_STAMP}"),
+            ("merged_warm_start", (self.merged or {}).get("adapter_digest"), "merged into model.name"),
         ):
             if ckpt.meta.get(key) != have:
                 raise DPSynthError(
@@ -228,7 +228,7 @@ class ArmTrainer:
                     "plan": self.s.plan.to_json() if self.s.plan else None,
                     "histogram": self.s.meta.get("histogram"),
                     "init_adapter": self.init_digest,
-                    **({"merged_warm_start": self.merged_digest} if self.merged_digest is not None else {}),
+                    "merged_warm_start": (self.merged or {}).get("adapter_digest"),
                     "prompt_format": self.s.meta.get("prompt_format"),
                     "log": self.state.log_rows,
                 },

@@ -199,8 +199,8 @@ def train_arm(
         }
     if cfg.train.init_adapter is not None:  # what the weights started from, for whoever reads the release
         privacy["init_adapter"] = warm_start.record(cfg, trainer.init_digest)
-    if (merged := warm_start.merged_stamp(cfg)) is not None:  # a warm start inside the base model's weights
-        privacy["merged_warm_start"] = {**merged, "declared_public": True}
+    if trainer.merged is not None:  # a warm start inside the base model's weights, as the arm read it when it began
+        privacy["merged_warm_start"] = {**trainer.merged, "declared_public": True}
     privacy["arithmetic"] = summary["arithmetic"]  # the weights' and autocast dtypes the steps ran in
     privacy[prompt_format.KEY] = setup.meta["prompt_format"]  # generation refuses another format
     privacy["checks"] = checks
