@@ -3,16 +3,17 @@
 The Home_and_Kitchen warm start (``bench/public_warmstart_amazon.yaml``) sees one category: its every prompt says
 "in the category Home and Kitchen", so it teaches the review format and the rating's tone but nothing about the
 category phrase, and on Yelp the DP rows barely follow their category code (README, "Against issue 7's targets").
-This script mixes that public category with the Amazon Reviews 2023 sample (``reviews_2023``: 23 categories of 120
-reviews), so that the prompt's category changes from record to record and the text with it.
+This script mixes that public category with the Amazon Reviews 2023 sample (``reviews_2023``: 23 categories of about
+120 reviews and Baby_Products' 4), so that the prompt's category changes from record to record and the text with it.
 
 Categories that a proxy or a frontier reports on are held out (``--hold-out``; by default the skewed-category proxy's
 Electronics, Sports_and_Outdoors and Toys_and_Games, and the Cell Phones frontier's Cell_Phones_and_Accessories;
 Clothing is not in the 2023 sample), so that on the proxy the warm start must transfer the habit of following a
 category to categories it never saw, as it must on Yelp. A kept review whose text (lower-cased, white space folded)
 is also in a held-out 2014 category file or the Cell Phones 5-core file is dropped too: Amazon cross-lists products,
-so the same review can sit under two categories. The output is a CSV for the ``generic`` schema
-(``bench/public_warmstart_multicategory.yaml``):
+so the same review can sit under two categories. Clothing's 2014 file is not read: 2 kept texts are also in it,
+neither among the skewed-category proxy's 5,000 records (no kept text is). The output is a CSV for the ``generic``
+schema (``bench/public_warmstart_multicategory.yaml``):
 
     python bench/make_multicategory_warmstart.py --out runs/public-multicat-data/multicat.csv.gz
 """
