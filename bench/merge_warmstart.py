@@ -30,7 +30,7 @@ from dpsynth.models.adapters import attach_adapter
 from dpsynth.models.config import ModelConfig
 from dpsynth.models.convert import adapter_digest
 from dpsynth.models.loader import load_model, load_tokenizer
-from dpsynth.rundir import atomic_path
+from dpsynth.rundir import RunDir, atomic_path
 from dpsynth.train import warm_start
 
 
@@ -52,19 +52,39 @@ def merge(adapter: Path, out: Path, base: str) -> dict[str, str]:
     return stamp
 
 
+def base_model(adapter: Path, given: str | None) -> str:
+    """The base to merge into: the ``model.name`` that the adapter's run (``RUN/ARM/adapter``) saved in its
+    ``config.yaml``, or ``given`` where that is unknown. A ``given`` base other than the run's is refused: an adapter
+    of the same shape loads into another base without complaint, and the merged folder would claim a warm start it
+    does not hold."""
+    trained_on = warm_start.run_model(RunDir(adapter.resolve().parent.parent))
+    if trained_on is None:
+        if given is None:
+            raise SystemExit(f"{adapter}: its run's config.yaml names no model.name; give --base")
+        return given
+    if given is not None and given != trained_on and not _same_folder(given, trained_on):
+        raise SystemExit(f"--base {given}: the adapter {adapter} was trained on {trained_on}")
+    return trained_on
+
+
+def _same_folder(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapter", type=Path, help="a public warm start: DIR/no_dp/adapter of `dpsynth train`")
     parser.add_argument("--out", type=Path, required=True, help="the merged model folder to write (new)")
     parser.add_argument(
         "--base",
-        default="HuggingFaceTB/SmolLM2-135M-Instruct",
-        help="the model.name the adapter was trained on (not checked: an adapter of the same shape fits another base)",
+        default=None,
+        help="the adapter's model.name; default: the one its run's config.yaml names (another: refused)",
     )
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: choose a new folder")
-    print(json.dumps(merge(args.adapter, args.out, args.base), indent=2))
+    print(json.dumps(merge(args.adapter, args.out, base_model(args.adapter, args.base)), indent=2))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,25 @@ def test_an_existing_folder_is_refused_before_anything_is_written(tmp_path, monk
     assert list(out.iterdir()) == []
 
 
+def test_the_base_is_the_adapters_own_and_another_is_refused(tmp_path):
+    """``--base`` defaults to the ``model.name`` of the run that trained the adapter; another base is refused (an
+    adapter of the same shape would load into it silently), and without a run's config.yaml ``--base`` is needed."""
+    run = tmp_path / "public-run"
+    adapter = run / "no_dp" / "adapter"
+    adapter.mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  name: org/base-a\n")
+    script = _script()
+    assert script.base_model(adapter, None) == "org/base-a"
+    assert script.base_model(adapter, "org/base-a") == "org/base-a"
+    with pytest.raises(SystemExit, match="trained on org/base-a"):
+        script.base_model(adapter, "org/base-b")
+    loose = tmp_path / "loose" / "x" / "adapter"
+    loose.mkdir(parents=True)
+    assert script.base_model(loose, "org/base-b") == "org/base-b"
+    with pytest.raises(SystemExit, match="give --base"):
+        script.base_model(loose, None)
+
+
 def test_a_merged_warm_start_fitted_to_this_data_is_refused_and_another_is_recorded(tmp_path, tiny_model_dir):
     """``model.name`` a merged folder: refused, before any charge, when its stamp says the adapter was fitted to the
     data this run protects or lies inside this run; otherwise each arm's privacy.json records it."""

@@ -204,7 +204,7 @@ def _stale_format(cfg: Config, folder: Path) -> str | None:
 
     if (differ := prompt_format.mismatch(cfg.model, run, arm)) is None:
         return None
-    theirs = _run_model(run)
+    theirs = run_model(run)
     other = f", fitted with {theirs}" if theirs and theirs != cfg.model.name else ""
     return (
         f"{folder}{other} records prompt format {differ[0]} ({run.privacy_json(arm)}), but {cfg.model.name}'s "
@@ -216,7 +216,7 @@ def _stale_format(cfg: Config, folder: Path) -> str | None:
     )
 
 
-def _run_model(run: RunDir) -> str | None:
+def run_model(run: RunDir) -> str | None:
     """The ``model.name`` that ``run``'s saved ``config.yaml`` names, when it is there."""
     import yaml
 
