@@ -24,6 +24,9 @@ Modes (each in its own child process, so that its peak memory is its own):
   as before 2026-12-06, instead of a chunk of positions at a time (:func:`dpsynth.train.objective.head_sequence_loss`;
   without the suffix, chunks only above ``AUTOGRAD_MAX_ELEMENTS`` logits: gemma-3-270m here, not SmolLM2 at 32 x 112);
   ``MODE_chunked`` (e.g. ``dp_fast_chunked``): in chunks at any batch size;
+- ``MODE_vocabNk`` (e.g. ``dp_fast_vocab32k``): a fast mode whose frozen output layer keeps its first N x 1,024
+  rows, the batch's tokens drawn below them: what trimming the output vocabulary would save a step (a timing, not a
+  model: which rows a trimmed model keeps is a separate question);
 - ``MODE_f32w``, ``MODE_bf16w`` (e.g. ``dp_fast_f32w``): a fast mode with the base model's weights loaded in float32
   or bfloat16. Without a suffix the fast modes load them as training does (``model.dtype=auto``,
   :func:`dpsynth.train.precision.training_model_config`): bfloat16 wherever training runs under bf16 autocast (CUDA;
@@ -74,7 +77,8 @@ def _batch(vocab: int, batch: int, tokens: int, seed: int) -> dict[str, Any]:
 def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.allocator import keep_freed_memory
 
-    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked)+$", "", mode)
+    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked|_vocab\d+k)+$", "", mode)
+    trim = re.search(r"_vocab(\d+)k", name)
     fast = mode not in ("no_dp", "dp", "ghost")
     malloc = keep_freed_memory() if fast and "_sysmalloc" not in name else "system"  # before any tensor, as the CLI
     weights = "bfloat16" if "_bf16w" in name else "float32" if "_f32w" in name else "auto"
@@ -118,10 +122,16 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     model.train()
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=1e-4)
-    raw = _batch(model.config.vocab_size, args.batch, args.tokens, 0)
+    vocab = int(trim.group(1)) * 1024 if trim else model.config.vocab_size
+    raw = _batch(min(vocab, model.config.vocab_size), args.batch, args.tokens, 0)
     batch = {k: v.to(device) for k, v in raw.items()}
     batch["index"] = torch.arange(args.batch)
     forward = TrainForward(model, device, resolve_precision(precision, device))  # type: ignore[arg-type]
+    if trim:  # the output layer's first rows alone (a timing of a trimmed vocabulary; inputs and labels drawn below it)
+        full = forward.head.weight
+        rows = min(vocab, full.shape[0])
+        forward.head = torch.nn.Linear(full.shape[1], rows, bias=False, device=device)
+        forward.head.weight = torch.nn.Parameter(full[:rows].detach().clone(), requires_grad=False)
     cache_s = None
     if top_k is not None and defaults.prefix_cache and top_k < (num_layers(base) or 0):
         examples = [
