@@ -80,6 +80,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked|_vocab\d+k)+$", "", mode)
     trim = re.search(r"_vocab(\d+)k", name)
     fast = mode not in ("no_dp", "dp", "ghost")
+    if trim and not fast:  # the path before issue 8 runs the model's own output layer, which the trim does not reach
+        raise SystemExit(f"{name}: _vocabNk applies to the fast modes only")
     malloc = keep_freed_memory() if fast and "_sysmalloc" not in name else "system"  # before any tensor, as the CLI
     weights = "bfloat16" if "_bf16w" in name else "float32" if "_f32w" in name else "auto"
 
