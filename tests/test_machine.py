@@ -34,3 +34,15 @@ def test_without_cpuinfo_nothing_is_invented(tmp_path, monkeypatch):
     assert machine.cpu_model(missing) == "unknown"
     assert machine.cpu_flags(missing) == frozenset()
     assert machine.describe(missing)["bf16_flags"] == []
+
+
+def test_the_peak_resident_set_is_read_in_the_os_unit(monkeypatch):
+    import resource
+    from types import SimpleNamespace
+
+    usage = {resource.RUSAGE_SELF: 3 * 2**20, resource.RUSAGE_CHILDREN: 2**20}  # KiB on Linux
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=usage[who]))
+    monkeypatch.setattr(machine.platform, "system", lambda: "Linux")
+    assert machine.peak_resident_gib() == 3.0  # the larger of the process and its children, not their sum
+    monkeypatch.setattr(machine.platform, "system", lambda: "Darwin")  # bytes there
+    assert machine.peak_resident_gib() == round(3 * 2**20 / 2**30, 2)

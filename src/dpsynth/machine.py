@@ -81,3 +81,22 @@ def summary(cpuinfo: str = "/proc/cpuinfo") -> str:
     tags = ", ".join(bf16) if isinstance(bf16, list) and bf16 else ("AVX-512" if d["avx512"] else "no AVX-512")
     line = f"{d['cpu']} ({tags}), {d['arch']}, {d['cores']} CPU cores"
     return f"{line}, GPU {d['gpu']}" if d["gpu"] else line
+
+
+def peak_resident_gib() -> float | None:
+    """The most memory this process (or the largest of its finished children) has held resident, in GiB: what a
+    frontier records beside its time, so that a sweep says whether it fits a user's machine without ``/usr/bin/time``
+    (gemma-3-270m's Amazon sweep peaked at 22.4 GiB of a 23.5 GiB machine before its loss ran in chunks). A process's
+    lifetime peak: a command's own when it runs as one, a test session's under pytest. None where the OS has no
+    ``getrusage`` (Windows).
+
+    >>> (peak_resident_gib() or 1.0) > 0
+    True
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    unit = 1 if platform.system() == "Darwin" else 1024  # macOS reports bytes, Linux KiB
+    return round(peak * unit / 2**30, 2)

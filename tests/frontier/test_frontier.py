@@ -79,6 +79,8 @@ def test_outputs_have_the_documented_shape(frontier_run):
             assert r["dp_logreg_accuracy"] is None
     md = (out / "frontier.md").read_text()
     assert "dpsynth frontier --quick" in md and "| rating | embedding | 2 |" in md
+    # the sweep's peak resident set beside its time (this test process's, which loaded the model at least once)
+    assert on_disk["peak_rss_gib"] > 0.1 and f"peak resident set {on_disk['peak_rss_gib']:.1f} GiB" in md
     # accuracy with its binomial standard error over the row's test records
     row = next(r for r in rows if r["eps"] == 2.0 and r["label"] == "rating" and r["classifier"] == "embedding")
     se = (row["accuracy"] * (1 - row["accuracy"]) / row["n_test"]) ** 0.5

@@ -8,7 +8,9 @@ object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` o
 (:mod:`dpsynth.frontier.metrics`: a length-matched figure; null in scores made before it existed). With
 ``frontier.draws`` above 1 (``draws`` at the top and in each generated row's objects), ``accuracy``, ``macro_f1``,
 ``mauve``, ``mauve_bounded``, ``code_agreement`` and ``well_formed`` are means over the draws, each draw's value in
-``<key>_draws``, and ``mauve_sd`` is the repeats' spread averaged over the draws.
+``<key>_draws``, and ``mauve_sd`` is the repeats' spread averaged over the draws. ``seconds_total`` and
+``peak_rss_gib`` are the invocation's time and its process's peak resident set
+(:func:`dpsynth.machine.peak_resident_gib`; absent in sweeps made before 2026-12-07), ``seconds_rows`` the rows' own.
 
 The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
 against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
@@ -190,6 +192,11 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"- time: the rows' own {doc['seconds_rows'] / 60:.0f} min (training and generation when made, where "
                 f"recorded, and their latest scoring); "
                 f"this run of the command {doc['seconds_total'] / 60:.0f} min"
+                + (
+                    f", its process's peak resident set {doc['peak_rss_gib']:.1f} GiB"
+                    if doc.get("peak_rss_gib") is not None
+                    else ""
+                )
             ]
             if doc.get("seconds_rows") is not None and doc.get("seconds_total") is not None
             else []

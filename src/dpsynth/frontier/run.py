@@ -166,6 +166,7 @@ def run_frontier(
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine.summary(),
         "seconds_total": round(time.perf_counter() - start, 1),  # this invocation's: short when rows were kept
+        "peak_rss_gib": machine.peak_resident_gib(),  # this process's peak resident set (dpsynth.machine)
         # the rows' own time (training and generation when made, their latest scoring), kept rows included
         "seconds_rows": round(sum({r["row"]: r["seconds"] for r in rows}.values()), 1),
         "rows": rows,
