@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dpsynth import machine
 
 EPYC = """processor\t: 0
@@ -37,12 +39,13 @@ def test_without_cpuinfo_nothing_is_invented(tmp_path, monkeypatch):
 
 
 def test_the_peak_resident_set_is_read_in_the_os_unit(monkeypatch):
-    import resource
     from types import SimpleNamespace
 
+    resource = pytest.importorskip("resource")  # not on Windows, where the function returns None
     usage = {resource.RUSAGE_SELF: 3 * 2**20, resource.RUSAGE_CHILDREN: 2**20}  # KiB on Linux
     monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=usage[who]))
     monkeypatch.setattr(machine.platform, "system", lambda: "Linux")
     assert machine.peak_resident_gib() == 3.0  # the larger of the process and its children, not their sum
-    monkeypatch.setattr(machine.platform, "system", lambda: "Darwin")  # bytes there
-    assert machine.peak_resident_gib() == round(3 * 2**20 / 2**30, 2)
+    usage = {resource.RUSAGE_SELF: 3 * 2**30, resource.RUSAGE_CHILDREN: 2**30}  # bytes on macOS
+    monkeypatch.setattr(machine.platform, "system", lambda: "Darwin")
+    assert machine.peak_resident_gib() == 3.0

@@ -10,7 +10,8 @@ object per (eps, label, classifier) with at least ``eps`` (a number, ``"inf"`` o
 ``mauve``, ``mauve_bounded``, ``code_agreement`` and ``well_formed`` are means over the draws, each draw's value in
 ``<key>_draws``, and ``mauve_sd`` is the repeats' spread averaged over the draws. ``seconds_total`` and
 ``peak_rss_gib`` are the invocation's time and its process's peak resident set
-(:func:`dpsynth.machine.peak_resident_gib`; absent in sweeps made before 2026-12-07), ``seconds_rows`` the rows' own.
+(:func:`dpsynth.machine.peak_resident_gib`; absent in sweeps made before 2026-12-07; a rerun that keeps every row
+records only its scoring's), ``seconds_rows`` the rows' own.
 
 The HTML page is self-contained like the run report: one inline SVG per label (accuracy of each classifier and MAUVE
 against the privacy level, with the eps = 0 and real rows as horizontal reference lines), no script, no request.
