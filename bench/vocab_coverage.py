@@ -24,9 +24,9 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 def public_texts(data: Path) -> list[str]:
     texts = []
-    with gzip.open(data / "amazon/categories_2014/Home_and_Kitchen.csv.gz", "rt") as f:
+    with gzip.open(data / "amazon/categories_2014/Home_and_Kitchen.csv.gz", "rt", encoding="utf-8", newline="") as f:
         texts += [row["reviewText"] for row in csv.DictReader(f)]
-    with gzip.open(data / "ag_news/test.csv.gz", "rt") as f:
+    with gzip.open(data / "ag_news/test.csv.gz", "rt", encoding="utf-8", newline="") as f:
         texts += [row[1] + " " + row[2] for row in csv.reader(f)]
     return texts
 
