@@ -567,6 +567,10 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
     assert fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=false"), row) == base
     assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "freeze_a" in k]
     assert fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=true"), row) != base
+    # the whole vocabulary is the model as before model.vocabulary existed; a cut one is another model
+    assert fingerprint(_cfg(tiny_model_dir, "model.vocabulary=full"), row) == base
+    assert not [k for k, _ in _view(_cfg(tiny_model_dir), row, 50) if "vocabulary" in k]
+    assert fingerprint(_cfg(tiny_model_dir, "model.vocabulary=ascii"), row) != base
     for other in (RowSpec("epsinf", "inf"), RowSpec("eps0", 0.0), RowSpec("real", "real", real_n=16)):
         frozen = fingerprint(_cfg(tiny_model_dir, "train.lora.freeze_a=true"), other)
         assert frozen == fingerprint(_cfg(tiny_model_dir), other), other

@@ -143,6 +143,10 @@ def test_a_warm_start_fitted_in_another_format_is_refused_before_any_charge(trai
     link.symlink_to(adapter, target_is_directory=True)
     with pytest.raises(ConfigError, match="records prompt format"):  # a link names the run it points into
         warm_start.check(_with_warm_start(new, link), tmp_path / "run", None)
+    # a model whose vocabulary was cut numbers its tokens anew: the refusal says which setting differs
+    cut = new.model_copy(update={"model": new.model.model_copy(update={"vocabulary": "ascii"})})
+    with pytest.raises(ConfigError, match=r"fitted with model\.vocabulary=full \(this run: ascii\)"):
+        warm_start.check(cut, tmp_path / "run", None)
     copied = tmp_path / "elsewhere" / "copied" / "adapter"
     shutil.copytree(adapter, copied)
     warm_start.check(_with_warm_start(new, copied), tmp_path / "run", None)  # out of its run: trusted as before

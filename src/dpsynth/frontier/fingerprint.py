@@ -149,6 +149,8 @@ def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple
         for key in LENGTH_KEYS:
             dump["data"].pop(key, None)
         dump.get("privacy", {}).pop("length_epsilon_fraction", None)
+    if dump.get("model", {}).get("vocabulary") == "full":
+        dump["model"].pop("vocabulary")  # the whole vocabulary, as before the key existed
     dump.pop("tracking", None)
     _pin_init_adapter(dump, cfg)
     if checkpoint_every is not None:

@@ -26,7 +26,7 @@ from unittest import mock
 import torch
 
 from dpsynth.errors import ConfigError
-from dpsynth.models.loader import default_cache_dir, file_sha256, load_model, model_source, slug
+from dpsynth.models.loader import default_cache_dir, file_sha256, load_model, model_slug, model_source
 from dpsynth.rundir import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ def _base_identity(cfg: ModelConfig) -> dict[str, Any]:
     """Name, revision and (for a local folder) the weight files' sizes and times: enough to notice a swapped base."""
     source, _ = model_source(cfg)
     ident: dict[str, Any] = {"name": cfg.name, "revision": cfg.revision}
+    if cfg.vocabulary != "full":  # left out when full, so conversions made before the key stay current
+        ident["vocabulary"] = cfg.vocabulary
     folder = Path(source)
     if folder.is_dir():
         ident["files"] = sorted(
@@ -68,7 +70,7 @@ def converted_dir(cfg: ModelConfig, adapter_dir: Path | None, quantization: str)
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
         return adapter_dir.with_name(f"{adapter_dir.name}.ctranslate2-{quantization}")
-    return (cfg.cache_dir or default_cache_dir()) / f"{slug(cfg.name)}.ctranslate2-{quantization}"
+    return (cfg.cache_dir or default_cache_dir()) / f"{model_slug(cfg)}.ctranslate2-{quantization}"
 
 
 def _expected_source(cfg: ModelConfig, adapter_dir: Path | None, quantization: str) -> dict[str, Any]:

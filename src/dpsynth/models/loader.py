@@ -215,7 +215,37 @@ def add_turns(tok: PreTrainedTokenizerBase, template: str, turn_tokens: tuple[st
 
 
 def model_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
-    """Where ``from_pretrained`` should load from, and extra keyword arguments. Converts GGUF files on first use."""
+    """Where ``from_pretrained`` should load from, and extra keyword arguments. Converts GGUF files on first use;
+    with ``model.vocabulary=ascii``, the model's trimmed copy, cut once and cached (:mod:`dpsynth.models.vocab`)."""
+    source, kwargs = _full_source(cfg)
+    if cfg.vocabulary == "full":
+        return source, kwargs
+    from dpsynth.models import vocab
+
+    folder = Path(source)
+    if not _is_model_folder(folder):  # a hub id: its files, from the hub's cache (or downloaded, online)
+        from huggingface_hub import snapshot_download
+
+        try:
+            got = snapshot_download(str(source), revision=cfg.revision, allow_patterns=vocab.HUB_FILES)
+        except Exception as exc:  # offline, unknown id, gated: the hub's errors have no common base class
+            raise ConfigError(_not_found(cfg.name, exc)) from exc
+        folder = Path(got)
+    return vocab.trimmed(folder, (cfg.cache_dir or default_cache_dir()) / model_slug(cfg), cfg.vocabulary), {}
+
+
+def model_slug(cfg: ModelConfig) -> str:
+    """The cache name of ``cfg``'s model: its name's, with the vocabulary when trimmed.
+
+    >>> from dpsynth.models.config import ModelConfig
+    >>> model_slug(ModelConfig(name="google/gemma-3-270m", vocabulary="ascii"))
+    'google--gemma-3-270m--vocab-ascii'
+    """
+    return slug(cfg.name) + ("" if cfg.vocabulary == "full" else f"--vocab-{cfg.vocabulary}")
+
+
+def _full_source(cfg: ModelConfig) -> tuple[str | Path, dict[str, Any]]:
+    """:func:`model_source` before any trimming of the vocabulary."""
     name = cfg.name
     local = Path(name).expanduser()
     if _is_model_folder(local):

@@ -91,7 +91,8 @@ def attach_prefix_cache(
     start = layers[0]
     m = cfg.model
     weights = model.get_base_model().dtype  # as loaded: model.dtype=auto is bf16 or float32 by device and precision
-    key = cache_key(f"{m.name}@{m.revision}:{weights}", start, str(forward.autocast_dtype), examples)
+    vocab = "" if m.vocabulary == "full" else f"/{m.vocabulary}"  # as before the key existed when full
+    key = cache_key(f"{m.name}@{m.revision}{vocab}:{weights}", start, str(forward.autocast_dtype), examples)
 
     def check(cache: PrefixCache) -> None:
         self_check(forward.model, cache, examples, collate, forward.device, forward.context)

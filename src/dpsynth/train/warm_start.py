@@ -206,6 +206,8 @@ def _stale_format(cfg: Config, folder: Path) -> str | None:
         return None
     theirs = run_model(run)
     other = f", fitted with {theirs}" if theirs and theirs != cfg.model.name else ""
+    if (vocabulary := run_model(run, "vocabulary") or "full") != cfg.model.vocabulary:  # token ids renumbered
+        other += f", fitted with model.vocabulary={vocabulary} (this run: {cfg.model.vocabulary})"
     return (
         f"{folder}{other} records prompt format {differ[0]} ({run.privacy_json(arm)}), but {cfg.model.name}'s "
         f"tokenizer renders that run's probe as {differ[1]} today: the chat template or its end-of-turn token, "
@@ -216,14 +218,14 @@ def _stale_format(cfg: Config, folder: Path) -> str | None:
     )
 
 
-def run_model(run: RunDir) -> str | None:
-    """The ``model.name`` that ``run``'s saved ``config.yaml`` names, when it is there."""
+def run_model(run: RunDir, key: str = "name") -> str | None:
+    """The ``model.name`` (or another ``model`` key) that ``run``'s saved ``config.yaml`` names, when it is there."""
     import yaml
 
     if not run.config.is_file():
         return None
     saved = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-    name = (saved.get("model") or {}).get("name")
+    name = (saved.get("model") or {}).get(key)
     return str(name) if name else None
 
 
