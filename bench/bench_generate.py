@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--vocabulary", default="full", choices=["full", "ascii"], help="model.vocabulary")
     args = parser.parse_args()
 
     import torch
@@ -144,7 +145,7 @@ def main() -> None:
     unknown = set(names) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engines {sorted(unknown)}; choose from {sorted(ENGINES)}")
-    cfg = ModelConfig(name=args.model)
+    cfg = ModelConfig(name=args.model, vocabulary=args.vocabulary)
     tokenizer = load_tokenizer(cfg)
     stops = stop_token_ids(tokenizer)
     n_max = max(args.records, args.hf_records, args.llamacpp_records)
@@ -169,7 +170,7 @@ def main() -> None:
         n = args.hf_records if engine == "hf" else args.records
         fig: dict[str, Any] = {"engine": engine, "records": n, "batch_size": args.batch_size}
         if engine == "hf":
-            ecfg = ModelConfig(name=args.model, dtype=kind)
+            ecfg = ModelConfig(name=args.model, dtype=kind, vocabulary=args.vocabulary)
             fig["dtype"] = kind
         else:
             ecfg = cfg

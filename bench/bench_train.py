@@ -27,6 +27,8 @@ Modes (each in its own child process, so that its peak memory is its own):
 - ``MODE_vocabNk`` (e.g. ``dp_fast_vocab32k``): a fast mode whose frozen output layer keeps its first N x 1,024
   rows, the batch's tokens drawn below them: what trimming the output vocabulary would save a step (a timing, not a
   model: which rows a trimmed model keeps is a separate question);
+- ``MODE_ascii`` (e.g. ``dp_fast_ascii``): the mode on the model cut to its ASCII entries (``model.vocabulary=ascii``,
+  :mod:`dpsynth.models.vocab`), the batch's tokens drawn from its vocabulary: the trimmed model itself;
 - ``MODE_f32w``, ``MODE_bf16w`` (e.g. ``dp_fast_f32w``): a fast mode with the base model's weights loaded in float32
   or bfloat16. Without a suffix the fast modes load them as training does (``model.dtype=auto``,
   :func:`dpsynth.train.precision.training_model_config`): bfloat16 wherever training runs under bf16 autocast (CUDA;
@@ -77,7 +79,7 @@ def _batch(vocab: int, batch: int, tokens: int, seed: int) -> dict[str, Any]:
 def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     from dpsynth.allocator import keep_freed_memory
 
-    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked|_vocab\d+k)+$", "", mode)
+    name, mode = mode, re.sub(r"(_sysmalloc|_bf16w|_f32w|_autograd|_chunked|_vocab\d+k|_ascii)+$", "", mode)
     trim = re.search(r"_vocab(\d+)k", name)
     fast = mode not in ("no_dp", "dp", "ghost")
     if trim and not fast:  # the path before issue 8 runs the model's own output layer, which the trim does not reach
@@ -111,7 +113,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     # dp_bf16 isolates bf16 on every block; dp_fast / no_dp_fast take whatever the defaults are (top 8 since 2026-12-03)
     top_k = {"dp_prefix": args.top_k, "dp_bf16": None}.get(mode, defaults.lora.top_k_layers if fast else None)
     precision = {"dp_bf16": "bfloat16"}.get(mode, defaults.precision if fast else "float32")
-    model_cfg = ModelConfig(name=args.model, attn_implementation=args.attn, dtype=weights)
+    vocabulary = "ascii" if "_ascii" in name else "full"
+    model_cfg = ModelConfig(name=args.model, attn_implementation=args.attn, dtype=weights, vocabulary=vocabulary)
     if fast:  # the weights' dtype training loads (bf16 under bf16 autocast, unless a suffix names one)
         model_cfg = training_model_config(model_cfg, precision, device)  # type: ignore[arg-type]
     base = load_model(model_cfg, device=device)
@@ -220,6 +223,8 @@ def _child(mode: str, args: argparse.Namespace, queue: Any) -> None:
     queue.put(
         {
             "mode": name,
+            "vocabulary": vocabulary,
+            "vocab_rows": int(base.get_output_embeddings().weight.shape[0]),
             "malloc": malloc,
             "median_s": statistics.median(times),
             "min_s": min(times),

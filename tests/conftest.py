@@ -102,3 +102,54 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Iterator[Path]:
     # the engines' conversions of this throwaway model land in the user's cache: do not leave them there
     for converted in default_cache_dir().glob(f"{slug(str(path))}.*"):
         shutil.rmtree(converted, ignore_errors=True)
+
+
+WORDS = ["the", "case", "fits", "great", "phone", "it", "is", "broke"]
+
+
+def _sentencepiece_bpe() -> object:
+    """A tiny Gemma-style tokenizer: BPE with byte fallback, ``▁`` for spaces, specials first (an ``<unusedN>``
+    among them, so the ids after it move when it is cut), then bytes, letters, words and a few non-ASCII entries."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    specials = ["<pad>", "<eos>", "<unused0>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    vocab: dict[str, int] = {}
+    for tok in [*specials, *[f"<0x{b:02X}>" for b in range(256)], "\u2581", "\n", *"abcdefghijklmnopqrstuvwxyz.!,"]:
+        vocab.setdefault(tok, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in WORDS:  # each word built letter by letter, then with the word marker in front
+        piece = word[0]
+        for ch in word[1:]:
+            merges.append((piece, ch))
+            piece += ch
+            vocab.setdefault(piece, len(vocab))
+        merges.append(("\u2581", word))
+        vocab.setdefault("\u2581" + word, len(vocab))
+    for tok in ["\u2019", "\u00e9", "\u2581\u2019", "\u0e01"]:  # a curly quote, e acute, Thai: cut by ascii
+        vocab.setdefault(tok, len(vocab))
+    merges.append(("\u2581", "\u2019"))
+    bpe = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    tok = Tokenizer(bpe)
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens(specials)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 3)])
+    return tok
+
+
+@pytest.fixture(scope="session")
+def gemma_like(tmp_path_factory) -> Path:
+    """A model folder: the tiny tokenizer above and a tiny tied Llama over its vocabulary."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("gemma-like")
+    backend = _sentencepiece_bpe()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<end_of_turn>", pad_token="<pad>", unk_token="<unk>"
+    )
+    size = backend.get_vocab_size()  # type: ignore[attr-defined]
+    model = make_tiny_llama(size, bos_token_id=3, eos_token_id=tok.eos_token_id, pad_token_id=0)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -55,3 +55,29 @@ def test_a_vocab_mode_trains_through_the_cut_output_layer(tiny_model_dir, monkey
 def test_a_vocab_suffix_on_a_mode_before_the_fast_forward_is_refused(tiny_model_dir):
     with pytest.raises(SystemExit, match="fast modes only"):
         _script()._child("dp_vocab1k", _args(tiny_model_dir), queue.Queue())
+
+
+def test_an_ascii_mode_trains_the_model_cut_to_its_ascii_entries(gemma_like, tmp_path, monkeypatch):
+    """``_ascii`` times the cut model itself (``model.vocabulary=ascii``): its loss runs through the kept rows."""
+    import dpsynth.allocator
+    import dpsynth.train.forward as forward
+    from dpsynth.models import loader
+
+    monkeypatch.setattr(dpsynth.allocator, "keep_freed_memory", lambda: "kept")
+    monkeypatch.setattr(loader, "default_cache_dir", lambda: tmp_path)  # the cut copy lands here, not in the user's
+    widths = []
+    real = forward.head_sequence_loss
+
+    def spy(hidden, labels, head, **kw):
+        widths.append(head.weight.shape[0])
+        return real(hidden, labels, head, **kw)
+
+    monkeypatch.setattr(forward, "head_sequence_loss", spy)
+    out: queue.Queue = queue.Queue()
+    _script()._child("dp_fast_ascii", _args(gemma_like), out)
+    result = out.get_nowait()
+    from dpsynth.config import ModelConfig
+
+    full = loader.load_tokenizer(ModelConfig(name=str(gemma_like)))
+    assert result["vocabulary"] == "ascii" and result["vocab_rows"] == len(full) - 5
+    assert widths and set(widths) == {len(full) - 5}
