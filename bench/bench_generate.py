@@ -228,7 +228,12 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {**machine.describe(), "cpus": os.cpu_count(), "threads": args.threads},
         "load_average_before_after": [round(load_before[0], 1), round(load_after[0], 1)],
-        "settings": {**s.__dict__, "model": args.model, "adapter": "LoRA r=8 on q_proj, v_proj"},
+        "settings": {
+            **s.__dict__,
+            "model": args.model,
+            "vocabulary": args.vocabulary,
+            "adapter": "LoRA r=8 on q_proj, v_proj",
+        },
         "default_engine": default,
         "engines": figures,
         "reference": {"llamacpp_single_stream": reference},
