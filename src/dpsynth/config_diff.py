@@ -16,6 +16,7 @@ and keys that change how training is laid out on this machine but not its result
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dpsynth.config import NO_DP_KEYS, Config
@@ -70,6 +71,9 @@ def training_changes(old: Config, new: Config, arms: Sequence[str] | None = None
         drop = (*drop, *(("train", key) for key in NO_DP_KEYS))
     a = flat_view(old, AFTER_TRAINING, drop)
     b = flat_view(new, AFTER_TRAINING, drop)
+    for view, cfg in ((a, old), (b, new)):
+        if cfg.train.init_adapter is not None:  # one folder, however it is spelled (its weights are checked apart)
+            view["train.init_adapter"] = repr(str(Path(cfg.train.init_adapter).expanduser().resolve()))
     if "dp" not in arms:  # the non-DP arm trains both LoRA factors whatever train.lora.freeze_a says
         for view in (a, b):
             view.pop("train.lora.freeze_a", None)

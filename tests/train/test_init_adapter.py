@@ -326,3 +326,20 @@ def test_an_adapter_of_another_model_size_is_a_config_error(tmp_path, tokenizer)
 def test_private_evolution_refuses_a_warm_start(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.init_adapter is a warm start for fine-tuning"):
         load_config(None, ["generator=pe", f"train.init_adapter={tmp_path}"])
+
+
+def test_a_warm_start_spelled_another_way_is_not_a_training_change(tmp_path, monkeypatch):
+    """A frontier row made with the warm start's absolute path, rerun from a config naming it relative to the working
+    directory (or through a symlink), is the same training: refusing it sent a kept sweep to a new directory."""
+    from dpsynth.config_diff import training_changes
+
+    adapter = tmp_path / "warm" / "no_dp" / "adapter"
+    adapter.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "warm", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    absolute = load_config(None, [f"train.init_adapter={adapter}"])
+    for spelling in ("warm/no_dp/adapter", "link/no_dp/adapter", "./warm/../warm/no_dp/adapter"):
+        assert training_changes(absolute, load_config(None, [f"train.init_adapter={spelling}"])) == [], spelling
+    (tmp_path / "other").mkdir()
+    assert training_changes(absolute, load_config(None, ["train.init_adapter=other"])) == ["train.init_adapter"]
+    assert training_changes(absolute, load_config(None, [])) == ["train.init_adapter"]
