@@ -404,6 +404,25 @@ def test_another_configuration_is_refused_not_mixed(frontier_run, tiny_model_dir
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
 
 
+def test_the_real_all_row_comes_and_goes_alone(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
+    """frontier.real_all toggled on a finished sweep adds or drops that row and remakes no other (before 2026-12-07
+    every row's fingerprint held the key, so adding the real-all row generated every row again)."""
+    import shutil
+
+    _, out, _, ledger_path = frontier_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("DPSYNTH_LEDGER", str(ledger_path))
+    stamps = {p: p.stat().st_mtime_ns for p in (copy / "rows").glob("*/row.json") if p.parent.name != "real_all"}
+    assert len(stamps) == 4
+    doc = run_frontier(_cfg(tiny_model_dir, "frontier.real_all=false"), copy, progress=False)
+    assert {r["row"] for r in doc["rows"]} == {"eps0", "eps2", "epsinf", "real"}
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    doc = run_frontier(_cfg(tiny_model_dir), copy, progress=False)
+    assert "real_all" in {r["row"] for r in doc["rows"]}
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
 def test_more_records_reuse_the_trained_rows(frontier_run, tiny_model_dir, tmp_path, monkeypatch):
     """frontier.n_synthetic (or sampling) changed in a copy of a finished sweep: the trained rows generate again from
     their kept arms (no training, no new ledger charge: post-processing), the other rows are remade, at the new N."""
@@ -548,7 +567,7 @@ def test_the_dataset_is_named_with_its_folder():
 
 
 def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_dir):
-    from dpsynth.frontier.fingerprint import _view, fingerprint, fingerprints
+    from dpsynth.frontier.fingerprint import _fingerprint, _view, fingerprint, fingerprints
     from dpsynth.frontier.spec import RowSpec
 
     row = RowSpec("eps4", 4.0)
@@ -580,7 +599,15 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
         assert fingerprint(_cfg(tiny_model_dir, f"train.checkpoint_every={every}"), row) == base
     seven = fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=7"), row)
     assert seven[0] == base and seven[1] != base
-    assert fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=50"), row) == (base, base)
+    legacy = _fingerprint(_cfg(tiny_model_dir), row, checkpoint_every=50, real_all=False)
+    assert fingerprints(_cfg(tiny_model_dir, "train.checkpoint_every=50"), row) == (base, legacy)
+    # the real-all row's presence changes no other row; a row made under real_all=false before the key was pinned
+    # (its fingerprint spelled false) is matched by the legacy spelling
+    for other in (row, RowSpec("epsinf", "inf"), RowSpec("real", "real", real_n=12), RowSpec("eps0", 0.0)):
+        assert fingerprint(_cfg(tiny_model_dir, "frontier.real_all=false"), other) == fingerprint(
+            _cfg(tiny_model_dir), other
+        )
+    assert legacy != base
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.005"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base

@@ -38,7 +38,9 @@ LENGTH_KEYS = ("max_tokens_grid", "max_tokens_quantile", "max_tokens_public")
 
 
 def fingerprint(cfg: Config, row: RowSpec) -> str:
-    """What a finished row depends on: the whole configuration except the list of levels, and the row itself.
+    """What a finished row depends on: the whole configuration except the list of levels and whether the sweep has
+    a row of every real record (``frontier.real_all``, read as its default: it adds or drops that row, no other), and
+    the row itself.
 
     Left out too: where runs are tracked (``tracking``), how training is laid out on this machine (the shared prefix
     cache, torchrun ranks: the same mechanism and numbers), the served-model keys (refused by the frontier), and the
@@ -49,10 +51,14 @@ def fingerprint(cfg: Config, row: RowSpec) -> str:
     return _fingerprint(cfg, row, checkpoint_every=50)
 
 
-def fingerprints(cfg: Config, row: RowSpec) -> tuple[str, str]:
-    """:func:`fingerprint`, and the one a row made before checkpoint spacing was pinned had (its configured value):
-    a finished row matching either is kept."""
-    return fingerprint(cfg, row), _fingerprint(cfg, row, checkpoint_every=None)
+def fingerprints(cfg: Config, row: RowSpec) -> tuple[str, ...]:
+    """:func:`fingerprint`, the one a row made before checkpoint spacing was pinned had (its configured value), and
+    both again as a row made under ``frontier.real_all=false`` before that key left the fingerprint (2026-12-07)
+    spelled them: a finished row matching any is kept, so adding the real-all row to a finished sweep remakes none."""
+    found = [fingerprint(cfg, row), _fingerprint(cfg, row, checkpoint_every=None)]
+    for every in (50, None):
+        found.append(_fingerprint(cfg, row, checkpoint_every=every, real_all=False))
+    return tuple(dict.fromkeys(found))
 
 
 def kept_evaluate(
@@ -109,14 +115,18 @@ def scores_key(cfg: Config, row_fingerprint: str, made_evaluate: dict[str, Any] 
     return key
 
 
-def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None) -> str:
-    text = repr((_view(cfg, row, checkpoint_every), row.key, row.eps, row.real_n))
+def _fingerprint(cfg: Config, row: RowSpec, *, checkpoint_every: int | None, real_all: bool = True) -> str:
+    text = repr((_view(cfg, row, checkpoint_every, real_all), row.key, row.eps, row.real_n))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None) -> list[tuple[str, str]]:
+def _view(cfg: Config, row: RowSpec, checkpoint_every: int | None, real_all: bool = True) -> list[tuple[str, str]]:
     dump = cfg.model_dump(mode="json", by_alias=True)
     dump.get("frontier", {}).pop("eps", None)
+    if "frontier" in dump:
+        # which rows exist, not what one is: pinned (to the default, which rows made before spelled) so that adding
+        # or dropping the real-all row keeps the others (fingerprints: rows made under false spelled that)
+        dump["frontier"]["real_all"] = real_all
     if dump.get("frontier", {}).get("draws", 1) == 1 or row.eps == "real":
         dump["frontier"].pop("draws", None)  # one draw, as before the key existed; real rows are one draw
     for key in NO_DP_KEYS:
