@@ -2,7 +2,8 @@
 give DP fine-tuning a gradient it can follow.
 
 Why: at the frontiers' scale (about 1,200 units, batch 32) the DP arm's loss did not move (bench/results/
-frontier-yelp). The arithmetic of DP-SGD says why, and this script measures it instead of guessing. The update of a
+frontier-yelp/2026-12-01-reduced). The arithmetic of DP-SGD says why, and this script measures it instead of
+guessing. The update of a
 step is the mean clipped gradient of the batch plus Gaussian noise of norm ``sigma * C * sqrt(d) / B`` (``d``
 trainable parameters, ``B`` the expected batch, ``sigma`` calibrated for the target epsilon from the sample rate
 ``B / n`` and the number of steps). The *signal* is the expected clipped per-example gradient ``mu``: its norm is

@@ -608,6 +608,9 @@ def test_keys_that_cannot_change_a_row_leave_its_fingerprint_alone(tiny_model_di
             _cfg(tiny_model_dir), other
         )
     assert legacy != base
+    # the spelling itself: rows made before the pin spelled the configured value, the default True for most
+    assert ("frontier.real_all.", "True") in _view(_cfg(tiny_model_dir, "frontier.real_all=false"), row, 50)
+    assert ("frontier.real_all.", "False") in _view(_cfg(tiny_model_dir), row, 50, real_all=False)
     # ...while anything a fine-tuned row reads does change it
     assert fingerprint(_cfg(tiny_model_dir, "train.learning_rate=0.005"), row) != base
     assert fingerprint(_cfg(tiny_model_dir, "generator=pe"), row) != base
